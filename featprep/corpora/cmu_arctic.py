@@ -1,0 +1,100 @@
+"""CMU Arctic: phonetically balanced US English, 18 speakers, 1132 prompts each.
+
+Citation: Kominek and Black, "The CMU Arctic speech databases", 5th ISCA Speech
+Synthesis Workshop, 2004. Licence: free use, modification and redistribution (CMU).
+
+Layout: one tree per speaker, ``cmu_us_<spk>_arctic/`` (release suffixes such as
+``-0.95-release`` allowed), with ``wav/arctic_[ab]NNNN.wav`` (16 kHz 16-bit mono),
+``etc/txt.done.data`` (``( arctic_a0001 "Author of the danger trail..." )``) and
+``lab/*.lab`` (xwaves phone labels). The root is either one such tree or a folder of them.
+
+Known defects: some speakers miss a few recordings or prompts (``missing_text``,
+``missing_audio``); two copies of a speaker's tree give ``duplicate_id`` in the check stage;
+the corpus does not record gender (the recipe's ``speakers.gender`` table does).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorpusError, Rejected
+from ..records import Rejection, Speaker, Utterance
+from . import Discovery
+from .transcripts import decode_transcript
+
+_TREE = re.compile(r"^cmu_us_([a-z0-9]+)_arctic")
+_PROMPT = re.compile(rb'^\(\s*(\S+)\s+"(.*)"\s*\)\s*$')
+
+
+def find_trees(root: Path) -> list[Path]:
+    """The speaker trees under ``root`` (or ``root`` itself), sorted by name."""
+    candidates = [root] if _TREE.match(root.name) else sorted(root.iterdir())
+    trees = [p for p in candidates if p.is_dir() and _TREE.match(p.name)]
+    if not trees:
+        raise CorpusError(
+            f"{root} does not look like CMU Arctic: expected cmu_us_<speaker>_arctic/ "
+            f"folders with wav/ and etc/txt.done.data"
+        )
+    return trees
+
+
+def read_prompts(path: Path) -> dict[str, str | Rejected]:
+    """Parse ``etc/txt.done.data``: stem -> text, or the `Rejected` for a bad line."""
+    prompts: dict[str, str | Rejected] = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _PROMPT.match(line.strip())
+        if m is None:
+            continue
+        stem = m.group(1).decode("ascii", errors="replace")
+        raw = m.group(2).replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+        try:
+            prompts[stem] = decode_transcript(raw)
+        except Rejected as r:
+            prompts[stem] = Rejected(r.code, f"{path.name} line {number}: {r.detail}")
+    return prompts
+
+
+def discover(root: Path, recipe: dict[str, Any]) -> Discovery:
+    """Turn a CMU Arctic directory into speakers, utterances and rejections."""
+    excluded = set(recipe["discover"]["exclude_speakers"])
+    genders: dict[str, str] = recipe["speakers"]["gender"]
+    bad = sorted(g for g in set(genders.values()) if g not in ("M", "F"))
+    if bad:
+        raise CorpusError(f"speakers.gender values must be M or F, found {bad}")
+    trees = find_trees(root)
+    utterances: list[Utterance] = []
+    rejections: list[Rejection] = []
+    anchor = root if not _TREE.match(root.name) else root.parent
+    for tree in trees:
+        spk = _TREE.match(tree.name).group(1)
+        rel = tree.relative_to(anchor).as_posix()
+        txt = tree / "etc" / "txt.done.data"
+        if not txt.is_file() or not (tree / "wav").is_dir():
+            raise CorpusError(f"{tree} is a CMU Arctic tree without etc/txt.done.data or wav/")
+        prompts = read_prompts(txt)
+        wavs = {p.stem for p in (tree / "wav").glob("*.wav")}
+        for stem in sorted(wavs | prompts.keys()):
+            utt_id, path = f"{spk}_{stem}", f"{rel}/wav/{stem}.wav"
+            prompt = prompts.get(stem)
+            code, detail = "", ""
+            if spk in excluded:
+                code, detail = "excluded_speaker", f"{spk} is in discover.exclude_speakers"
+            elif prompt is None:
+                code, detail = "missing_text", f"{stem} is not in {rel}/etc/txt.done.data"
+            elif stem not in wavs:
+                code, detail = "missing_audio", f"no {path}"
+            elif isinstance(prompt, Rejected):
+                code, detail = prompt.code, prompt.detail
+            if code:
+                rejections.append(Rejection(utt_id, spk, "discover", code, detail, path))
+                continue
+            lab = tree / "lab" / f"{stem}.lab"
+            custom = {"tree": rel, "lab": f"{rel}/lab/{stem}.lab" if lab.is_file() else ""}
+            utterances.append(Utterance(utt_id, spk, prompt, path, custom=custom))
+    names = sorted({u.speaker for u in utterances})
+    speakers = [Speaker(s, gender=genders.get(s, "unknown")) for s in names]
+    return Discovery(speakers, utterances, rejections, {"trees": [t.name for t in trees]})

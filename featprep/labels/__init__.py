@@ -1,0 +1,1 @@
+"""Labels: phone label files and (later) full-context labels and linguistic features."""

@@ -1,0 +1,290 @@
+"""``prepare``: corpus directory -> checked, split, sharded, feature-bearing manifests.
+
+discover -> check -> split -> plan shards -> per shard (in parallel): stages -> write.
+A complete shard whose fingerprint matches is skipped, so a killed run resumes where it
+stopped; ``manifest.json`` is written last, once every shard is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pyarrow as pa
+from tqdm import tqdm
+
+from .audio.stage import AudioStage
+from .check import check
+from .corpora import discover
+from .errors import NoValidUtterances, OutputError, Rejected
+from .manifest import write_manifest, write_rejected
+from .recipe import load_recipe
+from .records import Rejection
+from .shards import TMP_PREFIX, ShardPlan, plan_shards, read_shard_info, write_shard
+from .splits import assign_splits
+from .stage import ArraySpec, Item, Stage
+
+#: the per-utterance stages of prepare, in order
+STAGES: list[type[Stage]] = [AudioStage]
+
+
+def build_stages(recipe: dict[str, Any], root: str) -> list[Stage]:
+    return [cls(recipe, root) for cls in STAGES]
+
+
+def stage_outputs(stages: list[Stage]) -> tuple[list[ArraySpec], dict[str, pa.DataType]]:
+    specs = [spec for s in stages for spec in s.outputs()]
+    columns = {name: t for s in stages for name, t in s.columns.items()}
+    return specs, columns
+
+
+@dataclass
+class PrepareReport:
+    """What a prepare run did; its ``ok`` becomes the exit code."""
+
+    corpus: str
+    out: Path
+    kept: int = 0
+    kept_seconds: float = 0.0
+    raw_seconds: float = 0.0
+    rejected: Counter = field(default_factory=Counter)
+    unused: int = 0
+    splits: dict[str, dict[str, float]] = field(default_factory=dict)
+    shards_written: int = 0
+    shards_skipped: int = 0
+    shards_pending: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.shards_pending == 0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.corpus}: kept {self.kept} utterances, {self.kept_seconds / 3600:.3f} h after trimming "
+            f"({self.raw_seconds / 3600:.3f} h of raw audio read from headers)",
+            f"shards: {self.shards_written} written, {self.shards_skipped} already complete"
+            + (f", {self.shards_pending} left to other jobs" if self.shards_pending else ""),
+        ]
+        for split, s in self.splits.items():
+            out.append(f"  {split:<5} {int(s['rows']):>7} utterances {s['seconds'] / 3600:8.3f} h")
+        if self.unused:
+            out.append(f"  unused (speaker role) {self.unused} utterances")
+        total = sum(self.rejected.values())
+        out.append(f"rejected {total} utterances" + (":" if total else ""))
+        out += [f"  {code:<18} {n}" for code, n in sorted(self.rejected.items())]
+        if self.complete:
+            out.append(f"output: {self.out}/manifest.json, {self.out}/rejected.tsv")
+        return out
+
+
+def process_shard(
+    plan: ShardPlan,
+    recipe: dict[str, Any],
+    root: str,
+    out_dir: Path,
+    fingerprint: str,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run every stage on every utterance of a shard and write it; returns shard.json."""
+    stages = build_stages(recipe, root)
+    for stage in stages:
+        stage.setup()
+    specs, columns = stage_outputs(stages)
+    items, rejections = [], []
+    for utt in plan.utterances:
+        item = Item(utt, plan.split)
+        current = stages[0].name
+        try:
+            for stage in stages:
+                current = stage.name
+                stage.process(item)
+            items.append(item)
+        except Rejected as r:
+            rejections.append(Rejection(utt.id, utt.speaker, current, r.code, r.detail, utt.audio_path))
+        if progress is not None:
+            progress.put(1) if hasattr(progress, "put") else progress(1)
+    return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise OutputError(f"output directory {out} is not writable: {e.strerror or e}") from None
+
+
+def _clean_stale(out: Path, plans: list[ShardPlan]) -> None:
+    """Remove temporary shards of killed runs and shards no longer in the plan."""
+    wanted = {p.name for p in plans}
+    shard_root = out / "shards"
+    if not shard_root.is_dir():
+        return
+    for split_dir in shard_root.iterdir():
+        for path in split_dir.iterdir():
+            name = f"shards/{split_dir.name}/{path.name}"
+            if path.name.startswith(TMP_PREFIX) or name not in wanted:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@contextlib.contextmanager
+def _progress(total: int, jobs: int, enabled: bool) -> Iterator[Any]:
+    """A per-utterance progress bar; with workers, fed through a manager queue."""
+    bar = tqdm(total=total, unit="utt", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    if jobs == 1:
+        yield bar.update
+        bar.close()
+        return
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        queue = manager.Queue()
+
+        def drain() -> None:
+            while (n := queue.get()) is not None:
+                bar.update(n)
+
+        thread = threading.Thread(target=drain, daemon=True)
+        thread.start()
+        try:
+            yield queue
+        finally:
+            queue.put(None)
+            thread.join()
+            bar.close()
+
+
+def _run_shards(
+    todo: list[tuple[ShardPlan, str]],
+    recipe: dict[str, Any],
+    root: str,
+    out: Path,
+    jobs: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    total = sum(len(p.utterances) for p, _ in todo)
+    with _progress(total, jobs, progress) as tick:
+        if jobs == 1:
+            return [process_shard(p, recipe, root, out, fp, tick) for p, fp in todo]
+        # One BLAS/torch thread per worker: the parallelism is across shards.
+        with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+            run = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
+            return list(run(joblib.delayed(process_shard)(p, recipe, root, out, fp, tick) for p, fp in todo))
+
+
+def prepare(
+    corpus: str,
+    root: str | Path,
+    out: str | Path | None = None,
+    *,
+    recipe: str | Path | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    jobs: int = 1,
+    shard_index: int | None = None,
+    num_shards: int | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> PrepareReport:
+    """Prepare a corpus: the library form of ``featprep prepare``.
+
+    Parameters
+    ----------
+    corpus : ``vctk`` or ``cmu_arctic``.
+    root : the corpus directory as downloaded.
+    out : output directory (default ``manifests/<corpus>``).
+    recipe, overrides : a recipe file and ``key=value`` overrides (see `load_recipe`).
+    jobs : worker processes; shards are processed in parallel.
+    shard_index, num_shards : process only shards ``i`` with ``i % num_shards ==
+        shard_index`` (a Slurm array job); the run that finds every shard complete
+        writes the manifest.
+    progress : show a per-utterance progress bar on stderr.
+
+    Returns
+    -------
+    A `PrepareReport`. Raises `NoValidUtterances` when nothing survives.
+    """
+    say = log or (lambda _msg: None)
+    resolved = load_recipe(corpus, recipe, overrides)
+    out = Path(out) if out is not None else Path("manifests") / corpus
+    _check_writable(out)
+    root = str(Path(root).resolve())
+    jobs = max(1, jobs if jobs > 0 else (os.cpu_count() or 1))
+
+    found = discover(corpus, root, resolved)
+    say(f"discovered {len(found.utterances)} utterances of {len(found.speakers)} speakers in {root}")
+    with tqdm(total=len(found.utterances), unit="hdr", disable=not progress, file=sys.stderr) as bar:
+        utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
+    rejections = found.rejections + rejections
+    report = PrepareReport(corpus, out)
+    report.raw_seconds = sum(u.raw_seconds for u in found.utterances)
+
+    roles, splits = assign_splits(found.speakers, utterances, resolved["split"])
+    report.unused = sum(1 for u in utterances if u.id not in splits)
+    plans = plan_shards(splits, utterances, resolved["shards"]["max_seconds"])
+    if not plans:
+        write_rejected(out / "rejected.tsv", rejections)
+        raise NoValidUtterances(
+            f"no valid utterance in {root}: {len(rejections)} rejected, see {out}/rejected.tsv"
+        )
+    _clean_stale(out, plans)
+
+    versions = {s.name: s.version() for s in build_stages(resolved, root)}
+    infos: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[ShardPlan, str]] = []
+    for i, plan in enumerate(plans):
+        fp = plan.fingerprint(root, resolved, versions)
+        info = read_shard_info(out / plan.name)
+        if info is not None and info.get("fingerprint") == fp:
+            infos[plan.name] = info
+            report.shards_skipped += 1
+        elif num_shards is None or i % num_shards == shard_index:
+            todo.append((plan, fp))
+        else:
+            report.shards_pending += 1
+    say(f"{len(plans)} shards: {len(infos)} complete, {len(todo)} to do")
+    for info in _run_shards(todo, resolved, root, out, jobs, progress):
+        infos[info["name"]] = info
+        report.shards_written += 1
+
+    for info in infos.values():
+        rejections += [Rejection(**r) for r in info["rejected"]]
+        s = report.splits.setdefault(info["split"], {"rows": 0, "seconds": 0.0})
+        s["rows"] += info["rows"]
+        s["seconds"] += info["seconds"]
+        report.kept += info["rows"]
+        report.kept_seconds += info["seconds"]
+    report.rejected = Counter(r.code for r in rejections)
+    if not report.complete:
+        return report
+    write_rejected(out / "rejected.tsv", rejections)
+    if report.kept == 0:
+        raise NoValidUtterances(
+            f"no valid utterance in {root}: {len(rejections)} rejected, see {out}/rejected.tsv"
+        )
+    specs, columns = stage_outputs(build_stages(resolved, root))
+    write_manifest(
+        out / "manifest.json",
+        corpus=corpus,
+        root=root,
+        recipe=resolved,
+        layout=found.layout,
+        speakers=found.speakers,
+        roles=roles,
+        utterances=utterances,
+        shards=[infos[p.name] for p in plans],
+        specs=specs,
+        columns=columns,
+        rejections=rejections,
+    )
+    return report

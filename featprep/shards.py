@@ -1,0 +1,204 @@
+"""Shards: the unit of work of ``prepare`` and the on-disk contract with training.
+
+A shard is a folder ``shards/<split>/shard-NNNNNN/`` holding ``index.parquet`` (one row
+per utterance), ``audio.npy`` (int16, every utterance concatenated), one ``<name>.npy``
+per feature stream, and ``shard.json`` (fingerprint, counts, sha256 of every file,
+rejections). It is written under a temporary name and renamed when complete, so a
+folder with the final name is always whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import FRAME_SHIFT, SAMPLE_RATE
+from .io import sha256_file
+from .records import Rejection, Utterance
+from .splits import SPLITS
+from .stage import ArraySpec, Item
+
+#: index columns every shard has, before the columns of the stages
+BASE_COLUMNS: dict[str, pa.DataType] = {
+    "utterance": pa.string(),
+    "speaker": pa.string(),
+    "text": pa.string(),
+    "split": pa.string(),
+    "audio_path": pa.string(),
+    "raw_sample_rate": pa.int32(),
+    "raw_channels": pa.int32(),
+    "raw_num_samples": pa.int64(),
+    "n_frames": pa.int64(),
+    "audio_offset": pa.int64(),
+    "frame_offset": pa.int64(),
+    "custom": pa.string(),
+}
+
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class ShardPlan:
+    """Which utterances one shard holds."""
+
+    split: str
+    index: int
+    utterances: list[Utterance]
+
+    @property
+    def name(self) -> str:
+        return f"shards/{self.split}/shard-{self.index:06d}"
+
+    def fingerprint(self, root: str, recipe: dict[str, Any], stages: dict[str, str]) -> str:
+        """Hash of everything the shard's content depends on.
+
+        File size and modification time stand in for the audio content, so that a
+        changed corpus file invalidates the shard without being read.
+        """
+        files = []
+        for u in self.utterances:
+            st = os.stat(os.path.join(root, u.audio_path))
+            files.append([u.id, u.speaker, u.text, u.audio_path, u.custom, st.st_size, st.st_mtime_ns])
+        blob = json.dumps([recipe, stages, files], sort_keys=True, ensure_ascii=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan_shards(splits: dict[str, str], utterances: list[Utterance], max_seconds: float) -> list[ShardPlan]:
+    """Cut each split into contiguous runs of utterances (sorted by speaker, id).
+
+    A shard holds at most ``max_seconds`` of raw audio, and at least one utterance.
+    """
+    plans = []
+    for split in SPLITS:
+        members = sorted(
+            (u for u in utterances if splits.get(u.id) == split), key=lambda u: (u.speaker, u.id)
+        )
+        runs: list[list[Utterance]] = []
+        seconds = 0.0
+        for utt in members:
+            if not runs or seconds + utt.raw_seconds > max_seconds:
+                runs.append([])
+                seconds = 0.0
+            runs[-1].append(utt)
+            seconds += utt.raw_seconds
+        plans += [ShardPlan(split, i, run) for i, run in enumerate(runs)]
+    return plans
+
+
+def _stack(rows: list[np.ndarray], dtype: str, dim: int | None) -> np.ndarray:
+    if rows:
+        return np.concatenate(rows).astype(dtype, copy=False)
+    return np.zeros((0,) if dim is None else (0, dim), dtype=dtype)
+
+
+def write_shard(
+    out_dir: Path,
+    plan: ShardPlan,
+    items: list[Item],
+    specs: list[ArraySpec],
+    columns: dict[str, pa.DataType],
+    rejections: list[Rejection],
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Write one shard atomically and return its ``shard.json`` content.
+
+    Checks the alignment contract on the way: ``len(audio) == 80 * n_frames`` and every
+    frame-rate array has ``n_frames`` rows of ``spec.dim`` columns.
+    """
+    final = out_dir / plan.name
+    tmp = final.parent / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+    schema = pa.schema({**BASE_COLUMNS, **columns})
+    table: dict[str, list[Any]] = {name: [] for name in schema.names}
+    audio_offset = frame_offset = 0
+    for item in items:
+        n = item.n_frames
+        if len(item.audio) != n * FRAME_SHIFT:
+            raise RuntimeError(f"{item.utterance.id}: {len(item.audio)} samples, not 80 x {n}")
+        for spec in specs:
+            arr = item.arrays[spec.name]
+            if spec.rate == "frame" and arr.shape != (n, spec.dim):
+                raise RuntimeError(
+                    f"{item.utterance.id}: {spec.name} is {arr.shape}, expected ({n}, {spec.dim})"
+                )
+        u = item.utterance
+        row = {
+            "utterance": u.id,
+            "speaker": u.speaker,
+            "text": u.text,
+            "split": item.split,
+            "audio_path": u.audio_path,
+            "raw_sample_rate": u.sample_rate,
+            "raw_channels": u.channels,
+            "raw_num_samples": u.num_samples,
+            "n_frames": n,
+            "audio_offset": audio_offset,
+            "frame_offset": frame_offset,
+            "custom": json.dumps(u.custom, sort_keys=True),
+            **item.fields,
+        }
+        for name in schema.names:
+            table[name].append(row[name])
+        audio_offset += len(item.audio)
+        frame_offset += n
+
+    pq.write_table(pa.Table.from_pydict(table, schema=schema), tmp / "index.parquet")
+    np.save(tmp / "audio.npy", _stack([i.audio for i in items], "int16", None))
+    for spec in specs:
+        np.save(
+            tmp / f"{spec.name}.npy",
+            _stack([i.arrays[spec.name] for i in items], spec.dtype, spec.dim),
+        )
+
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+    info = {
+        "name": plan.name,
+        "split": plan.split,
+        "fingerprint": fingerprint,
+        "rows": len(items),
+        "frames": frame_offset,
+        "samples": audio_offset,
+        "seconds": audio_offset / SAMPLE_RATE,
+        "raw_seconds": sum(i.utterance.raw_seconds for i in items),
+        "files": files,
+        "rejected": [vars(r) for r in rejections],
+    }
+    (tmp / "shard.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return info
+
+
+def read_shard_info(path: Path) -> dict[str, Any] | None:
+    """``shard.json`` of a complete shard, or None when there is none."""
+    try:
+        return json.loads((path / "shard.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def open_shard(path: str | Path, *, mmap: bool = True) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Read a shard: its index and its arrays (memory-mapped by default).
+
+    Utterance ``i``'s audio is ``arrays["audio"][off : off + 80 * n]`` with ``off =
+    index.audio_offset[i]``, ``n = index.n_frames[i]``; its frame rows of a stream are
+    ``arrays[name][index.frame_offset[i] :][:n]``.
+    """
+    path = Path(path)
+    index = pd.read_parquet(path / "index.parquet")
+    arrays = {p.stem: np.load(p, mmap_mode="r" if mmap else None) for p in sorted(path.glob("*.npy"))}
+    return index, arrays

@@ -1,0 +1,92 @@
+"""The interface every per-utterance stage of ``prepare`` implements.
+
+A stage takes an `Item` (one utterance and what earlier stages made of it), adds index
+columns to ``item.fields`` and arrays to ``item.arrays``, or raises `Rejected`. It never
+touches the file system beyond reading its inputs: the shard writer owns the output.
+
+Later stages (labels and linguistic features, acoustic features, PASE embeddings) plug in
+by declaring their outputs with `ArraySpec` and their index columns with pyarrow types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from . import FRAME_SHIFT
+from .records import Utterance
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array file of a shard: ``<name>.npy`` with ``dim`` columns.
+
+    ``rate`` names the row clock: ``"frame"`` rows are the utterance's 5 ms frames
+    (``n_frames`` rows per utterance, the alignment contract); other clocks (PASE's
+    10 ms frames) keep their own per-utterance counts in the index.
+    """
+
+    name: str
+    dtype: str
+    dim: int
+    rate: str = "frame"
+    columns: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "dim": self.dim,
+            "rate": self.rate,
+            "columns": list(self.columns),
+        }
+
+
+@dataclass
+class Item:
+    """One utterance on its way through the stages of a shard."""
+
+    utterance: Utterance
+    split: str
+    audio: np.ndarray | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        if self.audio is None:
+            raise ValueError(f"{self.utterance.id}: no audio yet")
+        return len(self.audio) // FRAME_SHIFT
+
+
+class Stage:
+    """Base of a per-utterance stage. Subclasses set `name` and implement `process`.
+
+    ``setup`` runs once per worker process (load models, compile question sets) so that
+    per-utterance work stays small.
+    """
+
+    name: ClassVar[str]
+    #: index columns this stage fills, with their parquet types
+    columns: ClassVar[dict[str, pa.DataType]] = {}
+
+    def __init__(self, recipe: dict[str, Any], corpus_root: str) -> None:
+        self.recipe = recipe
+        self.corpus_root = corpus_root
+
+    def outputs(self) -> list[ArraySpec]:
+        """Array files this stage adds to every shard."""
+        return []
+
+    def setup(self) -> None:
+        """Per-worker initialisation."""
+
+    def process(self, item: Item) -> None:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        """Part of the shard fingerprint: bump when the stage's output changes."""
+        return "1"

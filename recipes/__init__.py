@@ -1,0 +1,1 @@
+"""Built-in recipes (TOML), shipped as the package data of ``featprep.recipes``."""
