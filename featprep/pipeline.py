@@ -93,9 +93,13 @@ def process_shard(
     root: str,
     out_dir: Path,
     fingerprint: str,
-    progress: Any = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every stage on every utterance of a shard and write it; returns shard.json."""
+    """Run every stage on every utterance of a shard and write it; returns shard.json.
+
+    ``progress`` is called with 1 after each utterance (a bar's update, or a queue's put
+    when the shard runs in a worker process).
+    """
     stages = build_stages(recipe, root)
     for stage in stages:
         stage.setup()
@@ -112,7 +116,7 @@ def process_shard(
         except Rejected as r:
             rejections.append(Rejection(utt.id, utt.speaker, current, r.code, r.detail, utt.audio_path))
         if progress is not None:
-            progress.put(1) if hasattr(progress, "put") else progress(1)
+            progress(1)
     return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
 
 
@@ -141,7 +145,10 @@ def _clean_stale(out: Path, plans: list[ShardPlan]) -> None:
 @contextlib.contextmanager
 def _progress(total: int, jobs: int, enabled: bool) -> Iterator[Any]:
     """A per-utterance progress bar; with workers, fed through a manager queue."""
-    bar = tqdm(total=total, unit="utt", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    if not enabled:
+        yield None
+        return
+    bar = tqdm(total=total, unit="utt", file=sys.stderr, dynamic_ncols=True)
     if jobs == 1:
         yield bar.update
         bar.close()
@@ -158,7 +165,7 @@ def _progress(total: int, jobs: int, enabled: bool) -> Iterator[Any]:
         thread = threading.Thread(target=drain, daemon=True)
         thread.start()
         try:
-            yield queue
+            yield queue.put
         finally:
             queue.put(None)
             thread.join()
