@@ -19,8 +19,16 @@ VCTK_LABS = sorted((SHARED_DATA / "vctk-fullcontext-labels" / "lab" / "full").gl
 # nnmnkwii 0.1.3 leaves out Merlin's "$" on the last CQS (Num-Phrases_in_Utterance)
 LAST = 415
 #: frame features per subphone mode, as Merlin documents them
-MERLIN_WIDTH = {"full": 9, "minimal_frame": 2, "state_only": 1, "frame_only": 1, "uniform_state": 2,
-                "minimal_phoneme": 3, "coarse_coding": 4, None: 0}
+MERLIN_WIDTH = {
+    "full": 9,
+    "minimal_frame": 2,
+    "state_only": 1,
+    "frame_only": 1,
+    "uniform_state": 2,
+    "minimal_phoneme": 3,
+    "coarse_coding": 4,
+    None: 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +75,10 @@ def test_bad_question_file_names_the_line(tmp_path):
 @pytest.mark.parametrize(
     ("lab", "modes"),
     [
-        (STATE_LAB, ["full", "minimal_frame", "state_only", "frame_only", "uniform_state", "coarse_coding", None]),
+        (
+            STATE_LAB,
+            ["full", "minimal_frame", "state_only", "frame_only", "uniform_state", "coarse_coding", None],
+        ),
         (PHONE_LAB, ["minimal_phoneme", "coarse_coding", None]),
     ],
 )
@@ -95,7 +106,9 @@ def test_frame_features_equal_nnmnkwii_and_merlin(lab, modes, questions, oracle_
 def test_phone_level_rows_and_durations(questions, oracle_questions):
     for lab in (STATE_LAB, PHONE_LAB):
         ours = linguistic_features(read_hts(lab), questions, add_frame_features=False)
-        ref = nnmnkwii_merlin.linguistic_features(nnmnkwii_hts.load(str(lab)), *oracle_questions, add_frame_features=False, subphone_features=None)
+        ref = nnmnkwii_merlin.linguistic_features(
+            nnmnkwii_hts.load(str(lab)), *oracle_questions, add_frame_features=False, subphone_features=None
+        )
         assert ours.shape == (40, 416)
         np.testing.assert_array_equal(ours[:, :LAST], ref[:, :LAST])
     state = duration_targets(read_hts(STATE_LAB))
@@ -112,7 +125,10 @@ def test_public_vctk_labels_equal_nnmnkwii(questions, oracle_questions):
         label = read_hts(lab)
         ours = linguistic_features(label, questions, subphone_features="coarse_coding")
         ref = nnmnkwii_merlin.linguistic_features(
-            nnmnkwii_hts.load(str(lab)), *oracle_questions, add_frame_features=True, subphone_features="coarse_coding"
+            nnmnkwii_hts.load(str(lab)),
+            *oracle_questions,
+            add_frame_features=True,
+            subphone_features="coarse_coding",
         )
         assert ours.shape == ref.shape
         np.testing.assert_array_equal(ours[:, :LAST], ref[:, :LAST].astype(np.float32), err_msg=str(lab))
@@ -156,3 +172,25 @@ def test_round_trip(tmp_path):
     assert again.contexts == label.contexts
     np.testing.assert_array_equal(again.states, label.states)
     np.testing.assert_array_equal(again.end, label.end)
+
+
+def test_featprep_question_set_reads_every_numeric_field():
+    """Each CQS of the shipped set equals the field its comment names, parsed directly."""
+    from featprep.labels.context import parse_context
+    from featprep.recipe import builtin_recipe_path
+
+    path = builtin_recipe_path("common").parent / "questions" / "featprep_hts.hed"
+    qs = load_questions(path)
+    fields = [
+        line.rsplit("#", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith("CQS")
+    ]
+    assert len(fields) == len(qs.numeric) == 43
+    compiled = CompiledQuestions(qs)
+    for lab in [PHONE_LAB, *VCTK_LABS[::40]]:
+        label = read_hts(lab)
+        values = compiled.evaluate(label.contexts)[:, len(qs.binary) :]
+        for row, context in zip(values, label.contexts, strict=True):
+            parsed = parse_context(context)
+            expected = [float(parsed[f]) if parsed[f].isdigit() else -1.0 for f in fields]
+            assert row.tolist() == expected, (lab, context)
+    assert load_questions("featprep_hts").names == qs.names  # found by name

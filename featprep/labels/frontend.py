@@ -1,0 +1,126 @@
+"""Festival front-end: text or Festival utterances -> HTS full-context labels.
+
+Festival's own features are dumped for every segment through ``(require 'hts)``, whose
+helper features (distances to stressed / accented syllables and content words, phrase
+and utterance counts) the HTS layout needs; a missing helper would make Festival print a
+SIOD error, which `run_script` turns into a failure instead of silent zeros. Festival's
+writer is then corrected to the HTS ``label-full.awk`` output that Merlin's question
+sets expect: e5 counts content words before the current one plus one, and times come
+from the segment end times themselves (no float-to-integer drift).
+
+`merlin_normalise` then does what Merlin's recipe does to such labels: the second of
+two consecutive silences is merged into the first, and the silences at the utterance
+edges are called ``sil`` (in every context that names them) while pauses inside stay
+``pau``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FeatprepError
+from ..festival import run_script, scheme_string
+from .context import set_phones
+from .hts import HTSLabel
+
+DEFAULT_VOICE = "cmu_us_slt_arctic_hts"
+_E5 = re.compile(r"(/E:[^/]*?&)(\d+)(\+)")
+
+_DUMP = """
+(require 'hts)
+(define (featprep_dump utt path)
+  (let ((fd (fopen path "w")))
+    (mapcar
+      (lambda (s)
+        (format fd "%s %s" (item.feat s "end") (hts_feats_output_string s)))
+      (utt.relation.items utt 'Segment))
+    (fclose fd)))
+"""
+
+# Festival's text analysis up to predicted durations, without waveform synthesis
+_ANALYSE = (
+    "(Initialize utt) (Text utt) (Token_POS utt) (Token utt) (POS utt) (Phrasify utt) (Word utt) "
+    "(Pauses utt) (Intonation utt) (PostLex utt) (Duration utt) (Int_Targets utt)"
+)
+
+
+def _parse_dump(path: Path) -> HTSLabel:
+    starts, ends, contexts = [], [], []
+    previous = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) != 4:
+            raise FeatprepError(f"unexpected Festival feature dump line in {path}: {line[:80]!r}")
+        end = round(float(fields[0]) * 1e7)
+        context = _E5.sub(lambda m: f"{m.group(1)}{int(m.group(2)) + 1}{m.group(3)}", fields[3])
+        starts.append(previous)
+        ends.append(end)
+        contexts.append(context)
+        previous = end
+    if not contexts:
+        raise FeatprepError(f"Festival produced no segments ({path})")
+    return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64))
+
+
+def _run(commands: list[str], voice: str | None, workdir: Path | None) -> list[HTSLabel]:
+    with tempfile.TemporaryDirectory(prefix="featprep-festival-") as tmp:
+        work = Path(workdir) if workdir is not None else Path(tmp)
+        script = [_DUMP]
+        if voice:
+            script.append(f"(voice_{voice})")
+        for i, command in enumerate(commands):
+            script.append(f'{command}\n(featprep_dump utt "{i}.feats")')
+        run_script("\n".join(script) + "\n", work)
+        return [_parse_dump(work / f"{i}.feats") for i in range(len(commands))]
+
+
+def text_to_labels(
+    texts: Iterable[str], *, voice: str = DEFAULT_VOICE, workdir: Path | None = None
+) -> list[HTSLabel]:
+    """Full-context labels of each text, timed by Festival's predicted durations.
+
+    The times are Festival's duration model's, not an alignment to any recording; drop
+    them (``HTSLabel(label.contexts)``) for unaligned labels.
+    """
+    commands = [f"(set! utt (Utterance Text {scheme_string(t)}))\n{_ANALYSE}" for t in texts]
+    return _run(commands, voice, workdir)
+
+
+def utterance_to_labels(utt_files: Iterable[str | Path], *, workdir: Path | None = None) -> list[HTSLabel]:
+    """Full-context labels of saved Festival utterances (``.utt``), with their own timing.
+
+    This is how labels of synthesised speech (the demo corpus) or of corpora shipped
+    with Festival utterances (CMU Arctic's ``festival/utts``) keep their exact times.
+    """
+    commands = []
+    for f in utt_files:
+        path = Path(f).resolve()
+        if not path.is_file():
+            raise FeatprepError(f"Festival utterance {path} does not exist")
+        commands.append(f"(set! utt (utt.load nil {scheme_string(str(path))}))")
+    return _run(commands, None, workdir)
+
+
+def merlin_normalise(label: HTSLabel, *, silence: str = "pau", edge: str = "sil") -> HTSLabel:
+    """Merge consecutive silences and rename the edge silences ``edge`` (Merlin's way)."""
+    phones = [c.split("-", 1)[1].split("+", 1)[0] for c in label.contexts]
+    keep = [i for i in range(len(phones)) if not (i and phones[i] == silence and phones[i - 1] == silence)]
+    contexts = [label.contexts[i] for i in keep]
+    names = [phones[i] for i in keep]
+    if names and names[0] == silence:
+        names[0] = edge
+    if len(names) > 1 and names[-1] == silence:
+        names[-1] = edge
+    padded = ["x", "x", *names, "x", "x"]
+    contexts = [set_phones(c, tuple(padded[i : i + 5])) for i, c in enumerate(contexts)]
+    if not label.aligned:
+        return HTSLabel(contexts)
+    # a merged silence ends where the last silence of its run ended
+    ends = [int(label.end[b - 1]) for b in keep[1:] + [len(phones)]]
+    starts = [int(label.start[i]) for i in keep]
+    return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64))
