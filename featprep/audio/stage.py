@@ -19,6 +19,10 @@ from .trim import speech_bounds, trim_bounds
 class AudioStage(Stage):
     """Turn an utterance's file into trimmed 16 kHz int16 audio on the frame grid.
 
+    With labels (the ``labels`` stage ran first), the trim follows the labelled speech
+    plus ``labels.margin_seconds``; energy-detected speech outside the labelled span by
+    more than ``labels.max_boundary_error`` rejects the utterance (``label_mismatch``).
+
     Index columns: ``trim_start`` / ``trim_end`` are sample positions (16 kHz, end
     exclusive) in the resampled, untrimmed signal; ``raw_trim_start`` /
     ``raw_trim_end`` are the same positions in seconds of the raw file. A raw sample
@@ -58,7 +62,20 @@ class AudioStage(Stage):
         )
         if bounds is None:
             raise Rejected("near_silent", "no frame above the trimming threshold")
-        start, end = trim_bounds(*bounds, len(audio), margin=round(trim["margin_seconds"] * SAMPLE_RATE))
+        margin = trim["margin_seconds"]
+        labelled = item.data.get("speech_span")
+        if labelled is not None:
+            # labels know where speech is; energy only checks that they fit this audio
+            tolerance = round(self.recipe["labels"]["max_boundary_error"] * SAMPLE_RATE)
+            if bounds[0] < labelled[0] - tolerance or bounds[1] > labelled[1] + tolerance:
+                raise Rejected(
+                    "label_mismatch",
+                    f"speech found at {bounds[0] / SAMPLE_RATE:.2f}-{bounds[1] / SAMPLE_RATE:.2f} s, "
+                    f"labelled {labelled[0] / SAMPLE_RATE:.2f}-{labelled[1] / SAMPLE_RATE:.2f} s",
+                )
+            bounds = (min(labelled[0], len(audio)), min(labelled[1], len(audio)))
+            margin = self.recipe["labels"]["margin_seconds"]
+        start, end = trim_bounds(*bounds, len(audio), margin=round(margin * SAMPLE_RATE))
         seconds = (end - start) / SAMPLE_RATE
         if seconds < clean["min_seconds"]:
             raise Rejected("too_short", f"{seconds:.2f} s after trimming < {clean['min_seconds']} s")

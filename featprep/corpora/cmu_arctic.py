@@ -93,7 +93,7 @@ def discover(root: Path, recipe: dict[str, Any]) -> Discovery:
                 rejections.append(Rejection(utt_id, spk, "discover", code, detail, path))
                 continue
             lab = tree / "lab" / f"{stem}.lab"
-            custom = {"tree": rel, "lab": f"{rel}/lab/{stem}.lab" if lab.is_file() else ""}
+            custom = {"tree": rel, "stem": stem, "lab": f"{rel}/lab/{stem}.lab" if lab.is_file() else ""}
             utterances.append(Utterance(utt_id, spk, prompt, path, custom=custom))
     names = sorted({u.speaker for u in utterances})
     speakers = [Speaker(s, gender=genders.get(s, "unknown")) for s in names]

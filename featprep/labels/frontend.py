@@ -37,7 +37,7 @@ _DUMP = """
   (let ((fd (fopen path "w")))
     (mapcar
       (lambda (s)
-        (format fd "%s %s" (item.feat s "end") (hts_feats_output_string s)))
+        (format fd "%f %s" (item.feat s "end") (hts_feats_output_string s)))
       (utt.relation.items utt 'Segment))
     (fclose fd)))
 """

@@ -1,0 +1,226 @@
+"""The ``labels`` and ``linguistic`` stages of ``prepare``.
+
+``labels`` (before ``audio``) finds each utterance's aligned full-context labels (see
+`featprep.labels.sources`) and the span of labelled speech, which ``audio`` then trims
+to. ``linguistic`` (after ``audio``) moves the labels by the trim offset, reconciles
+their length with the audio's frames (the alignment contract) and writes Merlin's
+features (``ling.npy``) and the compact encoding (``ling_cat.npy``, ``ling_num.npy``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from .. import FRAME_SHIFT, SAMPLE_RATE
+from ..errors import FeatprepError, Rejected
+from ..records import Utterance
+from ..stage import ArraySpec, Item, Stage
+from .compact import FIELD_VOCABULARY, NUMERIC_COLUMNS, compact_features, vocabularies
+from .context import CATEGORICAL
+from .frontend import merlin_normalise, text_to_labels, utterance_to_labels
+from .hts import FRAME_UNITS, HTSLabel, LabelError, read_hts
+from .linguistic import FRAME_FEATURES, feature_names, linguistic_features, phone_contexts
+from .matching import CompiledQuestions
+from .questions import load_questions
+from .sources import SOURCES, label_path, speech_span, transfer_boundaries
+from .xwaves import read_xwaves
+
+#: 100 ns label units per 16 kHz sample
+UNITS_PER_SAMPLE = 10_000_000 // SAMPLE_RATE
+
+
+class LabelStage(Stage):
+    """Find the labels of each utterance and the span of labelled speech."""
+
+    name = "labels"
+    columns: ClassVar[dict[str, pa.DataType]] = {
+        "label_source": pa.string(),
+        "label_path": pa.string(),
+        "n_phones": pa.int32(),
+    }
+
+    def __init__(self, recipe: dict, corpus_root: str) -> None:
+        super().__init__(recipe, corpus_root)
+        self.cfg = recipe["labels"]
+        if self.cfg["source"] not in SOURCES:
+            raise FeatprepError(f"labels.source must be one of {list(SOURCES)}, found {self.cfg['source']!r}")
+        self._batch: dict[str, HTSLabel | Rejected] = {}
+
+    def begin_shard(self, utterances: list[Utterance]) -> None:
+        source = self.cfg["source"]
+        self._batch = {}
+        if source == "festival":
+            self._batch_festival(utterances)
+        elif source == "arctic":
+            self._batch_arctic(utterances)
+
+    def _batch_festival(self, utterances: list[Utterance]) -> None:
+        present = []
+        for utt in utterances:
+            path = label_path(utt, self.cfg, self.corpus_root)
+            if path.is_file():
+                present.append((utt, path))
+            else:
+                self._batch[utt.id] = Rejected("missing_label", f"no {path}")
+        self._run_batch(present, lambda paths: utterance_to_labels(paths))
+
+    def _batch_arctic(self, utterances: list[Utterance]) -> None:
+        present = []
+        for utt in utterances:
+            lab = Path(self.corpus_root) / utt.custom["lab"] if utt.custom.get("lab") else None
+            if lab is None or not lab.is_file():
+                self._batch[utt.id] = Rejected("missing_label", f"no lab/ phone labels for {utt.audio_path}")
+            else:
+                present.append((utt, lab))
+        voice = self.cfg["voice"]
+        frontends: dict[str, HTSLabel | Rejected] = {}
+        self._run_batch(
+            [(u, u.text) for u, _ in present],
+            lambda texts: text_to_labels(texts, voice=voice),
+            into=frontends,
+        )
+        for utt, lab in present:
+            front = frontends[utt.id]
+            if isinstance(front, Rejected):
+                self._batch[utt.id] = front
+                continue
+            try:
+                segments = read_xwaves(lab)
+                self._batch[utt.id] = transfer_boundaries(
+                    front, segments, silences=self.cfg["silence"], max_edits=self.cfg["max_phone_edits"]
+                )
+            except Rejected as r:
+                self._batch[utt.id] = r
+            except FeatprepError as e:
+                self._batch[utt.id] = Rejected("bad_label", str(e))
+
+    def _run_batch(self, jobs: list, run, into: dict | None = None) -> None:
+        """One Festival run for the whole shard; on failure, one per utterance to find it."""
+        into = self._batch if into is None else into
+        if not jobs:
+            return
+        try:
+            for (utt, _), label in zip(jobs, run([j for _, j in jobs]), strict=True):
+                into[utt.id] = label
+        except FeatprepError:
+            for utt, job in jobs:
+                try:
+                    into[utt.id] = run([job])[0]
+                except FeatprepError as e:
+                    into[utt.id] = Rejected("bad_label", str(e))
+
+    def process(self, item: Item) -> None:
+        utt, cfg = item.utterance, self.cfg
+        if cfg["source"] == "none":
+            item.fields.update(label_source="none", label_path="", n_phones=0)
+            return
+        if cfg["source"] == "dir":
+            path = label_path(utt, cfg, self.corpus_root)
+            if not path.is_file():
+                raise Rejected("missing_label", f"no {path}")
+            try:
+                label = read_hts(path)
+            except LabelError as e:
+                raise Rejected("bad_label", str(e)) from None
+            where = os.path.relpath(path, self.corpus_root)
+        else:
+            label = self._batch[utt.id]
+            if isinstance(label, Rejected):
+                raise label
+            where = os.path.relpath(label_path(utt, cfg, self.corpus_root), self.corpus_root)
+            if cfg["source"] == "arctic":
+                where = utt.custom["lab"]
+        if not label.aligned:
+            raise Rejected("bad_label", "labels have no times")
+        if cfg["merlin_normalise"]:
+            label = merlin_normalise(label, silence=label_silence(label, cfg["silence"]))
+        start, end = speech_span(label, cfg["silence"])
+        overrun = label.end[-1] / 1e7 - utt.raw_seconds
+        if overrun > cfg["max_end_error"]:
+            raise Rejected("label_mismatch", f"labels end {overrun:.3f} s after the audio")
+        item.data["label"] = label
+        item.data["speech_span"] = (start // UNITS_PER_SAMPLE, -(-end // UNITS_PER_SAMPLE))
+        item.fields.update(label_source=cfg["source"], label_path=where, n_phones=len(phone_contexts(label)))
+
+
+def label_silence(label: HTSLabel, silences: list[str]) -> str:
+    """The silence symbol the labels use at their start (for merging runs of it)."""
+    first = label.contexts[0].split("-", 1)[-1].split("+", 1)[0]
+    return first if first in silences else silences[0]
+
+
+class LinguisticStage(Stage):
+    """Labels in trimmed time, reconciled to the audio's frames, to feature matrices."""
+
+    name = "linguistic"
+    columns: ClassVar[dict[str, pa.DataType]] = {"label_adjust_frames": pa.int32()}
+
+    def __init__(self, recipe: dict, corpus_root: str) -> None:
+        super().__init__(recipe, corpus_root)
+        self.cfg = recipe["linguistic"]
+        self.active = recipe["labels"]["source"] != "none"
+        mode = self.cfg["subphone_features"]
+        if mode not in FRAME_FEATURES:
+            raise FeatprepError(
+                f"linguistic.subphone_features must be one of {sorted(FRAME_FEATURES)}, found {mode!r}"
+            )
+        self._questions: CompiledQuestions | None = None
+        self.vocab = vocabularies(self.cfg["vocab"])
+
+    @property
+    def questions(self) -> CompiledQuestions:
+        if self._questions is None:
+            self._questions = CompiledQuestions(load_questions(self.cfg["questions"]))
+        return self._questions
+
+    def outputs(self) -> list[ArraySpec]:
+        if not self.active:
+            return []
+        names = feature_names(self.questions, self.cfg["subphone_features"])
+        specs = [ArraySpec("ling", "float32", len(names), columns=tuple(names))]
+        if self.cfg["compact"]:
+            vocab = tuple((f, tuple(self.vocab[FIELD_VOCABULARY[f]])) for f in CATEGORICAL)
+            specs += [
+                ArraySpec("ling_cat", "int32", len(CATEGORICAL), columns=CATEGORICAL, vocabularies=vocab),
+                ArraySpec("ling_num", "float32", len(NUMERIC_COLUMNS), columns=NUMERIC_COLUMNS),
+            ]
+        return specs
+
+    def version(self) -> str:
+        return "1:" + (self.questions.questions.source if self.active else "")
+
+    def process(self, item: Item) -> None:
+        if not self.active:
+            item.fields["label_adjust_frames"] = 0
+            return
+        label = item.data["label"]
+        n_frames = item.n_frames
+        shift = item.fields["trim_start"] * UNITS_PER_SAMPLE
+        limit = n_frames * FRAME_UNITS
+        start = np.clip(label.start - shift, 0, limit)
+        end = np.clip(label.end - shift, 0, limit)
+        adjust = n_frames - int(end[-1] // FRAME_UNITS)
+        end[-1] = limit  # labels a little short of the audio: the last line (silence) grows
+        moved = HTSLabel(label.contexts, start, end, label.states)
+        try:
+            feats = linguistic_features(
+                moved, self.questions, subphone_features=self.cfg["subphone_features"]
+            )
+        except FeatprepError as e:
+            raise Rejected("bad_label", str(e)) from None
+        if len(feats) != n_frames:
+            raise RuntimeError(f"{item.utterance.id}: {len(feats)} label frames for {n_frames} audio frames")
+        item.arrays["ling"] = feats
+        if self.cfg["compact"]:
+            phone_frames = moved.frames().reshape(len(phone_contexts(moved)), -1).sum(axis=1)
+            cat, num = compact_features(phone_contexts(moved), phone_frames, self.vocab)
+            item.arrays["ling_cat"], item.arrays["ling_num"] = cat, num
+        item.fields["label_adjust_frames"] = adjust
+
+
+__all__ = ["FRAME_SHIFT", "LabelStage", "LinguisticStage"]
