@@ -144,38 +144,40 @@ def linguistic_features(
     total = int(phone_frames.sum())
     phone_of_frame = np.repeat(np.arange(len(phone_frames)), phone_frames)
     width = FRAME_FEATURES[subphone_features]
-    out = np.empty((total, phone_rows.shape[1] + width), np.float32)
-    out[:, : phone_rows.shape[1]] = phone_rows[phone_of_frame]
     if width == 0:
-        return out
+        return np.repeat(phone_rows, phone_frames, axis=0)
+    # one contiguous copy of the phone rows (frame columns still empty), then the frame
+    # columns in place: the output is written once
+    widened = np.zeros((len(phone_rows), phone_rows.shape[1] + width), np.float32)
+    widened[:, : phone_rows.shape[1]] = phone_rows
+    out = np.repeat(widened, phone_frames, axis=0)
 
     line_of_frame = np.repeat(np.arange(frames.size), frames.ravel())
     line_start = np.cumsum(frames.ravel()) - frames.ravel()
     phone_start = np.cumsum(phone_frames) - phone_frames
     i = np.arange(total) - line_start[line_of_frame]  # frame in state (or phone)
+    k = np.arange(total) - phone_start[phone_of_frame]  # frame in phone
     n = frames.ravel()[line_of_frame].astype(np.float64)
     P = phone_frames[phone_of_frame].astype(np.float64)
-    k = np.arange(total) - phone_start[phone_of_frame]  # frame in phone
     s = (line_of_frame % n_states + 1).astype(np.float64)
     B = (k - i).astype(np.float64)
     cols = {
-        "state_fw": (i + 1) / n,
-        "state_bw": (n - i) / n,
-        "state_frames": n,
-        "state_index": s,
-        "state_index_bw": n_states + 1 - s,
-        "phone_frames": P,
-        "state_share": n / P,
-        "phone_bw": (P - i - B) / P if label.state_aligned else (P - i) / P,
-        "phone_fw": (B + i + 1) / P,
+        "state_fw": lambda: (i + 1) / n,
+        "state_bw": lambda: (n - i) / n,
+        "state_frames": lambda: n,
+        "state_index": lambda: s,
+        "state_index_bw": lambda: n_states + 1 - s,
+        "phone_frames": lambda: P,
+        "state_share": lambda: n / P,
+        "phone_bw": lambda: (P - i - B) / P,
+        "phone_fw": lambda: (B + i + 1) / P,
+        "uniform_state_index": lambda: np.maximum(1.0, np.round((B + i + 1) / P * n_states)),
     }
-    if subphone_features == "uniform_state":
-        cols["uniform_state_index"] = np.maximum(1.0, np.round(cols["phone_fw"] * n_states))
     if subphone_features == "coarse_coding":
         cc = _coarse(k, P)
-        cols.update(coarse_0=cc[:, 0], coarse_1=cc[:, 1], coarse_2=cc[:, 2])
+        cols.update({f"coarse_{c}": (lambda c=c: cc[:, c]) for c in range(3)})
     for c, name in enumerate(FRAME_FEATURE_NAMES[subphone_features]):
-        out[:, phone_rows.shape[1] + c] = cols[name]
+        out[:, phone_rows.shape[1] + c] = cols[name]()
     return out
 
 
