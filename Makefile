@@ -37,6 +37,7 @@ test: setup lint
 
 bench: setup
 	$(PY) bench/prepare.py
+	$(PY) bench/linguistic.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo .pytest_cache .ruff_cache
