@@ -119,6 +119,7 @@ DEFECTS = (
     ("dfc", 102, "resampled", "E1"),
     ("dfb", 103, "label_mismatch", "E0"),
     ("dfc", 103, "bad_label", "E2"),
+    ("dma", 104, "no_voiced", "E1"),
 )
 
 
@@ -447,6 +448,11 @@ def _write_defect(
             audio = np.clip(audio * 8.0, -1.0, 1.0)
         elif defect == "empty_audio":
             audio = audio[:0]
+        elif defect == "no_voiced":
+            # whispered: noise shaped by the speech's envelope, no periodicity left
+            envelope = np.sqrt(np.convolve(audio**2, np.full(480, 1 / 480), mode="same"))
+            audio = (rng.standard_normal(len(audio)) * envelope).astype(np.float32)
+            audio *= 0.5 / float(np.abs(audio).max())
         elif defect == "downmixed":
             audio = np.stack([audio, 0.8 * audio], axis=1)
         w.audio(spk, number, audio)

@@ -8,6 +8,7 @@ stopped; ``manifest.json`` is written last, once every shard is complete.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -23,6 +24,7 @@ import joblib
 import pyarrow as pa
 from tqdm import tqdm
 
+from .acoustic import AcousticStage
 from .audio.stage import AudioStage
 from .check import check
 from .corpora import discover
@@ -36,11 +38,11 @@ from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
 
 #: the per-utterance stages of prepare, in order
-STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage]
+STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage]
 
 
-def build_stages(recipe: dict[str, Any], root: str) -> list[Stage]:
-    return [cls(recipe, root) for cls in STAGES]
+def build_stages(recipe: dict[str, Any], root: str, genders: dict[str, str] | None = None) -> list[Stage]:
+    return [cls(recipe, root, genders) for cls in STAGES]
 
 
 def stage_outputs(stages: list[Stage]) -> tuple[list[ArraySpec], dict[str, pa.DataType]]:
@@ -94,6 +96,7 @@ def process_shard(
     root: str,
     out_dir: Path,
     fingerprint: str,
+    genders: dict[str, str],
     progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every stage on every utterance of a shard and write it; returns shard.json.
@@ -101,7 +104,7 @@ def process_shard(
     ``progress`` is called with 1 after each utterance (a bar's update, or a queue's put
     when the shard runs in a worker process).
     """
-    stages = build_stages(recipe, root)
+    stages = build_stages(recipe, root, genders)
     for stage in stages:
         stage.setup()
     for stage in stages:
@@ -180,17 +183,19 @@ def _run_shards(
     recipe: dict[str, Any],
     root: str,
     out: Path,
+    genders: dict[str, str],
     jobs: int,
     progress: bool,
 ) -> list[dict[str, Any]]:
     total = sum(len(p.utterances) for p, _ in todo)
     with _progress(total, jobs, progress) as tick:
         if jobs == 1:
-            return [process_shard(p, recipe, root, out, fp, tick) for p, fp in todo]
+            return [process_shard(p, recipe, root, out, fp, genders, tick) for p, fp in todo]
         # One BLAS/torch thread per worker: the parallelism is across shards.
         with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
             run = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
-            return list(run(joblib.delayed(process_shard)(p, recipe, root, out, fp, tick) for p, fp in todo))
+            jobs_ = (joblib.delayed(process_shard)(p, recipe, root, out, fp, genders, tick) for p, fp in todo)
+            return list(run(jobs_))
 
 
 def prepare(
@@ -250,6 +255,7 @@ def prepare(
     _clean_stale(out, plans)
 
     versions = {s.name: s.version() for s in build_stages(resolved, root)}
+    versions["genders"] = json.dumps({s.id: s.gender for s in found.speakers}, sort_keys=True)
     infos: dict[str, dict[str, Any]] = {}
     todo: list[tuple[ShardPlan, str]] = []
     for i, plan in enumerate(plans):
@@ -263,7 +269,8 @@ def prepare(
         else:
             report.shards_pending += 1
     say(f"{len(plans)} shards: {len(infos)} complete, {len(todo)} to do")
-    for info in _run_shards(todo, resolved, root, out, jobs, progress):
+    genders = {s.id: s.gender for s in found.speakers}
+    for info in _run_shards(todo, resolved, root, out, genders, jobs, progress):
         infos[info["name"]] = info
         report.shards_written += 1
 

@@ -26,6 +26,7 @@ REASONS: dict[str, str] = {
     "clipping": "too many samples at full scale (audio)",
     "too_short": "shorter than the recipe's minimum after trimming (audio)",
     "too_long": "longer than the recipe's maximum after trimming (audio)",
+    "no_voiced": "F0 undefined in every frame: no voiced speech (acoustic)",
 }
 
 

@@ -78,9 +78,13 @@ class Stage:
     #: index columns this stage fills, with their parquet types
     columns: ClassVar[dict[str, pa.DataType]] = {}
 
-    def __init__(self, recipe: dict[str, Any], corpus_root: str) -> None:
+    def __init__(
+        self, recipe: dict[str, Any], corpus_root: str, genders: dict[str, str] | None = None
+    ) -> None:
         self.recipe = recipe
         self.corpus_root = corpus_root
+        #: speaker -> "M", "F" or "unknown"
+        self.genders = genders or {}
 
     def outputs(self) -> list[ArraySpec]:
         """Array files this stage adds to every shard."""

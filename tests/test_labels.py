@@ -120,7 +120,9 @@ def test_phone_level_rows_and_durations(questions, oracle_questions):
 
 def test_public_vctk_labels_equal_nnmnkwii(questions, oracle_questions):
     """Real third-party labels: padded columns, off-grid times, leading pau pairs."""
-    assert len(VCTK_LABS) > 500
+    assert len(VCTK_LABS) > 500, (
+        f"the public VCTK labels are missing from {SHARED_DATA} (shared/ beside the checkout)"
+    )
     for lab in VCTK_LABS[::25]:
         label = read_hts(lab)
         ours = linguistic_features(label, questions, subphone_features="coarse_coding")

@@ -118,7 +118,8 @@ def test_alignment_contract_and_layout(prepared):
             assert (index["num_samples"] == FRAME_SHIFT * index["n_frames"]).all()
             assert (index["trim_start"] % FRAME_SHIFT == 0).all()
             assert (index["trim_end"] - index["trim_start"] == index["num_samples"]).all()
-            arrays_expected = {"audio.npy", "index.parquet"}
+            arrays_expected = {"audio.npy", "index.parquet", "acoustic.npy"}
+            assert arrays["acoustic"].shape == (index["n_frames"].sum(), 42)
             if name != "vctk-0.80":
                 arrays_expected |= {"ling.npy", "ling_cat.npy", "ling_num.npy"}
                 assert (

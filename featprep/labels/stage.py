@@ -44,8 +44,8 @@ class LabelStage(Stage):
         "n_phones": pa.int32(),
     }
 
-    def __init__(self, recipe: dict, corpus_root: str) -> None:
-        super().__init__(recipe, corpus_root)
+    def __init__(self, recipe: dict, corpus_root: str, genders: dict[str, str] | None = None) -> None:
+        super().__init__(recipe, corpus_root, genders)
         self.cfg = recipe["labels"]
         if self.cfg["source"] not in SOURCES:
             raise FeatprepError(f"labels.source must be one of {list(SOURCES)}, found {self.cfg['source']!r}")
@@ -160,8 +160,8 @@ class LinguisticStage(Stage):
     name = "linguistic"
     columns: ClassVar[dict[str, pa.DataType]] = {"label_adjust_frames": pa.int32()}
 
-    def __init__(self, recipe: dict, corpus_root: str) -> None:
-        super().__init__(recipe, corpus_root)
+    def __init__(self, recipe: dict, corpus_root: str, genders: dict[str, str] | None = None) -> None:
+        super().__init__(recipe, corpus_root, genders)
         self.cfg = recipe["linguistic"]
         self.active = recipe["labels"]["source"] != "none"
         mode = self.cfg["subphone_features"]
