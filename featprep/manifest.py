@@ -78,7 +78,7 @@ def write_manifest(
     rejections: list[Rejection],
 ) -> dict[str, Any]:
     """Assemble and atomically write ``manifest.json``; returns its content."""
-    from .shards import BASE_COLUMNS
+    from .shards import BASE_COLUMNS, clock_columns
 
     kept: dict[str, Counter] = defaultdict(Counter)
     seconds: dict[str, Counter] = defaultdict(Counter)
@@ -113,7 +113,7 @@ def write_manifest(
             "file": "audio.npy",
         },
         "features": [spec.to_dict() for spec in specs],
-        "index_columns": {k: str(v) for k, v in {**BASE_COLUMNS, **columns}.items()},
+        "index_columns": {k: str(v) for k, v in {**BASE_COLUMNS, **columns, **clock_columns(specs)}.items()},
         "speakers": speaker_rows,
         "splits": splits,
         "rejected": dict(sorted(Counter(r.code for r in rejections).items())),

@@ -31,6 +31,7 @@ from .corpora import discover
 from .errors import NoValidUtterances, OutputError, Rejected
 from .labels.stage import LabelStage, LinguisticStage
 from .manifest import write_manifest, write_rejected
+from .pase.stage import PaseStage
 from .recipe import load_recipe
 from .records import Rejection
 from .shards import TMP_PREFIX, ShardPlan, plan_shards, read_shard_info, write_shard
@@ -38,7 +39,7 @@ from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
 
 #: the per-utterance stages of prepare, in order
-STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage]
+STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
 
 
 def build_stages(recipe: dict[str, Any], root: str, genders: dict[str, str] | None = None) -> list[Stage]:
@@ -123,6 +124,8 @@ def process_shard(
             rejections.append(Rejection(utt.id, utt.speaker, current, r.code, r.detail, utt.audio_path))
         if progress is not None:
             progress(1)
+    for stage in stages:
+        stage.finish_shard(items)
     return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
 
 

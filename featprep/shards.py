@@ -47,6 +47,16 @@ BASE_COLUMNS: dict[str, pa.DataType] = {
 TMP_PREFIX = ".tmp-"
 
 
+def clock_columns(specs: list[ArraySpec]) -> dict[str, pa.DataType]:
+    """Index columns of the streams with their own clock: ``<name>_frames``, ``<name>_offset``."""
+    return {
+        f"{spec.name}_{c}": pa.int64()
+        for spec in specs
+        if spec.rate not in ("frame", "utterance")
+        for c in ("frames", "offset")
+    }
+
+
 @dataclass
 class ShardPlan:
     """Which utterances one shard holds."""
@@ -121,9 +131,11 @@ def write_shard(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
 
-    schema = pa.schema({**BASE_COLUMNS, **columns})
+    clocks = [spec.name for spec in specs if spec.rate not in ("frame", "utterance")]
+    schema = pa.schema({**BASE_COLUMNS, **columns, **clock_columns(specs)})
     table: dict[str, list[Any]] = {name: [] for name in schema.names}
     audio_offset = frame_offset = 0
+    clock_offset = dict.fromkeys(clocks, 0)
     for item in items:
         n = item.n_frames
         if len(item.audio) != n * FRAME_SHIFT:
@@ -150,6 +162,10 @@ def write_shard(
             "custom": json.dumps(u.custom, sort_keys=True),
             **item.fields,
         }
+        for name in clocks:
+            row[f"{name}_frames"] = len(item.arrays[name])
+            row[f"{name}_offset"] = clock_offset[name]
+            clock_offset[name] += len(item.arrays[name])
         for name in schema.names:
             table[name].append(row[name])
         audio_offset += len(item.audio)

@@ -25,8 +25,9 @@ class ArraySpec:
     """One array file of a shard: ``<name>.npy`` with ``dim`` columns.
 
     ``rate`` names the row clock: ``"frame"`` rows are the utterance's 5 ms frames
-    (``n_frames`` rows per utterance, the alignment contract); other clocks (PASE's
-    10 ms frames) keep their own per-utterance counts in the index.
+    (``n_frames`` rows per utterance, the alignment contract); ``"utterance"`` is one row
+    per utterance (in index order); any other clock (PASE's 10 ms frames) keeps its own
+    per-utterance count and offset in the index (``<name>_frames``, ``<name>_offset``).
     """
 
     name: str
@@ -36,6 +37,8 @@ class ArraySpec:
     columns: tuple[str, ...] = ()
     #: for integer arrays of vocabulary indices: column -> vocabulary
     vocabularies: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: anything else the manifest should record about the stream (encoder, weights, ...)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +48,7 @@ class ArraySpec:
             "rate": self.rate,
             "columns": list(self.columns),
             **({"vocabularies": {k: list(v) for k, v in self.vocabularies}} if self.vocabularies else {}),
+            **self.extra,
         }
 
 
@@ -99,6 +103,10 @@ class Stage:
 
     def process(self, item: Item) -> None:
         raise NotImplementedError
+
+    def finish_shard(self, items: list[Item]) -> None:
+        """Called with the shard's kept items once every utterance went through
+        `process`: batch work over the shard (PASE on one device, say)."""
 
     def version(self) -> str:
         """Part of the shard fingerprint: bump when the stage's output changes."""

@@ -59,8 +59,12 @@ def _check_shard(path: Path, manifest: dict, shard: dict) -> list[str]:
             out.append(
                 f"{spec['name']}.npy is {arr.dtype}{arr.shape}, expected {spec['dtype']} (*, {spec['dim']})"
             )
-        elif spec["rate"] == "frame" and len(arr) != frames.sum():
-            out.append(f"{spec['name']}.npy has {len(arr)} rows, expected {frames.sum()}")
+        else:
+            rows = {"frame": frames.sum(), "utterance": len(index)}.get(spec["rate"])
+            if rows is None:
+                rows = index[f"{spec['name']}_frames"].sum()
+            if len(arr) != rows:
+                out.append(f"{spec['name']}.npy has {len(arr)} rows, expected {rows}")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             out.append(f"{spec['name']}.npy has non-finite values")
     return out

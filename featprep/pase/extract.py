@@ -1,0 +1,86 @@
+"""Batched PASE extraction.
+
+Every waveform is right-padded with zeros to a multiple of 160 samples, so it has exactly
+``ceil(T / 160)`` frames and never meets PASE+'s skip-pooling quirk (T mod 160 in
+151..159). Waveforms are sorted by length and batched; within a batch the shorter ones
+see more zeros after their end, which changes only their last frames (the encoder's
+receptive field is 2,370 samples, about 15 frames; PASE+'s QRNN is causal). Frame ``j``
+of an utterance is centred near sample ``160 j + 150``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import FeatprepError
+from .model import HOP, PaseEncoder
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` = CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FeatprepError("--device cuda asked for, but PyTorch sees no CUDA device")
+    if device not in ("cpu", "cuda"):
+        raise FeatprepError(f'device must be "auto", "cpu" or "cuda", found {device!r}')
+    return torch.device(device)
+
+
+def padded_length(num_samples: int) -> int:
+    return -(-num_samples // HOP) * HOP
+
+
+def batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+@torch.inference_mode()
+def extract(
+    encoder: PaseEncoder,
+    waves: list[np.ndarray],
+    *,
+    batch_size: int = 16,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> list[np.ndarray]:
+    """PASE frames of each float waveform (16 kHz, [-1, 1]): float32 (frames, E) arrays.
+
+    ``precision`` ``bf16`` or ``fp16`` runs the encoder under CUDA autocast.
+    """
+    dev = resolve_device(device)
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise FeatprepError(f'precision must be "fp32", "bf16" or "fp16", found {precision!r}')
+    if precision != "fp32" and dev.type != "cuda":
+        raise FeatprepError(f"{precision} autocast needs a CUDA device; on {dev.type} use fp32")
+    encoder = encoder.to(dev).eval()
+    lengths = [padded_length(len(w)) for w in waves]
+    out: list[np.ndarray | None] = [None] * len(waves)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+        if precision != "fp32"
+        else None
+    )
+    for group in batches(lengths, batch_size):
+        longest = lengths[group[0]]
+        batch = torch.zeros((len(group), 1, longest), dtype=torch.float32, pin_memory=dev.type == "cuda")
+        for row, i in enumerate(group):
+            batch[row, 0, : len(waves[i])] = torch.from_numpy(
+                np.ascontiguousarray(waves[i], dtype=np.float32)
+            )
+        batch = batch.to(dev, non_blocking=True)
+        if autocast is not None:
+            with autocast:
+                frames = encoder(batch)
+        else:
+            frames = encoder(batch)
+        frames = frames.float().cpu().numpy()
+        for row, i in enumerate(group):
+            out[i] = frames[row, :, : lengths[i] // HOP].T.copy()
+    return out  # type: ignore[return-value]
