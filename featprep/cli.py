@@ -257,3 +257,65 @@ def frontend(
     for target, label in zip(targets, labels, strict=True):
         write_hts(target, label)
         click.echo(f"{target}: {len(label)} phones")
+
+
+@main.command()
+@click.argument("wavs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--arch", type=click.Choice(["pase", "pase+", "pase_dense_qrnn"]), default="pase+", show_default=True
+)
+@click.option(
+    "--checkpoint", type=click.Path(path_type=Path), help="Official checkpoint file (FE_e*.ckpt, ...)."
+)
+@click.option(
+    "--random-init", type=int, metavar="SEED", help="Random weights from SEED (plumbing and tests only)."
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16/fp16: CUDA autocast.",
+)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Folder for one <stem>.npy per input."
+)
+@_reports_errors
+def pase(
+    wavs: tuple[Path, ...],
+    arch: str,
+    checkpoint: Path | None,
+    random_init: int | None,
+    device: str,
+    precision: str,
+    batch_size: int,
+    out: Path,
+) -> None:
+    """PASE frames (frames x embedding, float32, 100 frames/s) of each audio file."""
+    import io
+
+    import numpy as np
+
+    from .audio import downmix, read_audio, resample
+    from .errors import FeatprepError, Rejected
+    from .io import atomic_write_bytes
+    from .pase import load_encoder
+    from .pase.extract import extract
+
+    encoder = load_encoder(arch, checkpoint=checkpoint, random_init_seed=random_init)
+    waves = []
+    for path in wavs:
+        try:
+            audio, sr = read_audio(path)
+        except Rejected as r:
+            raise FeatprepError(f"{path}: {r.code}: {r.detail}") from None
+        waves.append(resample(downmix(audio), sr, 16000))
+    frames = extract(encoder, waves, batch_size=batch_size, device=device, precision=precision)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, f in zip(wavs, frames, strict=True):
+        buf = io.BytesIO()
+        np.save(buf, f)
+        atomic_write_bytes(out / f"{Path(path).stem}.npy", buf.getvalue())
+        click.echo(f"{out / (Path(path).stem + '.npy')}: {f.shape[0]} frames x {f.shape[1]}")

@@ -133,3 +133,20 @@ def test_frontend_writes_labels(tmp_path):
     usage = featprep("frontend", "--out", tmp_path / "z.lab")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
     assert usage.stderr.strip().splitlines()[-1] == "Error: give --text or --utt (one or more of either)"
+
+
+def test_pase_command(tmp_path):
+    import numpy as np
+
+    from .conftest import PYSPTK_DATA
+
+    wav = PYSPTK_DATA / "arctic_a0007.wav"
+    r = featprep("pase", wav, "--arch", "pase", "--random-init", "3", "--device", "cpu", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    frames = np.load(tmp_path / "arctic_a0007.npy")
+    assert frames.shape == (400, 100) and frames.dtype == np.float32  # 4.0 s at 100 frames/s
+    _one_error_line(featprep("pase", wav, "--out", tmp_path), "checkpoint file or an explicit random")
+    (tmp_path / "bad.ckpt").write_text("not a checkpoint")
+    _one_error_line(
+        featprep("pase", wav, "--checkpoint", tmp_path / "bad.ckpt", "--out", tmp_path), "weights_only=True"
+    )

@@ -294,3 +294,22 @@ def test_demo_frames_carry_festivals_own_phones(prepared, demo_corpus):
                     assert np.abs(boundaries - t).min() < 5e-4, (row.utterance, f, ours, truth)
             checked += 1
     assert checked >= 20
+
+
+def test_pase_stage_on_real_clips(real_arctic, tmp_path):
+    sets = ["labels.source=none", "pase.arch=pase", "pase.random_init_seed=0", "pase.batch_size=2"]
+    prepare("cmu_arctic", real_arctic, tmp_path, overrides=sets)
+    manifest = read_manifest(tmp_path)
+    spec = {f["name"]: f for f in manifest["features"]}
+    assert spec["pase"]["weights"] == "random-init:0" and spec["pase"]["dtype"] == "float16"
+    (shard,) = manifest["shards"]
+    index, arrays = open_shard(tmp_path / shard["name"])
+    assert (index["pase_frames"] == (index["n_frames"] + 1) // 2).all()  # 10 ms frames, padded
+    assert arrays["pase"].shape == (index["pase_frames"].sum(), 100)
+    assert arrays["pase_mean"].shape == (len(index), 100)
+    first = arrays["pase"][index.pase_offset[0] : index.pase_offset[0] + index.pase_frames[0]]
+    np.testing.assert_allclose(arrays["pase_mean"][0], first.astype(np.float32).mean(axis=0), atol=1e-3)
+    assert validate(tmp_path) == []
+    # without weights there is no PASE stream at all
+    prepare("cmu_arctic", real_arctic, tmp_path / "off", overrides=["labels.source=none"])
+    assert "pase" not in {f["name"] for f in read_manifest(tmp_path / "off")["features"]}

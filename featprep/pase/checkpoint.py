@@ -48,8 +48,10 @@ def load_state(model: PaseEncoder, path: str | Path) -> None:
     except FileNotFoundError:
         raise CheckpointError(f"PASE checkpoint {path} does not exist") from None
     except Exception as e:  # torch raises several kinds for a damaged or unsafe file
+        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
         raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})"
+            f"{path}: not a PyTorch weights file that loads with weights_only=True "
+            f"({type(e).__name__}: {first})"
         ) from None
     state = _unwrap(raw, path)
     expected = model.state_dict()
