@@ -278,7 +278,7 @@ def frontend(
     show_default=True,
     help="bf16/fp16: CUDA autocast.",
 )
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=int, default=0, show_default=True, help="0 = 1 on the CPU, 16 on CUDA.")
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Folder for one <stem>.npy per input."
 )

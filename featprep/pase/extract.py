@@ -46,15 +46,20 @@ def extract(
     encoder: PaseEncoder,
     waves: list[np.ndarray],
     *,
-    batch_size: int = 16,
+    batch_size: int = 0,
     device: str = "auto",
     precision: str = "fp32",
 ) -> list[np.ndarray]:
     """PASE frames of each float waveform (16 kHz, [-1, 1]): float32 (frames, E) arrays.
 
-    ``precision`` ``bf16`` or ``fp16`` runs the encoder under CUDA autocast.
+    ``batch_size`` 0 picks one per device: 1 on the CPU, where the convolutions are
+    compute-bound and a batch only adds memory traffic (measured: batches of 16 ran at
+    0.5-0.7x the speed of single utterances), 16 on CUDA. ``precision`` ``bf16`` or
+    ``fp16`` runs the encoder under CUDA autocast.
     """
     dev = resolve_device(device)
+    if batch_size <= 0:
+        batch_size = 16 if dev.type == "cuda" else 1
     if precision not in ("fp32", "bf16", "fp16"):
         raise FeatprepError(f'precision must be "fp32", "bf16" or "fp16", found {precision!r}')
     if precision != "fp32" and dev.type != "cuda":
