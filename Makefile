@@ -38,6 +38,7 @@ test: setup lint
 bench: setup
 	$(PY) bench/prepare.py
 	$(PY) bench/linguistic.py
+	$(PY) bench/pase.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo .pytest_cache .ruff_cache

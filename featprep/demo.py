@@ -133,6 +133,9 @@ DEMO_LABELS = {
     ],
     "cmu_arctic": ["labels.source=festival", "labels.pattern={tree}/festival/utts/{stem}.utt"],
 }
+#: no PASE checkpoint can be downloaded here: the demo shows the stream with random weights,
+#: asked for explicitly and recorded in the manifest
+DEMO_PASE = ["pase.arch=pase", "pase.random_init_seed=0"]
 
 
 @dataclass
@@ -502,6 +505,7 @@ def run_demo(
 
     Returns the summary lines of each prepare run.
     """
+    from .manifest import read_manifest
     from .pipeline import prepare
 
     corpus = build_corpus(out / "corpus", per_speaker=per_speaker, seed=seed, log=log)
@@ -509,11 +513,14 @@ def run_demo(
     runs = [
         ("vctk", corpus / "VCTK-Corpus", "vctk-0.80", DEMO_LABELS["vctk-0.80"]),
         ("vctk", corpus / "VCTK-Corpus-0.92", "vctk-0.92", DEMO_LABELS["vctk-0.92"]),
-        ("cmu_arctic", corpus / "cmu_arctic", "cmu_arctic", genders + DEMO_LABELS["cmu_arctic"]),
+        ("cmu_arctic", corpus / "cmu_arctic", "cmu_arctic", genders + DEMO_LABELS["cmu_arctic"] + DEMO_PASE),
     ]
     lines = [f"demo corpus: {corpus} (ground truth in {corpus / 'truth'})"]
     for name, root, target, sets in runs:
         log(f"featprep prepare {name} --root {root} --out {out / 'manifests' / target}")
         report = prepare(name, root, out / "manifests" / target, overrides=sets, jobs=jobs, log=log)
         lines += ["", f"== {target}"] + report.lines()
+        manifest = read_manifest(out / "manifests" / target)
+        streams = ", ".join(f"{f['name']} ({f['dim']} x {f['dtype']})" for f in manifest["features"])
+        lines.append(f"streams: audio (int16, 16 kHz), {streams}")
     return lines
