@@ -2,7 +2,8 @@
 
 A shard is a folder ``shards/<split>/shard-NNNNNN/`` holding ``index.parquet`` (one row
 per utterance), ``audio.npy`` (int16, every utterance concatenated), one ``<name>.npy``
-per feature stream, and ``shard.json`` (fingerprint, counts, sha256 of every file,
+per feature stream, ``stats.npz`` (the shard's per-speaker statistics, see
+`featprep.stats`) and ``shard.json`` (fingerprint, counts, sha256 of every file,
 rejections). It is written under a temporary name and renamed when complete, so a
 folder with the final name is always whole.
 """
@@ -26,6 +27,7 @@ from . import FRAME_SHIFT, SAMPLE_RATE
 from .io import sha256_file
 from .records import Rejection, Utterance
 from .splits import SPLITS
+from .stats import save_statistics, shard_statistics
 from .stage import ArraySpec, Item
 
 #: index columns every shard has, before the columns of the stages
@@ -172,12 +174,13 @@ def write_shard(
         frame_offset += n
 
     pq.write_table(pa.Table.from_pydict(table, schema=schema), tmp / "index.parquet")
-    np.save(tmp / "audio.npy", _stack([i.audio for i in items], "int16", None))
+    stacked = {"audio": _stack([i.audio for i in items], "int16", None)}
     for spec in specs:
-        np.save(
-            tmp / f"{spec.name}.npy",
-            _stack([i.arrays[spec.name] for i in items], spec.dtype, spec.dim),
-        )
+        stacked[spec.name] = _stack([i.arrays[spec.name] for i in items], spec.dtype, spec.dim)
+    for name, arr in stacked.items():
+        np.save(tmp / f"{name}.npy", arr)
+    # partial statistics of this shard, merged later by normstats without re-reading arrays
+    save_statistics(tmp / "stats.npz", shard_statistics(pd.DataFrame(table), stacked))
 
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
     info = {

@@ -51,11 +51,11 @@ def prepared(demo_corpus, tmp_path_factory):
 
 
 def _digests(out: Path) -> dict[str, str]:
-    """sha256 of every array and index file of a prepared corpus."""
+    """sha256 of every array, index and statistics file of a prepared corpus."""
     return {
         str(p.relative_to(out)): sha256_file(p)
         for p in sorted(out.glob("shards/*/*/*"))
-        if p.suffix in (".npy", ".parquet")
+        if p.suffix in (".npy", ".parquet", ".npz")
     }
 
 
@@ -118,7 +118,7 @@ def test_alignment_contract_and_layout(prepared):
             assert (index["num_samples"] == FRAME_SHIFT * index["n_frames"]).all()
             assert (index["trim_start"] % FRAME_SHIFT == 0).all()
             assert (index["trim_end"] - index["trim_start"] == index["num_samples"]).all()
-            arrays_expected = {"audio.npy", "index.parquet", "acoustic.npy"}
+            arrays_expected = {"audio.npy", "index.parquet", "acoustic.npy", "stats.npz"}
             assert arrays["acoustic"].shape == (index["n_frames"].sum(), 42)
             if name != "vctk-0.80":
                 arrays_expected |= {"ling.npy", "ling_cat.npy", "ling_num.npy"}

@@ -1,0 +1,180 @@
+"""Mergeable per-speaker statistics of the feature streams (count, mean, M2, min, max).
+
+Within a chunk the mean and the sum of squared deviations (M2) are computed in float64
+around the chunk's own mean; chunks, shards and machines are merged with Chan et al.'s
+update, which is associative, so the order of merging does not change the result
+beyond rounding:
+
+    d = mean_b - mean_a;  n = n_a + n_b;  mean = mean_a + d n_b / n
+    M2 = M2_a + M2_b + d^2 n_a n_b / n
+
+(float32 sums of squares lose everything on data with a large offset.) Non-finite values
+are counted, never averaged. ``binary`` marks columns whose every value is 0 or 1 (the
+question answers), which normalisers pass through.
+
+Streams: ``audio`` (samples / 32768, one column), ``ling``, ``ling_num``, ``acoustic``
+(its ``lf0`` column over voiced frames only), ``pase``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+CHUNK_ROWS = 8192
+
+
+@dataclass
+class Moments:
+    """Statistics of one (speaker, stream): float64 arrays over the stream's columns."""
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    binary: np.ndarray  # bool
+    nonfinite: np.ndarray  # int64
+
+    @classmethod
+    def empty(cls, dim: int) -> Moments:
+        return cls(
+            np.zeros(dim), np.zeros(dim), np.zeros(dim), np.full(dim, np.inf), np.full(dim, -np.inf),
+            np.ones(dim, bool), np.zeros(dim, np.int64),
+        )  # fmt: skip
+
+    @property
+    def variance(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.m2 / np.maximum(self.count, 1), 0.0)
+
+    def std(self, floor: float = 0.0) -> np.ndarray:
+        return np.sqrt(np.maximum(self.variance, floor))
+
+
+def chunk_moments(x: np.ndarray, valid: np.ndarray | None = None) -> Moments:
+    """Moments of the rows of ``x`` (rows x columns); ``valid`` masks values out."""
+    x = np.asarray(x, dtype=np.float64)
+    finite = np.isfinite(x)
+    ok = finite if valid is None else finite & valid
+    count = ok.sum(axis=0).astype(np.float64)
+    nonfinite = (~finite).sum(axis=0) if valid is None else (~finite & valid).sum(axis=0)
+    xz = np.where(ok, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, xz.sum(axis=0) / np.maximum(count, 1), 0.0)
+    d = np.where(ok, x - mean, 0.0)
+    m2 = np.einsum("ij,ij->j", d, d)
+    minimum = np.where(ok, x, np.inf).min(axis=0, initial=np.inf)
+    maximum = np.where(ok, x, -np.inf).max(axis=0, initial=-np.inf)
+    binary = np.all(~ok | (x == 0) | (x == 1), axis=0)
+    return Moments(count, mean, m2, minimum, maximum, binary, nonfinite.astype(np.int64))
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """Chan's merge of two sets of moments (either may be empty)."""
+    n = a.count + b.count
+    d = b.mean - a.mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(n > 0, b.count / np.maximum(n, 1), 0.0)
+        mean = a.mean + d * share
+        m2 = a.m2 + b.m2 + np.where(n > 0, d * d * a.count * b.count / np.maximum(n, 1), 0.0)
+    return Moments(
+        n, mean, m2, np.minimum(a.minimum, b.minimum), np.maximum(a.maximum, b.maximum),
+        a.binary & b.binary, a.nonfinite + b.nonfinite,
+    )  # fmt: skip
+
+
+def array_moments(x: np.ndarray, valid: np.ndarray | None = None, chunk: int = CHUNK_ROWS) -> Moments:
+    """Moments of a long array, chunk by chunk (bounded memory)."""
+    x = x.reshape(len(x), -1)
+    total = Moments.empty(x.shape[1])
+    for start in range(0, len(x), chunk):
+        part = chunk_moments(x[start : start + chunk], None if valid is None else valid[start : start + chunk])
+        total = merge(total, part)
+    return total
+
+
+def stream_rows(stream: str, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows a stream's statistics count, and its validity mask (lf0: voiced only)."""
+    if stream == "audio":
+        return arrays["audio"].reshape(-1, 1).astype(np.float64) / 32768.0, None
+    x = arrays[stream]
+    if stream == "acoustic":
+        valid = np.ones(x.shape, bool)
+        valid[:, 0] = x[:, 1] > 0.5
+        return x, valid
+    return x, None
+
+
+def stream_names(arrays: dict[str, np.ndarray]) -> list[str]:
+    return [s for s in ("audio", "ling", "ling_num", "acoustic", "pase") if s in arrays]
+
+
+def speaker_spans(speakers: list[str], lengths: np.ndarray) -> dict[str, list[tuple[int, int]]]:
+    """Row ranges of each speaker, from per-utterance speakers and row counts."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    start = 0
+    for speaker, n in zip(speakers, lengths, strict=True):
+        spans.setdefault(speaker, []).append((start, start + int(n)))
+        start += int(n)
+    return spans
+
+
+def shard_statistics(index, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Moments]]:
+    """stream -> speaker -> moments of one shard (index: its parquet table as pandas)."""
+    speakers = index["speaker"].tolist()
+    out: dict[str, dict[str, Moments]] = {}
+    for stream in stream_names(arrays):
+        x, valid = stream_rows(stream, arrays)
+        if stream == "audio":
+            lengths = index["n_frames"].to_numpy() * 80
+        elif stream == "pase":
+            lengths = index["pase_frames"].to_numpy()
+        else:
+            lengths = index["n_frames"].to_numpy()
+        per_speaker = {}
+        for speaker, spans in speaker_spans(speakers, lengths).items():
+            total = Moments.empty(x.shape[1])
+            for a, b in spans:
+                total = merge(total, array_moments(x[a:b], None if valid is None else valid[a:b]))
+            per_speaker[speaker] = total
+        out[stream] = per_speaker
+    return out
+
+
+def save_statistics(path: Path, stats: dict[str, dict[str, Moments]]) -> None:
+    """One ``.npz``: per stream, the speaker list and a (speakers x columns) array per field."""
+    arrays = {}
+    for stream, per_speaker in stats.items():
+        names = sorted(per_speaker)
+        if not names:
+            continue  # a shard whose utterances were all rejected
+        arrays[f"{stream}/speakers"] = np.array(names)
+        for f in fields(Moments):
+            arrays[f"{stream}/{f.name}"] = np.stack([getattr(per_speaker[s], f.name) for s in names])
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_statistics(path: Path) -> dict[str, dict[str, Moments]]:
+    with np.load(path) as data:
+        streams = sorted({k.split("/")[0] for k in data.files})
+        out: dict[str, dict[str, Moments]] = {}
+        for stream in streams:
+            names = data[f"{stream}/speakers"].tolist()
+            table = {f.name: data[f"{stream}/{f.name}"] for f in fields(Moments)}
+            out[stream] = {s: Moments(**{k: v[i] for k, v in table.items()}) for i, s in enumerate(names)}
+        return out
+
+
+def merge_all(parts: list[dict[str, dict[str, Moments]]]) -> dict[str, dict[str, Moments]]:
+    """Merge shard statistics: stream -> speaker -> moments."""
+    out: dict[str, dict[str, Moments]] = {}
+    for part in parts:
+        for stream, per_speaker in part.items():
+            target = out.setdefault(stream, {})
+            for speaker, m in per_speaker.items():
+                target[speaker] = merge(target[speaker], m) if speaker in target else m
+    return out
