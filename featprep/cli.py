@@ -319,3 +319,39 @@ def pase(
         np.save(buf, f)
         atomic_write_bytes(out / f"{Path(path).stem}.npy", buf.getvalue())
         click.echo(f"{out / (Path(path).stem + '.npy')}: {f.shape[0]} frames x {f.shape[1]}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--splits", default="train", show_default=True, help="Comma-separated splits to count.")
+@click.option(
+    "--recompute", is_flag=True, help="Rebuild from the arrays and check against the shards' statistics."
+)
+@click.option(
+    "--min-frames",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Speakers with fewer rows use the global statistics.",
+)
+@click.option("--variance-floor", type=float, default=1e-8, show_default=True)
+@_reports_errors
+def normstats(directory: Path, splits: str, recompute: bool, min_frames: int, variance_floor: float) -> None:
+    """Per-speaker and global normalisation statistics of a prepared corpus (DIR/stats/)."""
+    from .normstats import normstats as run
+
+    summary = run(
+        directory,
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+        min_frames=min_frames,
+        variance_floor=variance_floor,
+        recompute=recompute,
+    )
+    for stream, s in summary["streams"].items():
+        click.echo(
+            f"{stream:<9} {s['dim']:>4} columns, {len(s['speakers'])} speakers, {s['global_rows']} rows; "
+            f"{s['binary_columns']} binary, {s['constant_columns']} constant columns"
+        )
+    for warning in summary["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"output: {directory}/stats/ (summary.json, <stream>.npz, cmvn_<stream>.ark)")

@@ -27,8 +27,8 @@ from . import FRAME_SHIFT, SAMPLE_RATE
 from .io import sha256_file
 from .records import Rejection, Utterance
 from .splits import SPLITS
-from .stats import save_statistics, shard_statistics
 from .stage import ArraySpec, Item
+from .stats import save_statistics, shard_statistics
 
 #: index columns every shard has, before the columns of the stages
 BASE_COLUMNS: dict[str, pa.DataType] = {
@@ -47,6 +47,8 @@ BASE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 TMP_PREFIX = ".tmp-"
+#: version of the shard layout; part of every fingerprint, so a new layout rebuilds shards
+SHARD_FORMAT = 2
 
 
 def clock_columns(specs: list[ArraySpec]) -> dict[str, pa.DataType]:
@@ -81,7 +83,7 @@ class ShardPlan:
         for u in self.utterances:
             st = os.stat(os.path.join(root, u.audio_path))
             files.append([u.id, u.speaker, u.text, u.audio_path, u.custom, st.st_size, st.st_mtime_ns])
-        blob = json.dumps([recipe, stages, files], sort_keys=True, ensure_ascii=True)
+        blob = json.dumps([SHARD_FORMAT, recipe, stages, files], sort_keys=True, ensure_ascii=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -91,7 +91,9 @@ def array_moments(x: np.ndarray, valid: np.ndarray | None = None, chunk: int = C
     x = x.reshape(len(x), -1)
     total = Moments.empty(x.shape[1])
     for start in range(0, len(x), chunk):
-        part = chunk_moments(x[start : start + chunk], None if valid is None else valid[start : start + chunk])
+        part = chunk_moments(
+            x[start : start + chunk], None if valid is None else valid[start : start + chunk]
+        )
         total = merge(total, part)
     return total
 

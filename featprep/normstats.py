@@ -1,0 +1,189 @@
+"""``normstats``: merge the shards' partial statistics into per-speaker and global ones.
+
+Reads ``stats.npz`` of every shard of the chosen splits (train only by default: nothing
+leaks from valid or test) and writes under ``<dir>/stats/``:
+
+- ``<stream>.npz``: ``speakers`` and, per speaker and for ``global``, ``count``, ``mean``,
+  ``std`` (with a variance floor), ``min``, ``max``, plus column flags ``binary`` (every
+  value 0 or 1) and ``constant`` (min == max); ``fallback`` marks speakers with fewer than
+  ``min_frames`` rows, whose normaliser uses the global statistics;
+- ``summary.json``: the same in words and numbers, warnings included;
+- ``cmvn_<stream>.ark``: Kaldi CMVN statistics per speaker (text archive of 2 x (D+1)
+  matrices: sums with the count last, sums of squares).
+
+``recompute`` rebuilds everything from the arrays themselves and checks that it agrees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FeatprepError
+from .io import atomic_write_bytes, atomic_write_text
+from .manifest import read_manifest
+from .shards import open_shard
+from .stats import Moments, array_moments, load_statistics, merge, merge_all, speaker_spans, stream_rows
+
+GLOBAL = "__global__"
+
+
+class _NoShardStatistics(FeatprepError):
+    pass
+
+
+def _selected_shards(directory: Path, manifest: dict[str, Any], splits: tuple[str, ...]) -> list[Path]:
+    known = {s["split"] for s in manifest["shards"]}
+    unknown = sorted(set(splits) - known - {"train", "valid", "test"})
+    if unknown:
+        raise FeatprepError(f"unknown split(s) {unknown}; this corpus has {sorted(known)}")
+    shards = [directory / s["name"] for s in manifest["shards"] if s["split"] in splits and s["rows"] > 0]
+    if not shards:
+        raise FeatprepError(f"{directory}: no shard in split(s) {list(splits)}")
+    return shards
+
+
+def merged_statistics(directory: Path, splits: tuple[str, ...] = ("train",)) -> dict[str, dict[str, Moments]]:
+    """stream -> speaker -> moments, merged from the shards' ``stats.npz``."""
+    manifest = read_manifest(directory)
+    parts = []
+    for shard in _selected_shards(directory, manifest, splits):
+        path = shard / "stats.npz"
+        if not path.is_file():
+            raise _NoShardStatistics(f"{path} is missing: prepare this corpus again, or use --recompute")
+        parts.append(load_statistics(path))
+    return merge_all(parts)
+
+
+def recomputed_statistics(
+    directory: Path, splits: tuple[str, ...] = ("train",)
+) -> dict[str, dict[str, Moments]]:
+    """The same statistics, from the arrays (memory-mapped, read chunk by chunk)."""
+    manifest = read_manifest(directory)
+    out: dict[str, dict[str, Moments]] = {}
+    for shard in _selected_shards(directory, manifest, splits):
+        index, arrays = open_shard(shard)
+        speakers = index["speaker"].tolist()
+        for stream in [s for s in ("audio", "ling", "ling_num", "acoustic", "pase") if s in arrays]:
+            x, valid = stream_rows(stream, arrays)
+            lengths = {"audio": index["n_frames"] * 80, "pase": index.get("pase_frames")}.get(
+                stream, index["n_frames"]
+            )
+            for speaker, spans in speaker_spans(speakers, lengths.to_numpy()).items():
+                for a, b in spans:
+                    m = array_moments(x[a:b], None if valid is None else valid[a:b])
+                    per = out.setdefault(stream, {})
+                    per[speaker] = merge(per[speaker], m) if speaker in per else m
+    return out
+
+
+def _check_agreement(merged: dict[str, dict[str, Moments]], again: dict[str, dict[str, Moments]]) -> None:
+    for stream, per in merged.items():
+        for speaker, m in per.items():
+            r = again[stream][speaker]
+            same = (
+                np.array_equal(m.count, r.count)
+                and np.allclose(m.mean, r.mean, rtol=1e-9, atol=1e-12)
+                and np.allclose(m.m2, r.m2, rtol=1e-7, atol=1e-9)
+            )
+            if not same:
+                raise FeatprepError(
+                    f"recomputed {stream} statistics of {speaker} differ from the shards' stats.npz"
+                )
+
+
+def _kaldi_matrix(m: Moments) -> str:
+    sums = np.append(m.mean * m.count, m.count.max() if m.count.size else 0.0)
+    squares = np.append(m.m2 + m.count * m.mean**2, 0.0)
+    row = lambda v: " ".join(repr(float(x)) for x in v)  # noqa: E731
+    return f"[\n  {row(sums)}\n  {row(squares)} ]"
+
+
+def normstats(
+    directory: str | Path,
+    *,
+    splits: tuple[str, ...] = ("train",),
+    min_frames: int = 2000,
+    variance_floor: float = 1e-8,
+    recompute: bool = False,
+) -> dict[str, Any]:
+    """Merge (or recompute) the statistics and write ``stats/``; returns the summary.
+
+    Raises `FeatprepError` when an array holds NaN or Inf (reported per stream, speaker
+    and column, never averaged) or when ``recompute`` disagrees with the merged values.
+    """
+    directory = Path(directory)
+    if recompute:
+        stats = recomputed_statistics(directory, splits)
+        # shards from before stats.npz: the recomputed values stand alone
+        with contextlib.suppress(_NoShardStatistics):
+            _check_agreement(merged_statistics(directory, splits), stats)
+    else:
+        stats = merged_statistics(directory, splits)
+    problems = [
+        f"{stream}: speaker {speaker}: {int(m.nonfinite.sum())} NaN/Inf values "
+        f"in columns {np.flatnonzero(m.nonfinite).tolist()[:8]}"
+        for stream, per in stats.items()
+        for speaker, m in per.items()
+        if m.nonfinite.any()
+    ]
+    if problems:
+        raise FeatprepError("non-finite values in the features, not averaged: " + "; ".join(problems))
+
+    out = directory / "stats"
+    out.mkdir(exist_ok=True)
+    summary: dict[str, Any] = {
+        "splits": list(splits),
+        "min_frames": min_frames,
+        "variance_floor": variance_floor,
+        "recomputed": recompute,
+        "streams": {},
+        "warnings": [],
+    }
+    for stream, per in sorted(stats.items()):
+        speakers = sorted(per)
+        total = per[speakers[0]]
+        for s in speakers[1:]:
+            total = merge(total, per[s])
+        rows = [per[s] for s in speakers] + [total]
+        frames = np.array([m.count.max() for m in rows])
+        fallback = frames[:-1] < min_frames
+        constant = total.maximum == total.minimum
+        arrays = {
+            "speakers": np.array(speakers + [GLOBAL]),
+            "count": np.stack([m.count for m in rows]),
+            "mean": np.stack([m.mean for m in rows]),
+            "std": np.stack([m.std(variance_floor) for m in rows]),
+            "min": np.stack([m.minimum for m in rows]),
+            "max": np.stack([m.maximum for m in rows]),
+            "binary": total.binary,
+            "constant": constant,
+            "fallback": np.append(fallback, False),
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(out / f"{stream}.npz", buf.getvalue())
+        atomic_write_text(
+            out / f"cmvn_{stream}.ark", "".join(f"{s}  {_kaldi_matrix(per[s])}\n" for s in speakers)
+        )
+        for s, small in zip(speakers, fallback, strict=True):
+            if small:
+                summary["warnings"].append(
+                    f"{stream}: speaker {s} has {int(per[s].count.max())} rows < {min_frames}: "
+                    "global statistics used"
+                )
+        summary["streams"][stream] = {
+            "dim": int(total.mean.size),
+            "speakers": {s: int(per[s].count.max()) for s in speakers},
+            "global_rows": int(total.count.max()),
+            "binary_columns": int(total.binary.sum()),
+            "constant_columns": int(constant.sum()),
+            "fallback": [s for s, f in zip(speakers, fallback, strict=True) if f],
+        }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
