@@ -28,7 +28,7 @@ from .errors import FeatprepError
 from .io import atomic_write_bytes, atomic_write_text
 from .manifest import read_manifest
 from .shards import open_shard
-from .stats import Moments, array_moments, load_statistics, merge, merge_all, speaker_spans, stream_rows
+from .stats import Moments, load_statistics, merge, merge_all, shard_statistics
 
 GLOBAL = "__global__"
 
@@ -65,21 +65,9 @@ def recomputed_statistics(
 ) -> dict[str, dict[str, Moments]]:
     """The same statistics, from the arrays (memory-mapped, read chunk by chunk)."""
     manifest = read_manifest(directory)
-    out: dict[str, dict[str, Moments]] = {}
-    for shard in _selected_shards(directory, manifest, splits):
-        index, arrays = open_shard(shard)
-        speakers = index["speaker"].tolist()
-        for stream in [s for s in ("audio", "ling", "ling_num", "acoustic", "pase") if s in arrays]:
-            x, valid = stream_rows(stream, arrays)
-            lengths = {"audio": index["n_frames"] * 80, "pase": index.get("pase_frames")}.get(
-                stream, index["n_frames"]
-            )
-            for speaker, spans in speaker_spans(speakers, lengths.to_numpy()).items():
-                for a, b in spans:
-                    m = array_moments(x[a:b], None if valid is None else valid[a:b])
-                    per = out.setdefault(stream, {})
-                    per[speaker] = merge(per[speaker], m) if speaker in per else m
-    return out
+    return merge_all(
+        [shard_statistics(*open_shard(s)) for s in _selected_shards(directory, manifest, splits)]
+    )
 
 
 def _check_agreement(merged: dict[str, dict[str, Moments]], again: dict[str, dict[str, Moments]]) -> None:
@@ -118,13 +106,7 @@ def normstats(
     and column, never averaged) or when ``recompute`` disagrees with the merged values.
     """
     directory = Path(directory)
-    if recompute:
-        stats = recomputed_statistics(directory, splits)
-        # shards from before stats.npz: the recomputed values stand alone
-        with contextlib.suppress(_NoShardStatistics):
-            _check_agreement(merged_statistics(directory, splits), stats)
-    else:
-        stats = merged_statistics(directory, splits)
+    stats = recomputed_statistics(directory, splits) if recompute else merged_statistics(directory, splits)
     problems = [
         f"{stream}: speaker {speaker}: {int(m.nonfinite.sum())} NaN/Inf values "
         f"in columns {np.flatnonzero(m.nonfinite).tolist()[:8]}"
@@ -134,6 +116,10 @@ def normstats(
     ]
     if problems:
         raise FeatprepError("non-finite values in the features, not averaged: " + "; ".join(problems))
+    if recompute:
+        # shards from before stats.npz: the recomputed values stand alone
+        with contextlib.suppress(_NoShardStatistics):
+            _check_agreement(merged_statistics(directory, splits), stats)
 
     out = directory / "stats"
     out.mkdir(exist_ok=True)

@@ -150,3 +150,28 @@ def test_pase_command(tmp_path):
     _one_error_line(
         featprep("pase", wav, "--checkpoint", tmp_path / "bad.ckpt", "--out", tmp_path), "weights_only=True"
     )
+
+
+def test_normstats_command(demo_corpus, tmp_path):
+    sets = sum((["--set", s] for s in ARCTIC_GENDERS), [])
+    r = featprep(
+        "prepare",
+        "cmu_arctic",
+        "--root",
+        demo_corpus / "cmu_arctic",
+        "--out",
+        tmp_path,
+        "--set",
+        "labels.source=none",
+        *sets,
+        "-q",
+    )
+    assert r.returncode == 0, r.stderr
+    r = featprep("normstats", tmp_path, "--min-frames", "100000")
+    assert r.returncode == 0, r.stderr
+    assert "acoustic" in r.stdout and "global statistics used" in r.stderr
+    assert (tmp_path / "stats" / "summary.json").is_file() and (
+        tmp_path / "stats" / "cmvn_acoustic.ark"
+    ).is_file()
+    _one_error_line(featprep("normstats", tmp_path, "--splits", "dev"), "unknown split")
+    _one_error_line(featprep("normstats", tmp_path / "nothing"), "run featprep prepare first")
