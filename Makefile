@@ -39,6 +39,7 @@ bench: setup
 	$(PY) bench/prepare.py
 	$(PY) bench/linguistic.py
 	$(PY) bench/pase.py
+	$(PY) bench/normstats.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo .pytest_cache .ruff_cache

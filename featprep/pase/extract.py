@@ -72,6 +72,13 @@ def extract(
         if precision != "fp32"
         else None
     )
+    pending: tuple[list[int], torch.Tensor] | None = None
+
+    def collect(group: list[int], frames: torch.Tensor) -> None:
+        frames = frames.float().cpu().numpy()
+        for row, i in enumerate(group):
+            out[i] = frames[row, :, : lengths[i] // HOP].T.copy()
+
     for group in batches(lengths, batch_size):
         longest = lengths[group[0]]
         batch = torch.zeros((len(group), 1, longest), dtype=torch.float32, pin_memory=dev.type == "cuda")
@@ -85,7 +92,11 @@ def extract(
                 frames = encoder(batch)
         else:
             frames = encoder(batch)
-        frames = frames.float().cpu().numpy()
-        for row, i in enumerate(group):
-            out[i] = frames[row, :, : lengths[i] // HOP].T.copy()
+        # on CUDA the encoder runs asynchronously: the previous batch's frames are copied
+        # back while this one computes, and the next batch is assembled meanwhile
+        if pending is not None:
+            collect(*pending)
+        pending = (group, frames)
+    if pending is not None:
+        collect(*pending)
     return out  # type: ignore[return-value]
