@@ -8,16 +8,13 @@ Random weights: speed does not depend on the values. Not run in CI.
 
 from __future__ import annotations
 
-import argparse
 import resource
-import tempfile
 import time
-from pathlib import Path
 
 import soundfile as sf
 import torch
+from common import arguments, demo_corpus
 
-from featprep.demo import build_corpus
 from featprep.pase import load_encoder
 from featprep.pase.extract import extract
 
@@ -32,12 +29,8 @@ def timed(encoder, waves, **kw) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--utterances", type=int, default=32)
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="featprep-bench-"))
-    corpus = build_corpus(work / "demo", per_speaker=8, log=lambda _m: None)
+    args = arguments(__doc__, utterances=(int, 32))
+    corpus = demo_corpus(args.workdir)
     files = sorted((corpus / "cmu_arctic").glob("cmu_us_*_arctic/wav/arctic_b000*.wav"))[: args.utterances]
     waves = [sf.read(f, dtype="float32")[0] for f in files]
     seconds = sum(len(w) for w in waves) / 16000

@@ -7,23 +7,23 @@ demo corpus (copies of its utterances, each with its own room noise), then in on
 - the obvious alternative: ``librosa.load(sr=16000)`` + ``librosa.effects.trim`` +
   ``soundfile.write`` per file, one process.
 
-Prints audio-seconds per wall-second per core, the ratio, and peak RSS. Not run in CI.
+Prints audio-seconds per wall-second per core, the ratio, and peak RSS; then prepare with
+its acoustic stage on as well, for scale. Not run in CI.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from common import arguments, demo_corpus
 
-from featprep.demo import RATE, build_corpus, room
+from featprep.demo import RATE, room
 from featprep.pipeline import prepare
 
 
@@ -65,12 +65,9 @@ def timed(f, *args, **kwargs) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=12.0)
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="featprep-bench-"))
-    demo = build_corpus(work / "demo", per_speaker=8, log=lambda _m: None)
+    args = arguments(__doc__, minutes=(float, 12.0))
+    work = args.workdir
+    demo = demo_corpus(work)
     root = work / "VCTK-Corpus"
     if not root.exists():
         make_corpus(root, demo, args.minutes)
@@ -82,12 +79,20 @@ def main() -> None:
     import librosa
 
     librosa.effects.trim(librosa.resample(np.zeros(4800, np.float32), orig_sr=48000, target_sr=16000))
-    sets = ["split.test_seconds=0", "split.valid_seconds=0", "clean.speaking_rate_factor=100.0"]
+    # the work the plain loop does too: decode, resample, trim, write (no acoustic features)
+    sets = [
+        "split.test_seconds=0",
+        "split.valid_seconds=0",
+        "clean.speaking_rate_factor=100.0",
+        "acoustic.enabled=false",
+    ]
     t_plain = timed(plain_loop, root, work / "plain")
     shutil.rmtree(work / "out1", ignore_errors=True)
     t_one = timed(prepare, "vctk", root, work / "out1", overrides=sets, jobs=1)
     shutil.rmtree(work / "outN", ignore_errors=True)
     t_all = timed(prepare, "vctk", root, work / "outN", overrides=sets, jobs=cores)
+    shutil.rmtree(work / "outA", ignore_errors=True)
+    t_acoustic = timed(prepare, "vctk", root, work / "outA", overrides=sets[:-1], jobs=1)
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -98,6 +103,9 @@ def main() -> None:
     print(f"featprep prepare -j 1:         {one_rate:8.0f} x real time per core ({t_one:.2f} s)")
     print(f"featprep prepare -j {cores}:         {all_rate:8.0f} x real time per core ({t_all:.2f} s wall)")
     print(f"ratio prepare -j 1 / plain loop: {one_rate / plain_rate:.2f}x")
+    print(
+        f"with the acoustic stage (RAPT, mel-cepstrum), -j 1: {seconds / t_acoustic:.0f} x real time per core"
+    )
     print(f"peak RSS: main process {rss_self:.0f} MB, largest worker {rss_children:.0f} MB")
 
 

@@ -339,6 +339,7 @@ def build_corpus(
     full-context labels, Merlin-normalised). The CMU Arctic layout carries the same
     utterances in ``festival/utts/`` and boundaries in ``lab/``.
     """
+    out = Path(out).resolve()  # Festival scripts name files by absolute path
     stamp = json.dumps(
         {
             "version": __version__,

@@ -39,6 +39,7 @@ def run_script(script: str, workdir: Path, *, timeout: float = 600.0) -> str:
     Festival exits 0 after most errors and only prints ``SIOD ERROR``: this treats that
     text as a failure.
     """
+    workdir = Path(workdir).resolve()  # Festival runs in workdir: no relative path may leak in
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "script.scm"
     path.write_text(script, encoding="ascii")

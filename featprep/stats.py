@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-CHUNK_ROWS = 8192
+#: values per chunk (rows x columns): bounds the float64 working copy to 16 MB
+CHUNK_VALUES = 1 << 21
 
 
 @dataclass
@@ -99,9 +100,10 @@ def merge(a: Moments, b: Moments) -> Moments:
     )  # fmt: skip
 
 
-def array_moments(x: np.ndarray, valid: np.ndarray | None = None, chunk: int = CHUNK_ROWS) -> Moments:
+def array_moments(x: np.ndarray, valid: np.ndarray | None = None) -> Moments:
     """Moments of a long array, chunk by chunk (bounded memory)."""
     x = x.reshape(len(x), -1)
+    chunk = max(1, CHUNK_VALUES // x.shape[1])
     total = Moments.empty(x.shape[1])
     for start in range(0, len(x), chunk):
         part = chunk_moments(
@@ -114,7 +116,7 @@ def array_moments(x: np.ndarray, valid: np.ndarray | None = None, chunk: int = C
 def stream_rows(stream: str, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
     """The rows a stream's statistics count, and its validity mask (lf0: voiced only)."""
     if stream == "audio":
-        return arrays["audio"].reshape(-1, 1).astype(np.float64) / 32768.0, None
+        return arrays["audio"].reshape(-1, 1) / np.float32(32768.0), None
     x = arrays[stream]
     if stream == "acoustic":
         valid = np.ones(x.shape, bool)

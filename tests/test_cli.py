@@ -175,3 +175,15 @@ def test_normstats_command(demo_corpus, tmp_path):
     ).is_file()
     _one_error_line(featprep("normstats", tmp_path, "--splits", "dev"), "unknown split")
     _one_error_line(featprep("normstats", tmp_path / "nothing"), "run featprep prepare first")
+
+
+def test_demo_command_from_a_relative_folder(tmp_path):
+    """The quick start's main job, end to end, as `make demo` runs it (relative --out)."""
+    r = featprep("demo", "--out", "demo", "--utterances", "2", "-j", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for layout in ("vctk-0.80", "vctk-0.92", "cmu_arctic"):
+        assert f"== {layout}" in r.stdout
+        assert featprep("validate", tmp_path / "demo" / "manifests" / layout).returncode == 0
+    assert "pase (100 x float16)" in r.stdout
+    again = featprep("demo", "--out", "demo", "--utterances", "2", cwd=tmp_path)
+    assert "already built" in again.stderr and "already complete" in again.stdout

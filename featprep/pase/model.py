@@ -18,33 +18,19 @@ Input (B, 1, T) float at 16 kHz in [-1, 1]; output (B, E, floor(ceil(T / 10) / 1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .architectures import ARCHITECTURES, Architecture
+
 KERNELS = (251, 20, 11, 11, 11, 11, 11, 11)
 STRIDES = (1, 10, 2, 1, 2, 1, 2, 2)
 CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512)
 HOP = 160  # input samples per output frame
 MIN_SAMPLES = 471  # shortest input whose reflect paddings all fit
-
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    emb_dim: int
-    rnn_dim: int | None  # QRNN hidden size, None = no RNN
-    dense_skips: bool
-
-
-ARCHITECTURES = {
-    "pase": Architecture("pase", 100, None, False),
-    "pase+": Architecture("pase+", 256, 512, True),
-    "pase_dense_qrnn": Architecture("pase_dense_qrnn", 100, 100, True),
-}
 
 
 class SincConv(nn.Module):

@@ -11,14 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-from .. import SAMPLE_RATE
 from ..errors import FeatprepError
 from ..stage import ArraySpec, Item, Stage
-from .checkpoint import load_encoder
-from .extract import extract
-from .model import ARCHITECTURES, HOP, PaseEncoder
+from .architectures import ARCHITECTURES
+
+HOP = 160  # samples per PASE frame (the encoder's total stride)
 
 
 class PaseStage(Stage):
@@ -36,11 +34,13 @@ class PaseStage(Stage):
             )
         if self.cfg["dtype"] not in ("float16", "float32"):
             raise FeatprepError(f'pase.dtype must be "float16" or "float32", found {self.cfg["dtype"]!r}')
-        self._encoder: PaseEncoder | None = None
+        self._encoder = None
 
     @property
-    def encoder(self) -> PaseEncoder:
+    def encoder(self):  # noqa: ANN201 - a PaseEncoder; torch is imported only when PASE is on
         if self._encoder is None:
+            from .checkpoint import load_encoder
+
             seed = self.cfg["random_init_seed"]
             self._encoder = load_encoder(
                 self.cfg["arch"],
@@ -69,7 +69,9 @@ class PaseStage(Stage):
         return f"1:{self.encoder.source}" if self.active else "off"
 
     def setup(self) -> None:
-        if self.active and torch.get_num_threads() > 1 and self.cfg["device"] != "cuda":
+        if self.active and self.cfg["device"] != "cuda":
+            import torch
+
             torch.set_num_threads(1)  # prepare parallelises across shards
 
     def process(self, item: Item) -> None:
@@ -78,6 +80,8 @@ class PaseStage(Stage):
     def finish_shard(self, items: list[Item]) -> None:
         if not self.active or not items:
             return
+        from .extract import extract
+
         waves = [item.audio.astype(np.float32) / 32768.0 for item in items]
         frames = extract(
             self.encoder,
@@ -89,6 +93,3 @@ class PaseStage(Stage):
         for item, f in zip(items, frames, strict=True):
             item.arrays["pase"] = f.astype(self.cfg["dtype"])
             item.arrays["pase_mean"] = f.mean(axis=0, keepdims=True).astype(np.float32)
-
-
-__all__ = ["SAMPLE_RATE", "PaseStage"]
