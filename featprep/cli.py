@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -355,3 +356,85 @@ def normstats(directory: Path, splits: str, recompute: bool, min_frames: int, va
     for warning in summary["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"output: {directory}/stats/ (summary.json, <stream>.npz, cmvn_<stream>.ark)")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, logs).")
+@click.option("--preset", type=click.Choice(["paper", "small"]), default="paper", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option.")
+@click.option("--steps", type=int, help="Stop after this many steps (counted from the start of training).")
+@click.option("--epochs", type=int, help="Stop after this many epochs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt exactly where it stopped.")
+@_reports_errors
+def train(
+    directory: Path,
+    out: Path,
+    preset: str,
+    overrides: tuple[str, ...],
+    steps: int | None,
+    epochs: int | None,
+    device: str,
+    resume: bool,
+) -> None:
+    """Train the multi-speaker SampleRNN on a prepared corpus (run featprep normstats first)."""
+    from .recipe import parse_override
+    from .samplernn.train import TrainConfig
+    from .samplernn.train import train as run
+
+    if steps is None and epochs is None:
+        raise click.UsageError("give --steps or --epochs")
+    cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))
+    record = run(directory, out, cfg, steps=steps, epochs=epochs, device=device, resume=resume, log=_echo)
+    click.echo(json.dumps(record))
+
+
+@main.command()
+@click.argument("run_folder", type=click.Path(path_type=Path))
+@click.option("--labels", type=click.Path(path_type=Path), help="Aligned HTS full-context labels.")
+@click.option(
+    "--text",
+    help="Text, through Festival's front-end with Festival's own predicted durations "
+    "(no trained duration model yet).",
+)
+@click.option("--speaker", required=True, help="A speaker id of the training corpus.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .wav (16 kHz).")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_reports_errors
+def generate(
+    run_folder: Path,
+    labels: Path | None,
+    text: str | None,
+    speaker: str,
+    out: Path,
+    temperature: float,
+    seed: int,
+) -> None:
+    """Generate speech for labels or text with a trained run."""
+    import soundfile as sf
+    import torch
+
+    from .labels.frontend import merlin_normalise, text_to_labels
+    from .labels.hts import read_hts
+    from .samplernn.generate import generate as run
+    from .samplernn.run import Run
+
+    if (labels is None) == (text is None):
+        raise click.UsageError("give --labels or --text")
+    trained = Run(run_folder)
+    label = read_hts(labels) if labels else merlin_normalise(text_to_labels([text])[0])
+    features, frames = trained.conditioning(label, speaker)
+    feats = None if features is None else torch.from_numpy(features)[None]
+    audio = run(
+        trained.model,
+        feats,
+        torch.tensor([trained.speaker_index(speaker)]),
+        frames,
+        temperature=temperature,
+        seed=seed,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(out, audio[0].numpy(), 16000, subtype="PCM_16")
+    click.echo(f"{out}: {frames * 80 / 16000:.2f} s")

@@ -1,5 +1,6 @@
 """The command line: one clear line and a non-zero exit for bad input, never a traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -187,3 +188,45 @@ def test_demo_command_from_a_relative_folder(tmp_path):
     assert "pase (100 x float16)" in r.stdout
     again = featprep("demo", "--out", "demo", "--utterances", "2", cwd=tmp_path)
     assert "already built" in again.stderr and "already complete" in again.stdout
+
+
+def test_train_and_generate_commands(demo_corpus, tmp_path):
+    from featprep.demo import DEMO_LABELS
+
+    sets = sum((["--set", s] for s in ARCTIC_GENDERS + DEMO_LABELS["cmu_arctic"]), [])
+    data = tmp_path / "data"
+    assert (
+        featprep(
+            "prepare", "cmu_arctic", "--root", demo_corpus / "cmu_arctic", "--out", data, *sets, "-q"
+        ).returncode
+        == 0
+    )
+    _one_error_line(
+        featprep("train", data, "--out", tmp_path / "run", "--preset", "small", "--steps", "3"), "normstats"
+    )
+    assert featprep("normstats", data, "--min-frames", "0").returncode == 0
+    r = featprep(
+        "train",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--preset",
+        "small",
+        "--steps",
+        "6",
+        "--set",
+        "valid_every=3",
+    )
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout.strip().splitlines()[-1])
+    assert record["step"] == 6 and "valid_bits" in record
+    wav = tmp_path / "hi.wav"
+    r = featprep("generate", tmp_path / "run", "--text", "Hi.", "--speaker", "dfa", "--out", wav)
+    assert r.returncode == 0, r.stderr
+    import soundfile as sf
+
+    audio, sr = sf.read(wav)
+    assert sr == 16000 and len(audio) % 80 == 0 and len(audio) > 1600
+    _one_error_line(
+        featprep("generate", tmp_path / "run", "--text", "Hi.", "--speaker", "zzz", "--out", wav), "zzz"
+    )

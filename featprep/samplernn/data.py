@@ -1,0 +1,173 @@
+"""The sequential TBPTT loader over memory-mapped shards.
+
+B slots each walk one utterance in chunks of ``seq_len`` top frames (5 ms each). A
+chunk carries one top frame of preceding audio as context (zeros at the start of an
+utterance) and the frame-level features of its frames. A slot that finishes its
+utterance takes the next one of a seeded shuffle and is flagged ``reset`` (the model
+restarts its hidden state from h0); a slot with nothing left is empty and masked. The
+epoch ends when no slot holds an utterance: a batch without targets is never produced.
+The loader's position (epoch, shuffle, slots) is part of a checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import FRAME_SHIFT
+from ..errors import FeatprepError
+from ..manifest import read_manifest
+from ..shards import open_shard
+
+
+@dataclass
+class UtteranceRef:
+    shard: int
+    audio_offset: int
+    frame_offset: int
+    n_frames: int
+    speaker: int
+
+
+class Corpus:
+    """The utterances of some splits, with memory-mapped arrays of every shard."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        splits: tuple[str, ...] = ("train",),
+        features: str | None = "ling",
+        normaliser: Any = None,
+    ) -> None:
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        self.speakers = sorted(s["id"] for s in manifest["speakers"])
+        speaker_index = {s: i for i, s in enumerate(self.speakers)}
+        names = {f["name"]: f for f in manifest["features"]}
+        if features is not None and features not in names:
+            raise FeatprepError(f"{directory} has no {features!r} features; it has {sorted(names)}")
+        self.feature_dim = names[features]["dim"] if features else 0
+        self.features = features
+        self.normaliser = normaliser
+        self.shards: list[dict[str, np.ndarray]] = []
+        self.utterances: list[UtteranceRef] = []
+        for shard in manifest["shards"]:
+            if shard["split"] not in splits or not shard["rows"]:
+                continue
+            index, arrays = open_shard(directory / shard["name"])
+            self.shards.append(arrays)
+            for r in index.itertuples():
+                self.utterances.append(
+                    UtteranceRef(
+                        len(self.shards) - 1,
+                        r.audio_offset,
+                        r.frame_offset,
+                        r.n_frames,
+                        speaker_index[r.speaker],
+                    )
+                )
+        if not self.utterances:
+            raise FeatprepError(f"{directory}: no utterance in split(s) {list(splits)}")
+
+    def audio(self, u: UtteranceRef, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) of an utterance (zeros before its start), float32."""
+        out = np.zeros(stop - start, np.float32)
+        lo = max(start, 0)
+        data = self.shards[u.shard]["audio"][u.audio_offset + lo : u.audio_offset + stop]
+        out[lo - start :] = data / np.float32(32768.0)
+        return out
+
+    def frames(self, u: UtteranceRef, start: int, stop: int) -> np.ndarray:
+        x = np.asarray(
+            self.shards[u.shard][self.features][u.frame_offset + start : u.frame_offset + stop], np.float32
+        )
+        if self.normaliser is not None:
+            x = self.normaliser(self.speakers[u.speaker], x)
+        return x
+
+
+@dataclass
+class Batch:
+    samples: torch.Tensor  # (B, top + L) float, context + chunk
+    features: torch.Tensor | None  # (B, L / top, D)
+    speakers: torch.Tensor  # (B,)
+    reset: torch.Tensor  # (B,) bool: slot starts an utterance
+    mask: torch.Tensor  # (B, L) bool: real targets
+
+
+class TBPTTLoader:
+    """Iterates over one epoch of chunks; `state_dict` / `load_state_dict` resume it."""
+
+    def __init__(
+        self, corpus: Corpus, batch_size: int, seq_len: int, top_frame: int = FRAME_SHIFT, seed: int = 0
+    ) -> None:
+        if top_frame != FRAME_SHIFT:
+            raise FeatprepError(
+                f"the top tier must read 5 ms frames ({FRAME_SHIFT} samples), found {top_frame}"
+            )
+        self.corpus, self.batch_size, self.seq_len, self.seed = corpus, batch_size, seq_len, seed
+        self.epoch = 0
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.order = rng.permutation(len(self.corpus.utterances)).tolist()
+        self.next_utterance = 0
+        self.slots: list[list[int] | None] = [None] * self.batch_size  # [utterance, frame position]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "order": list(self.order),
+            "next": self.next_utterance,
+            "slots": [None if s is None else list(s) for s in self.slots],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.order, self.next_utterance = state["epoch"], list(state["order"]), state["next"]
+        self.slots = [None if s is None else list(s) for s in state["slots"]]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Batch:
+        reset = np.zeros(self.batch_size, bool)
+        for i, slot in enumerate(self.slots):
+            if slot is not None and slot[1] >= self.corpus.utterances[slot[0]].n_frames:
+                self.slots[i] = slot = None
+            if slot is None and self.next_utterance < len(self.order):
+                self.slots[i] = [self.order[self.next_utterance], 0]
+                self.next_utterance += 1
+                reset[i] = True
+        if all(s is None for s in self.slots):
+            self.epoch += 1
+            self._start_epoch()
+            raise StopIteration
+        top, n = FRAME_SHIFT, self.seq_len
+        samples = np.zeros((self.batch_size, top + n * top), np.float32)
+        features = np.zeros((self.batch_size, n, self.corpus.feature_dim), np.float32)
+        mask = np.zeros((self.batch_size, n * top), bool)
+        speakers = np.zeros(self.batch_size, np.int64)
+        for i, slot in enumerate(self.slots):
+            if slot is None:
+                continue
+            u = self.corpus.utterances[slot[0]]
+            pos = slot[1]
+            count = min(n, u.n_frames - pos)
+            samples[i, : top + count * top] = self.corpus.audio(u, (pos - 1) * top, (pos + count) * top)
+            if self.corpus.features:
+                features[i, :count] = self.corpus.frames(u, pos, pos + count)
+            mask[i, : count * top] = True
+            speakers[i] = u.speaker
+            slot[1] = pos + count
+        return Batch(
+            torch.from_numpy(samples),
+            torch.from_numpy(features) if self.corpus.features else None,
+            torch.from_numpy(speakers),
+            torch.from_numpy(reset),
+            torch.from_numpy(mask),
+        )

@@ -1,0 +1,212 @@
+"""Multi-tier SampleRNN with frame-level conditioning and a speaker vector.
+
+Tier sizes come from ``ratios`` (bottom-up): with the default [20, 4] the middle tier
+reads 20-sample frames and the top tier 80-sample frames, one 5 ms conditioning frame.
+Each frame tier reads the previous frame's samples, adds the upper tier's upsampled
+output and the conditioning (features and speaker mixed to ``cond_dim``, repeated to the
+tier's rate), runs an RNN and upsamples its output to the tier below (a weight-normed
+transposed convolution). The sample-level MLP reads the embeddings of the previous
+``ratios[0]`` samples (a convolution over the window) and predicts 256 logits.
+
+Causality: frame j of a tier sees only samples before the frame; sample t sees samples
+before t. Hidden states are carried between chunks and reset to the learned initial
+state (``h0``) where a batch slot starts a new utterance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+@dataclass
+class ModelConfig:
+    ratios: list[int] = field(default_factory=lambda: [20, 4])
+    hidden: int = 1024
+    layers: int = 1
+    rnn: str = "gru"  # gru | lstm
+    levels: int = 256
+    quantisation: str = "mu-law"  # mu-law | linear
+    embedding: int = 256
+    cond_dim: int = 50
+    feature_dim: int = 0  # conditioning features per 5 ms frame (0: none)
+    speakers: int = 0  # speaker lookup table size (0: no speaker vector)
+    speaker_dim: int = 64
+
+    @property
+    def frame_sizes(self) -> list[int]:
+        """Frame size of each frame tier, bottom-up: [20, 80] for ratios [20, 4]."""
+        sizes = [self.ratios[0]]
+        for r in self.ratios[1:]:
+            sizes.append(sizes[-1] * r)
+        return sizes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mu_law_encode(x: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    mu = levels - 1
+    y = torch.sign(x) * torch.log1p(mu * torch.abs(x).clamp(max=1.0)) / math.log1p(mu)
+    return ((y + 1) / 2 * mu + 0.5).long().clamp(0, mu)
+
+
+def mu_law_decode(q: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    mu = levels - 1
+    y = q.float() / mu * 2 - 1
+    return torch.sign(y) * ((1 + mu) ** torch.abs(y) - 1) / mu
+
+
+def quantise(x: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Float samples in [-1, 1] to class indices."""
+    if cfg.quantisation == "mu-law":
+        return mu_law_encode(x, cfg.levels)
+    return ((x.clamp(-1, 1) + 1) / 2 * (cfg.levels - 1) + 0.5).long()
+
+
+def dequantise(q: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    if cfg.quantisation == "mu-law":
+        return mu_law_decode(q, cfg.levels)
+    return q.float() / (cfg.levels - 1) * 2 - 1
+
+
+class FrameTier(nn.Module):
+    def __init__(self, frame: int, ratio: int, cfg: ModelConfig, top: bool) -> None:
+        super().__init__()
+        self.frame, self.ratio = frame, ratio
+        self.expand = weight_norm(nn.Conv1d(frame, cfg.hidden, 1))
+        self.cond = nn.Linear(cfg.cond_dim, cfg.hidden) if cfg.cond_dim else None
+        rnn = nn.GRU if cfg.rnn == "gru" else nn.LSTM
+        self.rnn = rnn(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True)
+        self.h0 = nn.Parameter(torch.zeros(cfg.layers * (2 if cfg.rnn == "lstm" else 1), 1, cfg.hidden))
+        self.upsample = weight_norm(nn.ConvTranspose1d(cfg.hidden, cfg.hidden, ratio, stride=ratio))
+        self.top = top
+        for name, p in self.rnn.named_parameters():
+            if "weight_hh" in name:
+                for chunk in p.data.chunk(3 if cfg.rnn == "gru" else 4, 0):
+                    nn.init.orthogonal_(chunk)
+            elif "weight_ih" in name:
+                nn.init.kaiming_uniform_(p, nonlinearity="linear")  # lecun-like
+            elif "bias" in name:
+                nn.init.zeros_(p)
+
+    def initial(self, batch: int) -> torch.Tensor:
+        return self.h0.expand(-1, batch, -1).contiguous()
+
+    def forward(
+        self, prev: torch.Tensor, upper: torch.Tensor | None, cond: torch.Tensor | None, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """prev: (B, steps, frame) samples in [-1, 1]; upper, cond: (B, steps, hidden/cond)."""
+        x = self.expand(prev.transpose(1, 2)).transpose(1, 2)
+        if upper is not None:
+            x = x + upper
+        if cond is not None and self.cond is not None:
+            x = x + self.cond(cond)
+        if isinstance(self.rnn, nn.LSTM):
+            h, c = hidden.chunk(2, dim=0)
+            out, (h, c) = self.rnn(x, (h.contiguous(), c.contiguous()))
+            hidden = torch.cat([h, c], dim=0)
+        else:
+            out, hidden = self.rnn(x, hidden)
+        up = self.upsample(out.transpose(1, 2)).transpose(1, 2)  # (B, steps * ratio, hidden)
+        return up, hidden
+
+
+class SampleMLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.window = cfg.ratios[0]
+        self.embed = nn.Embedding(cfg.levels, cfg.embedding)
+        self.conv = nn.Conv1d(cfg.embedding, cfg.hidden, self.window, bias=False)
+        self.cond = nn.Linear(cfg.cond_dim, cfg.hidden) if cfg.cond_dim else None
+        h = cfg.hidden
+        self.mlp = nn.Sequential(
+            nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, cfg.levels)
+        )
+
+    def forward(self, q_window: torch.Tensor, upper: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """q_window: (B, S + window - 1) class indices ending just before the last target;
+        upper, cond: per sample (B, S, ...). Returns logits (B, S, levels)."""
+        x = self.conv(self.embed(q_window).transpose(1, 2)).transpose(1, 2) + upper
+        if cond is not None and self.cond is not None:
+            x = x + self.cond(cond)
+        return self.mlp(x)
+
+
+class SampleRNN(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        sizes = cfg.frame_sizes
+        ratios = [cfg.ratios[0]] + cfg.ratios[1:]  # tier i upsamples by ratios[i]
+        self.tiers = nn.ModuleList(
+            [FrameTier(sizes[i], ratios[i], cfg, top=i == len(sizes) - 1) for i in range(len(sizes))]
+        )
+        self.sample = SampleMLP(cfg)
+        inputs = cfg.feature_dim + (cfg.speaker_dim if cfg.speakers else 0)
+        self.speaker = nn.Embedding(cfg.speakers, cfg.speaker_dim) if cfg.speakers else None
+        self.mix = nn.Linear(inputs, cfg.cond_dim) if inputs and cfg.cond_dim else None
+
+    @property
+    def top_frame(self) -> int:
+        return self.cfg.frame_sizes[-1]
+
+    def initial_state(self, batch: int) -> list[torch.Tensor]:
+        return [t.initial(batch) for t in self.tiers]
+
+    def reset_state(self, state: list[torch.Tensor], reset: torch.Tensor) -> list[torch.Tensor]:
+        """Slots with ``reset`` start from the learned h0; the others keep their state."""
+        r = reset.view(1, -1, 1)
+        return [torch.where(r, t.initial(reset.numel()), h) for t, h in zip(self.tiers, state, strict=True)]
+
+    def conditioning(
+        self, features: torch.Tensor | None, speakers: torch.Tensor | None, frames: int
+    ) -> torch.Tensor | None:
+        """(B, frames, cond_dim) or None."""
+        parts = []
+        if features is not None and self.cfg.feature_dim:
+            parts.append(features)
+        if self.speaker is not None and speakers is not None:
+            parts.append(self.speaker(speakers)[:, None, :].expand(-1, frames, -1))
+        if not parts or self.mix is None:
+            return None
+        return self.mix(torch.cat(parts, dim=2))
+
+    def forward(
+        self,
+        samples: torch.Tensor,
+        features: torch.Tensor | None,
+        speakers: torch.Tensor | None,
+        state: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits of a chunk.
+
+        samples: (B, top + L) float in [-1, 1]: one top frame of context, then the L
+        samples to predict (L a multiple of the top frame); features: (B, L / top, D).
+        Returns logits (B, L, levels) for samples[:, top:], and the new state.
+        """
+        top = self.top_frame
+        b, total = samples.shape
+        length = total - top
+        frames = length // top
+        cond = self.conditioning(features, speakers, frames)
+        q = quantise(samples, self.cfg)
+        x = dequantise(q, self.cfg)
+        upper = None
+        new_state = []
+        for i in reversed(range(len(self.tiers))):
+            tier = self.tiers[i]
+            size = tier.frame
+            steps = length // size
+            prev = x[:, top - size : top - size + steps * size].reshape(b, steps, size)
+            c = None if cond is None else cond.repeat_interleave(top // size, dim=1)
+            upper, h = tier(prev, upper, c, state[i])
+            new_state.insert(0, h)
+        window = self.cfg.ratios[0]
+        q_window = q[:, top - window : top + length - 1]
+        c = None if cond is None else cond.repeat_interleave(top, dim=1)
+        return self.sample(q_window, upper, c), new_state

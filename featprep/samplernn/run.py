@@ -1,0 +1,60 @@
+"""A trained run folder: its model, and conditioning for new labels or text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import FeatprepError
+from ..labels.hts import HTSLabel
+from ..labels.linguistic import linguistic_features
+from ..labels.matching import CompiledQuestions
+from ..labels.questions import load_questions
+from ..normalise import Normaliser
+from .model import ModelConfig, SampleRNN
+
+
+class Run:
+    """``config.json`` and ``checkpoint.pt`` of a run folder."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        try:
+            self.info: dict[str, Any] = json.loads((self.folder / "config.json").read_text())
+        except FileNotFoundError:
+            raise FeatprepError(
+                f"{self.folder} is not a training run (no config.json): run featprep train"
+            ) from None
+        checkpoint = self.folder / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise FeatprepError(f"{checkpoint} does not exist: the run has not saved a checkpoint yet")
+        self.model = SampleRNN(ModelConfig(**self.info["model"]))
+        self.model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+        self.model.eval()
+
+    def speaker_index(self, speaker: str) -> int:
+        speakers = self.info["speakers"]
+        if speaker not in speakers:
+            raise FeatprepError(
+                f"speaker {speaker!r} is not in this run; it knows {', '.join(speakers[:10])}..."
+            )
+        return speakers.index(speaker)
+
+    def conditioning(self, label: HTSLabel, speaker: str) -> tuple[np.ndarray | None, int]:
+        """Normalised frame features of ``label`` for ``speaker``, and the frame count."""
+        frames = label.num_frames()
+        stream = self.info["features"]
+        if stream is None:
+            return None, frames
+        if stream != "ling":
+            raise FeatprepError(
+                f"generation from labels needs a run trained on 'ling' features, this one used {stream!r}"
+            )
+        ling = self.info["linguistic"]
+        questions = CompiledQuestions(load_questions(ling["questions"]))
+        x = linguistic_features(label, questions, subphone_features=ling["subphone_features"])
+        return Normaliser.load(self.info["corpus"], stream, speaker)(x), frames

@@ -1,0 +1,256 @@
+"""Training: Adam, global-norm clipping, ReduceLROnPlateau on valid NLL, exact resume.
+
+One config (`TrainConfig`, presets ``small`` and ``paper``); one checkpoint dict with
+model, optimizer, scheduler, loader position, the slots' hidden states, RNG state, step
+and config, written to a temporary name and renamed. A resumed run logs the same losses
+as one that never stopped. A non-finite loss skips the step (counted); ``max_bad_steps``
+in a row stop training with a clear message. Losses are NLL in nats over real targets
+only, reported in bits per sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from ..errors import FeatprepError
+from ..normalise import Normaliser
+from .data import Corpus, TBPTTLoader
+from .model import ModelConfig, SampleRNN, quantise
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the SSW 2019 configuration
+    "paper": {"hidden": 1024, "batch_size": 128, "seq_len": 13, "lr": 1e-3},
+    # tests, the demo and CPU checks
+    "small": {"hidden": 64, "batch_size": 8, "seq_len": 13, "lr": 1e-3, "embedding": 32},
+}
+
+
+@dataclass
+class TrainConfig:
+    features: str = "ling"  # a frame-level stream of the manifest, or "none"
+    speaker_mode: str = "embedding"  # none | embedding
+    hidden: int = 1024
+    layers: int = 1
+    rnn: str = "gru"
+    embedding: int = 256
+    ratios: list[int] = field(default_factory=lambda: [20, 4])
+    quantisation: str = "mu-law"
+    batch_size: int = 128
+    seq_len: int = 13
+    lr: float = 1e-3
+    clip_norm: float = 5.0
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    valid_every: int = 500  # steps
+    checkpoint_every: int = 500
+    max_bad_steps: int = 10
+    seed: int = 0
+    bf16: bool = False
+
+    @classmethod
+    def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        if preset not in PRESETS:
+            raise FeatprepError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        values = {**PRESETS[preset], **(overrides or {})}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FeatprepError(f"unknown training option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def _normaliser(directory: Path, stream: str):
+    cache: dict[str, Normaliser] = {}
+
+    def apply(speaker: str, x):
+        if speaker not in cache:
+            cache[speaker] = Normaliser.load(directory, stream, speaker)
+        return cache[speaker](x)
+
+    return apply
+
+
+def _model_config(cfg: TrainConfig, corpus: Corpus) -> ModelConfig:
+    return ModelConfig(
+        ratios=list(cfg.ratios), hidden=cfg.hidden, layers=cfg.layers, rnn=cfg.rnn, embedding=cfg.embedding,
+        quantisation=cfg.quantisation, feature_dim=corpus.feature_dim,
+        speakers=len(corpus.speakers) if cfg.speaker_mode == "embedding" else 0,
+    )  # fmt: skip
+
+
+def chunk_loss(model: SampleRNN, batch, state, device) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
+    """Summed NLL (nats) over the batch's real targets, their number, the new state."""
+    state = model.reset_state(state, batch.reset.to(device))
+    samples = batch.samples.to(device)
+    features = None if batch.features is None else batch.features.to(device)
+    logits, state = model(samples, features, batch.speakers.to(device), state)
+    targets = quantise(samples[:, model.top_frame :], model.cfg)
+    mask = batch.mask.to(device)
+    nll = F.cross_entropy(logits[mask], targets[mask], reduction="sum")
+    return nll, int(mask.sum()), state
+
+
+@torch.no_grad()
+def evaluate_nll(model: SampleRNN, loader: TBPTTLoader, device) -> float:
+    """Mean NLL in bits per sample over one pass of ``loader``."""
+    model.eval()
+    state = model.initial_state(loader.batch_size)
+    state = [s.to(device) for s in state]
+    total, count = 0.0, 0
+    for batch in loader:
+        nll, n, state = chunk_loss(model, batch, state, device)
+        total, count = total + float(nll), count + n
+    model.train()
+    return total / max(count, 1) / math.log(2)
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    directory: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``.
+
+    Returns the last log record. ``steps`` or ``epochs`` bound the run (counting from
+    the start of training, so a resumed run stops where the uninterrupted one would).
+    """
+    directory, out = Path(directory), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    features = None if cfg.features == "none" else cfg.features
+    norm = _normaliser(directory, features) if features else None
+    corpus = Corpus(directory, ("train",), features, norm)
+    valid = Corpus(directory, ("valid",), features, norm) if _has_split(directory, "valid") else None
+    torch.manual_seed(cfg.seed)
+    model = SampleRNN(_model_config(cfg, corpus)).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    loader = TBPTTLoader(corpus, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
+    state = [s.to(dev) for s in model.initial_state(cfg.batch_size)]
+    step, bad, skipped = 0, 0, 0
+    checkpoint = out / "checkpoint.pt"
+    if resume:
+        if not checkpoint.is_file():
+            raise FeatprepError(f"{checkpoint} does not exist: nothing to resume")
+        saved = torch.load(checkpoint, map_location=dev, weights_only=True)
+        if saved["config"] != asdict(cfg):
+            raise FeatprepError(
+                f"{checkpoint} was trained with another configuration; resume with the same options"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        loader.load_state_dict(saved["loader"])
+        state = [s.to(dev) for s in saved["hidden"]]
+        torch.random.set_rng_state(saved["rng"])
+        step, skipped = saved["step"], saved["skipped"]
+    from ..manifest import read_manifest
+
+    recipe = read_manifest(directory)["recipe"]
+    run_info = {
+        "train": asdict(cfg),
+        "model": model.cfg.to_dict(),
+        "speakers": corpus.speakers,
+        "features": features,
+        "corpus": str(directory.resolve()),
+        "linguistic": recipe.get("linguistic"),
+    }
+    (out / "config.json").write_text(json.dumps(run_info, indent=1))
+    with (out / "log.jsonl").open("a") as log_file:
+        record: dict[str, Any] = {}
+        started = time.perf_counter()
+        done_samples = 0
+
+        def stop() -> bool:
+            return (steps is not None and step >= steps) or (epochs is not None and loader.epoch >= epochs)
+
+        while not stop():
+            try:
+                batch = next(loader)
+            except StopIteration:
+                state = [s.to(dev) for s in model.initial_state(cfg.batch_size)]
+                continue
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and dev.type == "cuda"):
+                nll, n, new_state = chunk_loss(model, batch, state, dev)
+            loss = nll / n
+            state = [s.detach() for s in new_state]
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                bad, skipped = bad + 1, skipped + 1
+                if bad >= cfg.max_bad_steps:
+                    raise FeatprepError(f"{bad} non-finite losses in a row at step {step}: training stopped")
+                step += 1
+                continue
+            bad = 0
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm))
+            optimizer.step()
+            step += 1
+            done_samples += n
+            record = {
+                "step": step,
+                "epoch": loader.epoch,
+                "train_bits": float(loss.detach()) / math.log(2),
+                "grad_norm": grad_norm,
+                "lr": optimizer.param_groups[0]["lr"],
+                "skipped": skipped,
+                "samples_per_s": done_samples / max(time.perf_counter() - started, 1e-9),
+            }
+            if valid is not None and step % cfg.valid_every == 0:
+                record["valid_bits"] = evaluate_nll(
+                    model, TBPTTLoader(valid, cfg.batch_size, cfg.seq_len, seed=0), dev
+                )
+                scheduler.step(record["valid_bits"])
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            if step % 50 == 0 or "valid_bits" in record:
+                log(
+                    " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                    )
+                )
+            if step % cfg.checkpoint_every == 0 or stop():
+                payload = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "loader": loader.state_dict(),
+                    "hidden": [s.cpu() for s in state],
+                    "rng": torch.random.get_rng_state(),
+                    "step": step,
+                    "skipped": skipped,
+                    "config": asdict(cfg),
+                }
+                _save(checkpoint, payload)
+    return record
+
+
+def _has_split(directory: Path, split: str) -> bool:
+    from ..manifest import read_manifest
+
+    return any(s["split"] == split and s["rows"] for s in read_manifest(directory)["shards"])

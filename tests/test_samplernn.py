@@ -1,0 +1,169 @@
+"""SampleRNN: causality, state carry, the TBPTT loader, training, resume, generation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from featprep.errors import FeatprepError
+from featprep.pipeline import prepare
+from featprep.samplernn.data import Corpus, TBPTTLoader
+from featprep.samplernn.generate import generate
+from featprep.samplernn.model import ModelConfig, SampleRNN, mu_law_decode, mu_law_encode
+from featprep.samplernn.train import TrainConfig, evaluate_nll, train
+from featprep.shards import open_shard
+
+
+def small_model(**kw) -> SampleRNN:
+    torch.manual_seed(0)
+    return SampleRNN(ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, **kw)).eval()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """The two real Arctic clips, prepared without labels (no conditioning features)."""
+    from .conftest import REAL_CLIPS
+
+    root = tmp_path_factory.mktemp("clips")
+    for spk, (stem, wav, text) in REAL_CLIPS.items():
+        tree = root / "cmu_arctic" / f"cmu_us_{spk}_arctic"
+        (tree / "wav").mkdir(parents=True)
+        (tree / "etc").mkdir()
+        (tree / "wav" / f"{stem}.wav").write_bytes(wav.read_bytes())
+        (tree / "etc" / "txt.done.data").write_text(f'( {stem} "{text}" )\n')
+    out = root / "prepared"
+    prepare(
+        "cmu_arctic", root / "cmu_arctic", out, overrides=["labels.source=none", "acoustic.enabled=false"]
+    )
+    return out
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_no_sample_depends_on_itself_or_the_future(rnn):
+    model = small_model(rnn=rnn)
+    x = torch.rand(2, 80 + 4 * 80) * 1.6 - 0.8
+    f, s = torch.randn(2, 4, 6), torch.tensor([0, 1])
+    logits, _ = model(x, f, s, model.initial_state(2))
+    for t in (0, 1, 19, 20, 79, 80, 81, 159, 160, 250, 319):
+        changed = x.clone()
+        changed[:, 80 + t :] = torch.rand_like(changed[:, 80 + t :]) * 1.6 - 0.8
+        again, _ = model(changed, f, s, model.initial_state(2))
+        # logit t predicts sample 80 + t: it must ignore that sample and everything after
+        torch.testing.assert_close(again[:, : t + 1], logits[:, : t + 1], rtol=0, atol=0)
+        if t + 1 < logits.shape[1]:
+            assert not torch.allclose(again[:, t + 1 :], logits[:, t + 1 :])
+
+
+def test_carried_state_equals_one_long_chunk():
+    model = small_model()
+    x = torch.rand(1, 80 + 6 * 80) * 1.6 - 0.8
+    f, s = torch.randn(1, 6, 6), torch.tensor([1])
+    whole, _ = model(x, f, s, model.initial_state(1))
+    first, state = model(x[:, : 80 + 3 * 80], f[:, :3], s, model.initial_state(1))
+    second, _ = model(x[:, 3 * 80 :], f[:, 3:], s, state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-5, atol=1e-5)
+    # a reset slot starts from the learned h0 again
+    reset = model.reset_state(state, torch.tensor([True]))
+    torch.testing.assert_close(reset[0], model.initial_state(1)[0])
+    kept = model.reset_state(state, torch.tensor([False]))
+    torch.testing.assert_close(kept[0], state[0])
+
+
+def test_mu_law_round_trip():
+    x = torch.linspace(-1, 1, 1001)
+    q = mu_law_encode(x)
+    assert q.min() == 0 and q.max() == 255
+    assert (mu_law_decode(q) - x).abs().max() < 0.04
+    assert (mu_law_decode(mu_law_encode(mu_law_decode(q))) == mu_law_decode(q)).all()
+
+
+def test_loader_walks_every_sample_once(clips):
+    corpus = Corpus(clips, ("train",), features=None)
+    loader = TBPTTLoader(corpus, batch_size=3, seq_len=7, seed=1)
+    seen = {i: [] for i in range(len(corpus.utterances))}
+    slot_owner: dict[int, int] = {}
+    batches = list(loader)
+    assert batches and all(b.mask.any() for b in batches)  # never a batch without targets
+    index, arrays = open_shard(next(clips.glob("shards/train/shard-*")))
+    for b in batches:
+        for slot in range(3):
+            if b.reset[slot]:
+                slot_owner[slot] = len(slot_owner)
+                assert not b.samples[slot, :80].any()  # context before an utterance: zeros
+            n = int(b.mask[slot].sum())
+            if n:
+                seen[slot_owner[slot]].append(b.samples[slot, 80 : 80 + n].numpy())
+    assert len(slot_owner) == len(corpus.utterances) == 2
+    # each slot's chunks, joined, are one utterance's audio exactly once
+    joined = sorted((np.concatenate(v) for v in seen.values() if v), key=len)
+    audio = [
+        arrays["audio"][r.audio_offset : r.audio_offset + 80 * r.n_frames] / 32768.0
+        for r in index.itertuples()
+    ]
+    assert sorted(len(a) for a in audio) == [len(j) for j in joined]
+    for a in audio:
+        assert any(len(j) == len(a) and np.array_equal(j, a.astype(np.float32)) for j in joined)
+    # the epoch ended; the next one starts with another shuffle
+    assert loader.epoch == 1 and len(list(loader)) == len(batches)
+
+
+def test_training_learns_and_resumes_exactly(clips, tmp_path):
+    cfg = TrainConfig.from_preset(
+        "small",
+        {"features": "none", "batch_size": 2, "valid_every": 10**6, "checkpoint_every": 20, "lr": 3e-3},
+    )
+    corpus = Corpus(clips, ("train",), features=None)
+    torch.manual_seed(cfg.seed)
+    untrained = evaluate_nll(
+        SampleRNN(ModelConfig(hidden=64, embedding=32, speakers=2)), TBPTTLoader(corpus, 2, 13), "cpu"
+    )
+    train(clips, tmp_path / "a", cfg, steps=160, log=lambda _m: None)
+    train(clips, tmp_path / "b", cfg, steps=80, log=lambda _m: None)
+    train(clips, tmp_path / "b", cfg, steps=160, resume=True, log=lambda _m: None)
+    a = [json.loads(line)["train_bits"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    b = [json.loads(line)["train_bits"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert len(a) == 160 and a == b  # the resumed run logs the same losses
+    from featprep.samplernn.run import Run
+
+    trained = Run(tmp_path / "a").model
+    learned = evaluate_nll(trained, TBPTTLoader(corpus, 2, 13), "cpu")
+    assert learned < untrained - 1.0, (untrained, learned)  # bits per sample
+    with pytest.raises(FeatprepError, match="another configuration"):
+        train(
+            clips,
+            tmp_path / "a",
+            TrainConfig.from_preset("small", {"features": "none"}),
+            steps=170,
+            resume=True,
+        )
+
+
+def test_non_finite_losses_stop_training(clips, tmp_path):
+    cfg = TrainConfig.from_preset(
+        "small", {"features": "none", "batch_size": 2, "checkpoint_every": 5, "max_bad_steps": 3}
+    )
+    train(clips, tmp_path, cfg, steps=5, log=lambda _m: None)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    key = next(k for k in saved["model"] if k.endswith("mlp.5.weight"))
+    saved["model"][key][:] = float("nan")
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    with pytest.raises(FeatprepError, match="3 non-finite losses in a row"):
+        train(clips, tmp_path, cfg, steps=50, resume=True, log=lambda _m: None)
+
+
+def test_generation_shape_and_seed():
+    model = small_model()
+    f, s = torch.randn(2, 3, 6), torch.tensor([0, 1])
+    a = generate(model, f, s, 3, seed=1)
+    b = generate(model, f, s, 3, seed=1)
+    c = generate(model, f, s, 3, seed=2)
+    assert a.shape == (2, 240) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.abs().max() <= 1.0
+
+
+def test_presets_and_unknown_options():
+    assert TrainConfig.from_preset("paper").hidden == 1024
+    assert TrainConfig.from_preset("small", {"hidden": 16}).hidden == 16
+    with pytest.raises(FeatprepError, match="unknown training option 'hiden'"):
+        TrainConfig.from_preset("small", {"hiden": 16})
