@@ -438,3 +438,35 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(out, audio[0].numpy(), 16000, subtype="PCM_16")
     click.echo(f"{out}: {frames * 80 / 16000:.2f} s")
+
+
+@main.command()
+@click.argument("run_folder", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--max-utterances", type=int, help="Evaluate only the first N utterances.")
+@click.option("--max-seconds", type=float, help="Generate only the first S seconds of each utterance.")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@_reports_errors
+def evaluate(
+    run_folder: Path, split: str, max_utterances: int | None, max_seconds: float | None, temperature: float
+) -> None:
+    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json)."""
+    from .io import atomic_write_text
+    from .samplernn.evaluate import evaluate as run
+
+    result = run(
+        str(run_folder),
+        split=split,
+        max_utterances=max_utterances,
+        max_seconds=max_seconds,
+        temperature=temperature,
+    )
+    click.echo(f"{'speaker':<10} {'frames':>7} {'MCD dB':>8} {'F0 RMSE':>8} {'V/UV err':>8}")
+    for r in result["utterances"]:
+        metrics = f"{r['mcd_db']:8.2f} {r['f0_rmse_hz']:8.1f} {r['vuv_error']:8.3f}"
+        click.echo(f"{r['speaker']:<10} {r['frames']:>7} {metrics}")
+    click.echo(
+        f"{split}: NLL {result['nll_bits']:.3f} bits/sample, MCD {result['mcd_db']:.2f} dB, "
+        f"F0 RMSE {result['f0_rmse_hz']:.1f} Hz, V/UV error {result['vuv_error']:.3f}"
+    )
+    atomic_write_text(run_folder / f"eval_{split}.json", json.dumps(result, indent=1) + "\n")

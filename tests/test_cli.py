@@ -230,3 +230,37 @@ def test_train_and_generate_commands(demo_corpus, tmp_path):
     _one_error_line(
         featprep("generate", tmp_path / "run", "--text", "Hi.", "--speaker", "zzz", "--out", wav), "zzz"
     )
+
+
+def test_evaluate_command(tmp_path, demo_corpus):
+    """A tiny run evaluated on two test utterances' first 0.3 s: the table and the JSON."""
+    from featprep.demo import DEMO_LABELS
+    from featprep.samplernn.evaluate import compare
+
+    sets = sum((["--set", s] for s in ARCTIC_GENDERS + DEMO_LABELS["cmu_arctic"]), [])
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert (
+        featprep(
+            "prepare", "cmu_arctic", "--root", demo_corpus / "cmu_arctic", "--out", data, *sets, "-q"
+        ).returncode
+        == 0
+    )
+    assert featprep("normstats", data, "--min-frames", "0").returncode == 0
+    assert featprep("train", data, "--out", run, "--preset", "small", "--steps", "2").returncode == 0
+    r = featprep("evaluate", run, "--max-utterances", "2", "--max-seconds", "0.3")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((run / "eval_test.json").read_text())
+    assert len(result["utterances"]) == 2 and result["nll_bits"] > 0 and result["mcd_db"] > 0
+    assert "NLL" in r.stdout.splitlines()[-1]
+    # the metrics themselves: a recording against itself
+    import numpy as np
+
+    from featprep.audio import downmix, read_audio
+
+    from .conftest import PYSPTK_DATA
+
+    y = downmix(read_audio(PYSPTK_DATA / "arctic_a0007.wav")[0])[:32000]
+    same = compare(y, y)
+    assert same == {"mcd_db": 0.0, "f0_rmse_hz": 0.0, "vuv_error": 0.0}
+    noisy = compare(y, (y + 0.05 * np.random.default_rng(0).standard_normal(len(y))).astype(np.float32))
+    assert noisy["mcd_db"] > 1.0
