@@ -430,7 +430,7 @@ def generate(
     audio = run(
         trained.model,
         feats,
-        torch.tensor([trained.speaker_index(speaker)]),
+        trained.speaker_input(speaker),
         frames,
         temperature=temperature,
         seed=seed,

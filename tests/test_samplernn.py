@@ -167,3 +167,53 @@ def test_presets_and_unknown_options():
     assert TrainConfig.from_preset("small", {"hidden": 16}).hidden == 16
     with pytest.raises(FeatprepError, match="unknown training option 'hiden'"):
         TrainConfig.from_preset("small", {"hiden": 16})
+
+
+@pytest.fixture(scope="module")
+def pase_corpus(demo_corpus, tmp_path_factory):
+    """Demo CMU Arctic layout with PASE frames (random weights, asked for) and no labels."""
+    from .test_prepare import ARCTIC_GENDERS
+
+    out = tmp_path_factory.mktemp("pase") / "arctic"
+    sets = ARCTIC_GENDERS + [
+        "labels.source=none",
+        "acoustic.enabled=false",
+        "pase.arch=pase",
+        "pase.random_init_seed=0",
+    ]
+    prepare("cmu_arctic", demo_corpus / "cmu_arctic", out, overrides=sets, jobs=2)
+    return out
+
+
+def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
+    from featprep.samplernn.run import Run
+    from featprep.samplernn.speakers import PaseSeeds
+
+    cfg = TrainConfig.from_preset(
+        "small",
+        {
+            "features": "none",
+            "speaker_mode": "pase_seed",
+            "batch_size": 2,
+            "checkpoint_every": 4,
+            "valid_every": 4,
+        },
+    )
+    train(pase_corpus, tmp_path / "a", cfg, steps=8, log=lambda _m: None)
+    train(pase_corpus, tmp_path / "b", cfg, steps=4, log=lambda _m: None)
+    train(pase_corpus, tmp_path / "b", cfg, steps=8, resume=True, log=lambda _m: None)
+    logs = [
+        [json.loads(x)["train_bits"] for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
+        for r in "ab"
+    ]
+    assert logs[0] == logs[1] and len(logs[0]) == 8  # the per-step windows are drawn again identically
+    run = Run(tmp_path / "a")
+    seeds = PaseSeeds(pase_corpus, run.info["speakers"])
+    vector = run.speaker_input("dfa")
+    assert vector.shape == (1, 100)
+    np.testing.assert_array_equal(vector[0].numpy(), seeds.fixed(run.speaker_index("dfa")))
+    draws = np.stack([seeds.draw(np.array([0]), np.random.default_rng(i))[0] for i in range(5)])
+    assert draws.shape == (5, 100) and len({d.tobytes() for d in draws}) > 1  # redrawn windows differ
+    assert generate(run.model, None, vector, 2).shape == (1, 160)
+    with pytest.raises(FeatprepError, match="no PASE frames"):
+        PaseSeeds(clips, ["awb"])

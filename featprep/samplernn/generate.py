@@ -24,7 +24,7 @@ def generate(
     """(B, frames * 80) samples for ``frames`` 5 ms frames of conditioning."""
     model.eval()
     device = next(model.parameters()).device
-    batch = speakers.shape[0] if speakers is not None else features.shape[0]
+    batch = speakers.shape[0] if speakers is not None else features.shape[0]  # indices or vectors
     generator = torch.Generator(device=device).manual_seed(seed)
     top = model.top_frame
     cond = model.conditioning(features, speakers, frames)

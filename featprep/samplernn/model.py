@@ -34,7 +34,8 @@ class ModelConfig:
     embedding: int = 256
     cond_dim: int = 50
     feature_dim: int = 0  # conditioning features per 5 ms frame (0: none)
-    speakers: int = 0  # speaker lookup table size (0: no speaker vector)
+    speakers: int = 0  # speaker lookup table size (0: no lookup table)
+    speaker_input: int = 0  # size of a given speaker vector (PASE), projected (0: none)
     speaker_dim: int = 64
 
     @property
@@ -147,8 +148,13 @@ class SampleRNN(nn.Module):
             [FrameTier(sizes[i], ratios[i], cfg, top=i == len(sizes) - 1) for i in range(len(sizes))]
         )
         self.sample = SampleMLP(cfg)
-        inputs = cfg.feature_dim + (cfg.speaker_dim if cfg.speakers else 0)
-        self.speaker = nn.Embedding(cfg.speakers, cfg.speaker_dim) if cfg.speakers else None
+        inputs = cfg.feature_dim + (cfg.speaker_dim if cfg.speakers or cfg.speaker_input else 0)
+        if cfg.speakers:
+            self.speaker = nn.Embedding(cfg.speakers, cfg.speaker_dim)
+        elif cfg.speaker_input:
+            self.speaker = nn.Linear(cfg.speaker_input, cfg.speaker_dim)
+        else:
+            self.speaker = None
         self.mix = nn.Linear(inputs, cfg.cond_dim) if inputs and cfg.cond_dim else None
 
     @property
@@ -166,7 +172,8 @@ class SampleRNN(nn.Module):
     def conditioning(
         self, features: torch.Tensor | None, speakers: torch.Tensor | None, frames: int
     ) -> torch.Tensor | None:
-        """(B, frames, cond_dim) or None."""
+        """(B, frames, cond_dim) or None. ``speakers``: indices (B,) for the lookup table,
+        or vectors (B, speaker_input) for a projected speaker vector."""
         parts = []
         if features is not None and self.cfg.feature_dim:
             parts.append(features)

@@ -44,6 +44,18 @@ class Run:
             )
         return speakers.index(speaker)
 
+    def speaker_input(self, speaker: str) -> torch.Tensor:
+        """What the model takes for ``speaker``: its index, or its fixed PASE seed vector."""
+        index = self.speaker_index(speaker)
+        if self.info["train"]["speaker_mode"] != "pase_seed":
+            return torch.tensor([index])
+        from .speakers import PaseSeeds
+
+        seeds = PaseSeeds(
+            self.info["corpus"], self.info["speakers"], seconds=self.info["train"]["seed_seconds"]
+        )
+        return torch.from_numpy(seeds.fixed(index))[None]
+
     def conditioning(self, label: HTSLabel, speaker: str) -> tuple[np.ndarray | None, int]:
         """Normalised frame features of ``label`` for ``speaker``, and the frame count."""
         frames = label.num_frames()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -25,6 +26,7 @@ from ..errors import FeatprepError
 from ..normalise import Normaliser
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
+from .speakers import PaseSeeds
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
@@ -37,7 +39,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 @dataclass
 class TrainConfig:
     features: str = "ling"  # a frame-level stream of the manifest, or "none"
-    speaker_mode: str = "embedding"  # none | embedding
+    speaker_mode: str = "embedding"  # none | embedding | pase_seed
+    seed_seconds: float = 1.0  # pase_seed: window of PASE frames averaged into the vector
     hidden: int = 1024
     layers: int = 1
     rnn: str = "gru"
@@ -79,20 +82,26 @@ def _normaliser(directory: Path, stream: str):
     return apply
 
 
-def _model_config(cfg: TrainConfig, corpus: Corpus) -> ModelConfig:
+def _model_config(cfg: TrainConfig, corpus: Corpus, seeds: PaseSeeds | None) -> ModelConfig:
     return ModelConfig(
         ratios=list(cfg.ratios), hidden=cfg.hidden, layers=cfg.layers, rnn=cfg.rnn, embedding=cfg.embedding,
         quantisation=cfg.quantisation, feature_dim=corpus.feature_dim,
         speakers=len(corpus.speakers) if cfg.speaker_mode == "embedding" else 0,
+        speaker_input=seeds.dim if seeds is not None else 0,
     )  # fmt: skip
 
 
-def chunk_loss(model: SampleRNN, batch, state, device) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
-    """Summed NLL (nats) over the batch's real targets, their number, the new state."""
+def chunk_loss(
+    model: SampleRNN, batch, state, device, speakers=None
+) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
+    """Summed NLL (nats) over the batch's real targets, their number, the new state.
+
+    ``speakers`` replaces the batch's speaker indices (PASE vectors, say)."""
     state = model.reset_state(state, batch.reset.to(device))
     samples = batch.samples.to(device)
     features = None if batch.features is None else batch.features.to(device)
-    logits, state = model(samples, features, batch.speakers.to(device), state)
+    who = batch.speakers if speakers is None else speakers
+    logits, state = model(samples, features, who.to(device), state)
     targets = quantise(samples[:, model.top_frame :], model.cfg)
     mask = batch.mask.to(device)
     nll = F.cross_entropy(logits[mask], targets[mask], reduction="sum")
@@ -100,14 +109,20 @@ def chunk_loss(model: SampleRNN, batch, state, device) -> tuple[torch.Tensor, in
 
 
 @torch.no_grad()
-def evaluate_nll(model: SampleRNN, loader: TBPTTLoader, device) -> float:
-    """Mean NLL in bits per sample over one pass of ``loader``."""
+def evaluate_nll(model: SampleRNN, loader: TBPTTLoader, device, seeds: PaseSeeds | None = None) -> float:
+    """Mean NLL in bits per sample over one pass of ``loader`` (PASE speakers: fixed seeds)."""
     model.eval()
     state = model.initial_state(loader.batch_size)
     state = [s.to(device) for s in state]
     total, count = 0.0, 0
+    fixed = (
+        None
+        if seeds is None
+        else torch.from_numpy(np.stack([seeds.fixed(i) for i in range(len(seeds.frames))]))
+    )
     for batch in loader:
-        nll, n, state = chunk_loss(model, batch, state, device)
+        vectors = None if fixed is None else fixed[batch.speakers]
+        nll, n, state = chunk_loss(model, batch, state, device, vectors)
         total, count = total + float(nll), count + n
     model.train()
     return total / max(count, 1) / math.log(2)
@@ -144,8 +159,19 @@ def train(
     norm = _normaliser(directory, features) if features else None
     corpus = Corpus(directory, ("train",), features, norm)
     valid = Corpus(directory, ("valid",), features, norm) if _has_split(directory, "valid") else None
+    if cfg.speaker_mode not in ("none", "embedding", "pase_seed"):
+        raise FeatprepError(
+            f'speaker_mode must be "none", "embedding" or "pase_seed", found {cfg.speaker_mode!r}'
+        )
+    seeds = (
+        PaseSeeds(directory, corpus.speakers, seconds=cfg.seed_seconds)
+        if cfg.speaker_mode == "pase_seed"
+        else None
+    )
+    if seeds is not None and seeds.fallback:
+        log(f"PASE seeds from train utterances (no valid ones) for: {', '.join(seeds.fallback)}")
     torch.manual_seed(cfg.seed)
-    model = SampleRNN(_model_config(cfg, corpus)).to(dev)
+    model = SampleRNN(_model_config(cfg, corpus, seeds)).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
@@ -195,8 +221,12 @@ def train(
             except StopIteration:
                 state = [s.to(dev) for s in model.initial_state(cfg.batch_size)]
                 continue
+            vectors = None
+            if seeds is not None:  # a new random window per step, reproducible from the step
+                rng = np.random.default_rng([cfg.seed, step])
+                vectors = torch.from_numpy(seeds.draw(batch.speakers.numpy(), rng))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and dev.type == "cuda"):
-                nll, n, new_state = chunk_loss(model, batch, state, dev)
+                nll, n, new_state = chunk_loss(model, batch, state, dev, vectors)
             loss = nll / n
             state = [s.detach() for s in new_state]
             optimizer.zero_grad(set_to_none=True)
@@ -223,7 +253,7 @@ def train(
             }
             if valid is not None and step % cfg.valid_every == 0:
                 record["valid_bits"] = evaluate_nll(
-                    model, TBPTTLoader(valid, cfg.batch_size, cfg.seq_len, seed=0), dev
+                    model, TBPTTLoader(valid, cfg.batch_size, cfg.seq_len, seed=0), dev, seeds
                 )
                 scheduler.step(record["valid_bits"])
             log_file.write(json.dumps(record) + "\n")
