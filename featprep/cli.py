@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -378,7 +379,10 @@ def train(
     device: str,
     resume: bool,
 ) -> None:
-    """Train the multi-speaker SampleRNN on a prepared corpus (run featprep normstats first)."""
+    """Train the multi-speaker SampleRNN on a prepared corpus (run featprep normstats first).
+
+    Several processes: torchrun --nproc_per_node N --no-python featprep train ...
+    """
     from .recipe import parse_override
     from .samplernn.train import TrainConfig
     from .samplernn.train import train as run
@@ -387,7 +391,8 @@ def train(
         raise click.UsageError("give --steps or --epochs")
     cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))
     record = run(directory, out, cfg, steps=steps, epochs=epochs, device=device, resume=resume, log=_echo)
-    click.echo(json.dumps(record))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        click.echo(json.dumps(record))
 
 
 @main.command()

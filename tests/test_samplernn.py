@@ -217,3 +217,48 @@ def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
     assert generate(run.model, None, vector, 2).shape == (1, 160)
     with pytest.raises(FeatprepError, match="no PASE frames"):
         PaseSeeds(clips, ["awb"])
+
+
+def test_distributed_training_with_two_processes(clips, tmp_path):
+    """torchrun, gloo, 2 CPU processes: disjoint utterances, an uneven epoch end, resume."""
+    import os
+    import subprocess
+    import sys
+
+    def run(steps, *extra):
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+        ]
+        options = ["--preset", "small", "--steps", str(steps), "--device", "cpu"]
+        sets = ["--set", "features=none", "--set", "batch_size=2", "--set", "checkpoint_every=10"]
+        cmd = [
+            *launcher,
+            "-m",
+            "featprep",
+            "train",
+            clips,
+            "--out",
+            tmp_path / "run",
+            *options,
+            *sets,
+            *extra,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    run(30)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    orders = [set(state["order"]) for state in saved["loader"]]
+    assert len(orders) == 2 and orders[0].isdisjoint(orders[1]) and orders[0] | orders[1] == {0, 1}
+    run(80, "--resume")  # the two utterances differ in length: one rank waits at the epoch end
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 81))
+    assert records[-1]["epoch"] >= 1 and all(np.isfinite(r["train_bits"]) for r in records)

@@ -103,19 +103,40 @@ class TBPTTLoader:
     """Iterates over one epoch of chunks; `state_dict` / `load_state_dict` resume it."""
 
     def __init__(
-        self, corpus: Corpus, batch_size: int, seq_len: int, top_frame: int = FRAME_SHIFT, seed: int = 0
+        self,
+        corpus: Corpus,
+        batch_size: int,
+        seq_len: int,
+        top_frame: int = FRAME_SHIFT,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if top_frame != FRAME_SHIFT:
             raise FeatprepError(
                 f"the top tier must read 5 ms frames ({FRAME_SHIFT} samples), found {top_frame}"
             )
         self.corpus, self.batch_size, self.seq_len, self.seed = corpus, batch_size, seq_len, seed
+        # distributed training: every rank shuffles alike and takes every world-th utterance
+        self.rank, self.world = rank, world
         self.epoch = 0
         self._start_epoch()
 
+    def empty_batch(self) -> Batch:
+        """A batch without targets, for a rank that finished its epoch before the others."""
+        top, n = FRAME_SHIFT, self.seq_len
+        features = torch.zeros(self.batch_size, n, self.corpus.feature_dim) if self.corpus.features else None
+        return Batch(
+            torch.zeros(self.batch_size, top + n * top),
+            features,
+            torch.zeros(self.batch_size, dtype=torch.long),
+            torch.ones(self.batch_size, dtype=torch.bool),
+            torch.zeros(self.batch_size, n * top, dtype=torch.bool),
+        )
+
     def _start_epoch(self) -> None:
         rng = np.random.default_rng([self.seed, self.epoch])
-        self.order = rng.permutation(len(self.corpus.utterances)).tolist()
+        self.order = rng.permutation(len(self.corpus.utterances)).tolist()[self.rank :: self.world]
         self.next_utterance = 0
         self.slots: list[list[int] | None] = [None] * self.batch_size  # [utterance, frame position]
 

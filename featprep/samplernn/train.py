@@ -92,7 +92,7 @@ def _model_config(cfg: TrainConfig, corpus: Corpus, seeds: PaseSeeds | None) -> 
 
 
 def chunk_loss(
-    model: SampleRNN, batch, state, device, speakers=None
+    model: SampleRNN, batch, state, device, speakers=None, forward=None
 ) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
     """Summed NLL (nats) over the batch's real targets, their number, the new state.
 
@@ -101,7 +101,7 @@ def chunk_loss(
     samples = batch.samples.to(device)
     features = None if batch.features is None else batch.features.to(device)
     who = batch.speakers if speakers is None else speakers
-    logits, state = model(samples, features, who.to(device), state)
+    logits, state = (forward or model)(samples, features, who.to(device), state)
     targets = quantise(samples[:, model.top_frame :], model.cfg)
     mask = batch.mask.to(device)
     nll = F.cross_entropy(logits[mask], targets[mask], reduction="sum")
@@ -134,6 +134,41 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _distributed(dev: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) under torchrun; (0, 1, dev) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, dev
+    import torch.distributed as dist
+
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), world, dev
+
+
+def _all_sum(values: list[float], world: int, dev: torch.device) -> list[float]:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def train(
     directory: str | Path,
     out: str | Path,
@@ -149,12 +184,18 @@ def train(
 
     Returns the last log record. ``steps`` or ``epochs`` bound the run (counting from
     the start of training, so a resumed run stops where the uninterrupted one would).
+    Under ``torchrun`` (DistributedDataParallel; gloo on the CPU, nccl on GPUs) the batch
+    slots are split across ranks, each rank walks every world-th utterance, the loss is
+    the mean over all ranks' targets, and only rank 0 writes the log and checkpoints.
     """
     directory, out = Path(directory), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
+    rank, world, dev = _distributed(dev)
+    if cfg.batch_size % world:
+        raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
+    out.mkdir(parents=True, exist_ok=True)
     features = None if cfg.features == "none" else cfg.features
     norm = _normaliser(directory, features) if features else None
     corpus = Corpus(directory, ("train",), features, norm)
@@ -168,16 +209,23 @@ def train(
         if cfg.speaker_mode == "pase_seed"
         else None
     )
-    if seeds is not None and seeds.fallback:
+    if seeds is not None and seeds.fallback and rank == 0:
         log(f"PASE seeds from train utterances (no valid ones) for: {', '.join(seeds.fallback)}")
     torch.manual_seed(cfg.seed)
     model = SampleRNN(_model_config(cfg, corpus, seeds)).to(dev)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    else:
+        net = model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
-    loader = TBPTTLoader(corpus, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
-    state = [s.to(dev) for s in model.initial_state(cfg.batch_size)]
+    slots = cfg.batch_size // world
+    loader = TBPTTLoader(corpus, slots, cfg.seq_len, seed=cfg.seed, rank=rank, world=world)
+    state = [s.to(dev) for s in model.initial_state(slots)]
     step, bad, skipped = 0, 0, 0
     checkpoint = out / "checkpoint.pt"
     if resume:
@@ -188,95 +236,117 @@ def train(
             raise FeatprepError(
                 f"{checkpoint} was trained with another configuration; resume with the same options"
             )
+        if len(saved["loader"]) != world:
+            raise FeatprepError(f"{checkpoint} was written by {len(saved['loader'])} processes, not {world}")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        loader.load_state_dict(saved["loader"])
-        state = [s.to(dev) for s in saved["hidden"]]
+        loader.load_state_dict(saved["loader"][rank])
+        state = [s.to(dev) for s in saved["hidden"][rank]]
         torch.random.set_rng_state(saved["rng"])
         step, skipped = saved["step"], saved["skipped"]
-    from ..manifest import read_manifest
+    if rank == 0:
+        from ..manifest import read_manifest
 
-    recipe = read_manifest(directory)["recipe"]
-    run_info = {
-        "train": asdict(cfg),
-        "model": model.cfg.to_dict(),
-        "speakers": corpus.speakers,
-        "features": features,
-        "corpus": str(directory.resolve()),
-        "linguistic": recipe.get("linguistic"),
-    }
-    (out / "config.json").write_text(json.dumps(run_info, indent=1))
-    with (out / "log.jsonl").open("a") as log_file:
-        record: dict[str, Any] = {}
-        started = time.perf_counter()
-        done_samples = 0
+        recipe = read_manifest(directory)["recipe"]
+        run_info = {
+            "train": asdict(cfg),
+            "model": model.cfg.to_dict(),
+            "speakers": corpus.speakers,
+            "features": features,
+            "corpus": str(directory.resolve()),
+            "linguistic": recipe.get("linguistic"),
+            "processes": world,
+        }
+        (out / "config.json").write_text(json.dumps(run_info, indent=1))
+    log_file = (out / "log.jsonl").open("a") if rank == 0 else None
+    record: dict[str, Any] = {}
+    started = time.perf_counter()
+    done_samples = 0
+    waiting = False  # this rank finished its epoch and waits for the others
 
-        def stop() -> bool:
-            return (steps is not None and step >= steps) or (epochs is not None and loader.epoch >= epochs)
+    def stop() -> bool:
+        return (steps is not None and step >= steps) or (epochs is not None and loader.epoch >= epochs)
 
+    try:
         while not stop():
-            try:
-                batch = next(loader)
-            except StopIteration:
-                state = [s.to(dev) for s in model.initial_state(cfg.batch_size)]
-                continue
+            if not waiting:
+                try:
+                    batch = next(loader)
+                except StopIteration:
+                    waiting = True
+            if waiting:
+                # the epoch ends when every rank has finished it; until then, empty batches
+                if _all_sum([0.0 if waiting else 1.0], world, dev)[0] == 0:
+                    waiting = False
+                    state = [s.to(dev) for s in model.initial_state(slots)]
+                    continue
+                batch = loader.empty_batch()
+            elif world > 1:
+                _all_sum([1.0], world, dev)
             vectors = None
             if seeds is not None:  # a new random window per step, reproducible from the step
-                rng = np.random.default_rng([cfg.seed, step])
+                rng = np.random.default_rng([cfg.seed, step, rank])
                 vectors = torch.from_numpy(seeds.draw(batch.speakers.numpy(), rng))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and dev.type == "cuda"):
-                nll, n, new_state = chunk_loss(model, batch, state, dev, vectors)
-            loss = nll / n
+                nll, n, new_state = chunk_loss(model, batch, state, dev, vectors, forward=net)
+            total_nll, total = _all_sum([float(nll.detach()), float(n)], world, dev)
             state = [s.detach() for s in new_state]
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
+            if total == 0 or not math.isfinite(total_nll):
                 bad, skipped = bad + 1, skipped + 1
                 if bad >= cfg.max_bad_steps:
                     raise FeatprepError(f"{bad} non-finite losses in a row at step {step}: training stopped")
                 step += 1
                 continue
             bad = 0
-            loss.backward()
+            # DistributedDataParallel averages gradients over ranks: scale to the global mean
+            (nll * world / total).backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm))
             optimizer.step()
             step += 1
-            done_samples += n
+            done_samples += int(total)
             record = {
                 "step": step,
                 "epoch": loader.epoch,
-                "train_bits": float(loss.detach()) / math.log(2),
+                "train_bits": total_nll / total / math.log(2),
                 "grad_norm": grad_norm,
                 "lr": optimizer.param_groups[0]["lr"],
                 "skipped": skipped,
                 "samples_per_s": done_samples / max(time.perf_counter() - started, 1e-9),
             }
             if valid is not None and step % cfg.valid_every == 0:
-                record["valid_bits"] = evaluate_nll(
-                    model, TBPTTLoader(valid, cfg.batch_size, cfg.seq_len, seed=0), dev, seeds
-                )
+                valid_loader = TBPTTLoader(valid, cfg.batch_size, cfg.seq_len, seed=0)
+                record["valid_bits"] = evaluate_nll(model, valid_loader, dev, seeds)
                 scheduler.step(record["valid_bits"])
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-            if step % 50 == 0 or "valid_bits" in record:
-                log(
-                    " ".join(
-                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+            if log_file is not None:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                if step % 50 == 0 or "valid_bits" in record:
+                    log(
+                        " ".join(
+                            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                        )
                     )
-                )
             if step % cfg.checkpoint_every == 0 or stop():
-                payload = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "loader": loader.state_dict(),
-                    "hidden": [s.cpu() for s in state],
-                    "rng": torch.random.get_rng_state(),
-                    "step": step,
-                    "skipped": skipped,
-                    "config": asdict(cfg),
-                }
-                _save(checkpoint, payload)
+                loaders = _gather(loader.state_dict(), world)
+                hidden = _gather([s.cpu() for s in state], world)
+                if rank == 0:
+                    payload = {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "loader": loaders,
+                        "hidden": hidden,
+                        "rng": torch.random.get_rng_state(),
+                        "step": step,
+                        "skipped": skipped,
+                        "config": asdict(cfg),
+                    }
+                    _save(checkpoint, payload)
+    finally:
+        if log_file is not None:
+            log_file.close()
     return record
 
 
