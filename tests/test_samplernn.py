@@ -262,3 +262,16 @@ def test_distributed_training_with_two_processes(clips, tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 81))
     assert records[-1]["epoch"] >= 1 and all(np.isfinite(r["train_bits"]) for r in records)
+
+
+def test_audio_samples_at_intervals(clips, tmp_path):
+    import soundfile as sf
+
+    cfg = TrainConfig.from_preset(
+        "small", {"features": "none", "batch_size": 2, "sample_every": 3, "sample_seconds": 0.1}
+    )
+    train(clips, tmp_path, cfg, steps=6, log=lambda _m: None)
+    written = sorted(p.name for p in (tmp_path / "samples").glob("*.wav"))
+    assert written == ["step-0000003.wav", "step-0000006.wav"]
+    audio, sr = sf.read(tmp_path / "samples" / written[0])
+    assert sr == 16000 and len(audio) == 1600

@@ -30,7 +30,7 @@ from .speakers import PaseSeeds
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
-    "paper": {"hidden": 1024, "batch_size": 128, "seq_len": 13, "lr": 1e-3},
+    "paper": {"hidden": 1024, "batch_size": 128, "seq_len": 13, "lr": 1e-3, "sample_every": 5000},
     # tests, the demo and CPU checks
     "small": {"hidden": 64, "batch_size": 8, "seq_len": 13, "lr": 1e-3, "embedding": 32},
 }
@@ -56,6 +56,8 @@ class TrainConfig:
     valid_every: int = 500  # steps
     checkpoint_every: int = 500
     max_bad_steps: int = 10
+    sample_every: int = 0  # write RUN/samples/step-N.wav every N steps (0: never)
+    sample_seconds: float = 1.0
     seed: int = 0
     bf16: bool = False
 
@@ -328,6 +330,8 @@ def train(
                             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                         )
                     )
+            if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
+                _write_sample(out, step, model, valid or corpus, seeds, cfg.sample_seconds)
             if step % cfg.checkpoint_every == 0 or stop():
                 loaders = _gather(loader.state_dict(), world)
                 hidden = _gather([s.cpu() for s in state], world)
@@ -348,6 +352,25 @@ def train(
         if log_file is not None:
             log_file.close()
     return record
+
+
+def _write_sample(out: Path, step: int, model: SampleRNN, corpus: Corpus, seeds, seconds: float) -> None:
+    """Generate the first seconds of the first (valid) utterance: RUN/samples/step-N.wav."""
+    import soundfile as sf
+
+    from .generate import generate
+
+    u = corpus.utterances[0]
+    frames = min(u.n_frames, max(1, round(seconds * 200)))
+    features = torch.from_numpy(corpus.frames(u, 0, frames))[None] if corpus.features else None
+    who = torch.tensor([u.speaker]) if seeds is None else torch.from_numpy(seeds.fixed(u.speaker))[None]
+    audio = generate(model, features, who, frames, seed=step)
+    model.train()
+    folder = out / "samples"
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".step-{step:07d}.wav.tmp"
+    sf.write(tmp, audio[0].numpy(), 16000, subtype="PCM_16", format="WAV")
+    os.replace(tmp, folder / f"step-{step:07d}.wav")
 
 
 def _has_split(directory: Path, split: str) -> bool:
