@@ -403,7 +403,12 @@ def train(
     help="Text, through Festival's front-end with Festival's own predicted durations "
     "(no trained duration model yet).",
 )
-@click.option("--speaker", required=True, help="A speaker id of the training corpus.")
+@click.option("--speaker", help="A speaker id of the training corpus.")
+@click.option(
+    "--seed-wav",
+    type=click.Path(path_type=Path),
+    help="pase_seed runs: take the speaker from this recording's PASE frames.",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .wav (16 kHz).")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -412,12 +417,14 @@ def generate(
     run_folder: Path,
     labels: Path | None,
     text: str | None,
-    speaker: str,
+    speaker: str | None,
+    seed_wav: Path | None,
     out: Path,
     temperature: float,
     seed: int,
 ) -> None:
-    """Generate speech for labels or text with a trained run."""
+    """Generate speech for labels or text with a trained run, as a corpus speaker or, for
+    pase_seed runs, as the speaker of a recording (--seed-wav)."""
     import soundfile as sf
     import torch
 
@@ -428,14 +435,17 @@ def generate(
 
     if (labels is None) == (text is None):
         raise click.UsageError("give --labels or --text")
+    if (speaker is None) == (seed_wav is None):
+        raise click.UsageError("give --speaker or --seed-wav")
     trained = Run(run_folder)
+    who = trained.speaker_input(speaker) if speaker else trained.speaker_from_wav(seed_wav)
     label = read_hts(labels) if labels else merlin_normalise(text_to_labels([text])[0])
-    features, frames = trained.conditioning(label, speaker)
+    features, frames = trained.conditioning(label, speaker)  # no speaker: global statistics
     feats = None if features is None else torch.from_numpy(features)[None]
     audio = run(
         trained.model,
         feats,
-        trained.speaker_input(speaker),
+        who,
         frames,
         temperature=temperature,
         seed=seed,

@@ -217,6 +217,12 @@ def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
     assert generate(run.model, None, vector, 2).shape == (1, 160)
     with pytest.raises(FeatprepError, match="no PASE frames"):
         PaseSeeds(clips, ["awb"])
+    # an unseen speaker, from a recording, through the corpus's own encoder
+    from .conftest import PYSPTK_DATA
+
+    from_wav = run.speaker_from_wav(PYSPTK_DATA / "arctic_a0007.wav")
+    assert from_wav.shape == (1, 100) and torch.isfinite(from_wav).all()
+    assert generate(run.model, None, from_wav, 2).shape == (1, 160)
 
 
 def test_distributed_training_with_two_processes(clips, tmp_path):

@@ -56,8 +56,39 @@ class Run:
         )
         return torch.from_numpy(seeds.fixed(index))[None]
 
-    def conditioning(self, label: HTSLabel, speaker: str) -> tuple[np.ndarray | None, int]:
-        """Normalised frame features of ``label`` for ``speaker``, and the frame count."""
+    def speaker_from_wav(self, path: str | Path, start_seconds: float = 0.5) -> torch.Tensor:
+        """A pase_seed run's speaker vector from a recording: the mean of its PASE frames
+        over the run's seed window, starting ``start_seconds`` in, by the corpus's encoder."""
+        if self.info["train"]["speaker_mode"] != "pase_seed":
+            raise FeatprepError("--seed-wav needs a run trained with speaker_mode=pase_seed")
+        from ..audio import downmix, read_audio, resample
+        from ..errors import Rejected
+        from ..manifest import read_manifest
+        from ..pase import load_encoder
+        from ..pase.extract import extract
+
+        pase = read_manifest(self.info["corpus"])["recipe"]["pase"]
+        encoder = load_encoder(
+            pase["arch"],
+            checkpoint=pase["checkpoint"] or None,
+            random_init_seed=None if pase["checkpoint"] else pase["random_init_seed"],
+        )
+        try:
+            audio, sr = read_audio(path)
+        except Rejected as r:
+            raise FeatprepError(f"{path}: {r.code}: {r.detail}") from None
+        wave = resample(downmix(audio), sr, 16000)
+        seconds = self.info["train"]["seed_seconds"]
+        begin = min(int(start_seconds * 16000), max(0, len(wave) - int(seconds * 16000)))
+        window = wave[begin : begin + int(seconds * 16000)]
+        if len(window) < 1600:
+            raise FeatprepError(f"{path} is too short for a PASE seed ({len(wave) / 16000:.2f} s)")
+        (frames,) = extract(encoder, [window], device="cpu")
+        return torch.from_numpy(frames.mean(axis=0, dtype=np.float32))[None]
+
+    def conditioning(self, label: HTSLabel, speaker: str | None) -> tuple[np.ndarray | None, int]:
+        """Normalised frame features of ``label`` for ``speaker`` (None: global statistics),
+        and the frame count."""
         frames = label.num_frames()
         stream = self.info["features"]
         if stream is None:
