@@ -281,3 +281,36 @@ def test_audio_samples_at_intervals(clips, tmp_path):
     assert written == ["step-0000003.wav", "step-0000006.wav"]
     audio, sr = sf.read(tmp_path / "samples" / written[0])
     assert sr == 16000 and len(audio) == 1600
+
+
+def test_pase_trained_speakers(pase_corpus, tmp_path):
+    """The encoder in the loop: its weights learn, its BatchNorm statistics stay frozen."""
+    from featprep.pase import load_encoder
+    from featprep.samplernn.run import Run
+
+    cfg = TrainConfig.from_preset(
+        "small",
+        {
+            "features": "none",
+            "speaker_mode": "pase_trained",
+            "batch_size": 2,
+            "checkpoint_every": 2,
+            "seed_seconds": 0.3,
+        },
+    )
+    train(pase_corpus, tmp_path / "a", cfg, steps=4, log=lambda _m: None)
+    train(pase_corpus, tmp_path / "b", cfg, steps=2, log=lambda _m: None)
+    train(pase_corpus, tmp_path / "b", cfg, steps=4, resume=True, log=lambda _m: None)
+    logs = [
+        [json.loads(x)["train_bits"] for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
+        for r in "ab"
+    ]
+    assert logs[0] == logs[1] and len(logs[0]) == 4
+    start = load_encoder("pase", random_init_seed=cfg.seed).state_dict()
+    tuned = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["encoder"]
+    assert not torch.equal(tuned["W.weight"], start["W.weight"])  # fine-tuned
+    assert torch.equal(tuned["blocks.3.norm.running_mean"], start["blocks.3.norm.running_mean"])  # frozen
+    run = Run(tmp_path / "a")
+    vector = run.speaker_input("dma")
+    assert vector.shape == (1, 100) and torch.isfinite(vector).all()
+    assert generate(run.model, None, vector, 2).shape == (1, 160)

@@ -22,7 +22,6 @@ from ..errors import FeatprepError
 from .data import Corpus, TBPTTLoader
 from .generate import generate
 from .run import Run
-from .speakers import PaseSeeds
 from .train import _normaliser, evaluate_nll
 
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
@@ -65,9 +64,7 @@ def evaluate(
     except FeatprepError as e:
         raise FeatprepError(f"cannot evaluate on {split!r}: {e}") from None
     batch = min(8, len(corpus.utterances))
-    seeds = None
-    if info["train"]["speaker_mode"] == "pase_seed":
-        seeds = PaseSeeds(info["corpus"], info["speakers"], seconds=info["train"]["seed_seconds"])
+    seeds = run.speaker_source()
     nll = evaluate_nll(run.model, TBPTTLoader(corpus, batch, info["train"]["seq_len"]), "cpu", seeds)
     utterances = corpus.utterances[: max_utterances or len(corpus.utterances)]
     rows = []

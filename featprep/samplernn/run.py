@@ -44,17 +44,30 @@ class Run:
             )
         return speakers.index(speaker)
 
-    def speaker_input(self, speaker: str) -> torch.Tensor:
-        """What the model takes for ``speaker``: its index, or its fixed PASE seed vector."""
-        index = self.speaker_index(speaker)
-        if self.info["train"]["speaker_mode"] != "pase_seed":
-            return torch.tensor([index])
-        from .speakers import PaseSeeds
+    def speaker_source(self):  # noqa: ANN201 - a SpeakerSource, or None for the lookup modes
+        """The PASE speaker vectors of this run (pase_seed, pase_trained with its weights)."""
+        mode = self.info["train"]["speaker_mode"]
+        if mode not in ("pase_seed", "pase_trained"):
+            return None
+        if getattr(self, "_source", None) is None:
+            from .train import SpeakerSource, TrainConfig
 
-        seeds = PaseSeeds(
-            self.info["corpus"], self.info["speakers"], seconds=self.info["train"]["seed_seconds"]
-        )
-        return torch.from_numpy(seeds.fixed(index))[None]
+            cfg = TrainConfig(**self.info["train"])
+            source = SpeakerSource(
+                mode, Path(self.info["corpus"]), self.info["speakers"], cfg, torch.device("cpu")
+            )
+            if source.encoder is not None:
+                saved = torch.load(self.folder / "checkpoint.pt", map_location="cpu", weights_only=True)
+                source.encoder.load_state_dict(saved["encoder"])
+                source.encoder.eval()
+            self._source = source
+        return self._source
+
+    def speaker_input(self, speaker: str) -> torch.Tensor:
+        """What the model takes for ``speaker``: its index, or its fixed PASE vector."""
+        index = self.speaker_index(speaker)
+        source = self.speaker_source()
+        return torch.tensor([index]) if source is None else source.fixed(index)[None]
 
     def speaker_from_wav(self, path: str | Path, start_seconds: float = 0.5) -> torch.Tensor:
         """A pase_seed run's speaker vector from a recording: the mean of its PASE frames

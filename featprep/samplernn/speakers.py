@@ -1,11 +1,14 @@
-"""Speaker vectors from stored PASE frames (the ``pase_seed`` speaker mode).
+"""Speaker vectors from a speaker's own speech (the ``pase_seed`` and ``pase_trained`` modes).
 
-As in the SSW 2019 system: during training, a speaker's vector is the time mean of the
-PASE frames of a random 1 s window of one of that speaker's validation utterances, drawn
-anew at every step; at inference, a fixed window starting 0.5 s into the speaker's first
-validation utterance (a speaker without one uses its training utterances, listed in
-``fallback``). Draws come from a generator seeded by the step, so a resumed run draws
-the same windows.
+As in the SSW 2019 system: during training, a window of one of the speaker's validation
+utterances, drawn anew at every step (1 s by default); at inference, a fixed window
+starting 0.5 s into the speaker's first validation utterance. A speaker without a
+validation utterance uses its training utterances (listed in ``fallback``). Draws come
+from a generator seeded by the step, so a resumed run draws the same windows.
+
+- `PaseSeeds` (``pase_seed``): the time mean of the stored PASE frames of the window.
+- `AudioSeeds` (``pase_trained``): the window's audio itself, for an encoder trained in
+  the loop.
 """
 
 from __future__ import annotations
@@ -14,27 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import FRAME_SHIFT, SAMPLE_RATE
 from ..errors import FeatprepError
 from ..manifest import read_manifest
 from ..shards import open_shard
 
-FRAMES_PER_SECOND = 100  # PASE frames
 
+class SpeakerWindows:
+    """Per speaker, one stream's rows of its utterances in ``split`` (``rate`` rows/s)."""
 
-class PaseSeeds:
-    """Per speaker, the PASE frames of its utterances in ``split``."""
+    stream: str = ""
+    rate: int = 1
 
     def __init__(
         self, directory: str | Path, speakers: list[str], split: str = "valid", seconds: float = 1.0
     ) -> None:
         directory = Path(directory)
         manifest = read_manifest(directory)
-        if "pase" not in {f["name"] for f in manifest["features"]}:
-            raise FeatprepError(
-                f"{directory} has no PASE frames: prepare it with pase.checkpoint (or a seed)"
-            )
-        self.window = max(1, round(seconds * FRAMES_PER_SECOND))
-        self.dim = next(f["dim"] for f in manifest["features"] if f["name"] == "pase")
+        self.check(directory, manifest)
+        self.window = max(1, round(seconds * self.rate))
         found: dict[str, dict[str, list[np.ndarray]]] = {
             split: {s: [] for s in speakers},
             "train": {s: [] for s in speakers},
@@ -45,32 +46,71 @@ class PaseSeeds:
             index, arrays = open_shard(directory / shard["name"])
             for r in index.itertuples():
                 if r.speaker in found[shard["split"]]:
-                    found[shard["split"]][r.speaker].append(
-                        arrays["pase"][r.pase_offset : r.pase_offset + r.pase_frames]
-                    )
-        #: speakers with no utterance in ``split``, whose seeds come from their train utterances
+                    found[shard["split"]][r.speaker].append(self.rows(arrays, r))
+        #: speakers with no utterance in ``split``, whose windows come from train utterances
         self.fallback = [s for s in speakers if not found[split][s]]
         chosen = {s: found[split][s] or found["train"][s] for s in speakers}
         missing = [s for s, v in chosen.items() if not v]
         if missing:
-            raise FeatprepError(f"speakers without utterances for PASE seeds: {', '.join(missing[:10])}")
-        self.frames = [chosen[s] for s in speakers]
+            raise FeatprepError(f"speakers without utterances for speaker windows: {', '.join(missing[:10])}")
+        self.utterances = [chosen[s] for s in speakers]
 
-    def _mean(self, frames: np.ndarray, start: int) -> np.ndarray:
-        return np.asarray(frames[start : start + self.window], np.float32).mean(axis=0)
+    def check(self, directory: Path, manifest: dict) -> None:
+        """Raise when the corpus lacks the stream."""
+
+    def rows(self, arrays: dict[str, np.ndarray], r) -> np.ndarray:
+        raise NotImplementedError
+
+    def _cut(self, rows: np.ndarray, start: int) -> np.ndarray:
+        out = np.zeros((self.window, *rows.shape[1:]), np.float32)
+        part = np.asarray(rows[start : start + self.window], np.float32)
+        out[: len(part)] = part
+        return out
+
+    def random_windows(self, speakers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(B, window, ...) rows: a random window of a random utterance of each speaker."""
+        out = []
+        for s in speakers:
+            utterances = self.utterances[int(s)]
+            rows = utterances[rng.integers(len(utterances))]
+            out.append(self._cut(rows, int(rng.integers(max(1, len(rows) - self.window + 1)))))
+        return np.stack(out)
+
+    def fixed_window(self, speaker: int, start_seconds: float = 0.5) -> np.ndarray:
+        rows = self.utterances[speaker][0]
+        return self._cut(rows, min(round(start_seconds * self.rate), max(0, len(rows) - self.window)))
+
+
+class PaseSeeds(SpeakerWindows):
+    """Speaker vectors: the mean of stored PASE frames over a window (``pase_seed``)."""
+
+    stream, rate = "pase", 100
+
+    def check(self, directory: Path, manifest: dict) -> None:
+        if "pase" not in {f["name"] for f in manifest["features"]}:
+            raise FeatprepError(
+                f"{directory} has no PASE frames: prepare it with pase.checkpoint (or a seed)"
+            )
+        self.dim = next(f["dim"] for f in manifest["features"] if f["name"] == "pase")
+
+    def rows(self, arrays: dict[str, np.ndarray], r) -> np.ndarray:
+        return arrays["pase"][r.pase_offset : r.pase_offset + r.pase_frames]
 
     def draw(self, speakers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """(B, E) vectors: a random window of a random utterance of each speaker."""
-        out = np.empty((len(speakers), self.dim), np.float32)
-        for row, s in enumerate(speakers):
-            utterances = self.frames[int(s)]
-            frames = utterances[rng.integers(len(utterances))]
-            start = int(rng.integers(max(1, len(frames) - self.window + 1)))
-            out[row] = self._mean(frames, start)
-        return out
+        """(B, E) vectors of random windows."""
+        return self.random_windows(speakers, rng).mean(axis=1)
 
     def fixed(self, speaker: int, start_seconds: float = 0.5) -> np.ndarray:
         """The inference vector: the window ``start_seconds`` into the first utterance."""
-        frames = self.frames[speaker][0]
-        start = min(round(start_seconds * FRAMES_PER_SECOND), max(0, len(frames) - self.window))
-        return self._mean(frames, start)
+        return self.fixed_window(speaker, start_seconds).mean(axis=0)
+
+
+class AudioSeeds(SpeakerWindows):
+    """Audio windows (16 kHz float) for an encoder trained in the loop (``pase_trained``)."""
+
+    stream, rate = "audio", SAMPLE_RATE
+
+    def rows(self, arrays: dict[str, np.ndarray], r) -> np.ndarray:
+        return arrays["audio"][r.audio_offset : r.audio_offset + FRAME_SHIFT * r.n_frames] / np.float32(
+            32768.0
+        )

@@ -26,7 +26,7 @@ from ..errors import FeatprepError
 from ..normalise import Normaliser
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
-from .speakers import PaseSeeds
+from .speakers import AudioSeeds, PaseSeeds
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
@@ -39,8 +39,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 @dataclass
 class TrainConfig:
     features: str = "ling"  # a frame-level stream of the manifest, or "none"
-    speaker_mode: str = "embedding"  # none | embedding | pase_seed
-    seed_seconds: float = 1.0  # pase_seed: window of PASE frames averaged into the vector
+    speaker_mode: str = "embedding"  # none | embedding | pase_seed | pase_trained
+    seed_seconds: float = 1.0  # pase modes: window of speech the speaker vector comes from
+    pase_arch: str = "pase"  # pase_trained: the encoder fine-tuned in the loop
+    pase_checkpoint: str = ""  # pase_trained: its starting weights ("": random, from seed)
     hidden: int = 1024
     layers: int = 1
     rnn: str = "gru"
@@ -84,7 +86,65 @@ def _normaliser(directory: Path, stream: str):
     return apply
 
 
-def _model_config(cfg: TrainConfig, corpus: Corpus, seeds: PaseSeeds | None) -> ModelConfig:
+class SpeakerSource:
+    """Speaker vectors for the PASE modes: stored frames (pase_seed) or an encoder in the
+    loop (pase_trained), whose BatchNorm layers keep their running statistics (eval mode)
+    while its weights are fine-tuned: tiny batches of one window per slot would make
+    batch statistics meaningless (the 2019 code left them in training mode)."""
+
+    def __init__(self, mode: str, directory: Path, speakers: list[str], cfg: TrainConfig, dev) -> None:
+        self.mode, self.encoder, self.net = mode, None, None
+        if mode == "pase_seed":
+            self.windows = PaseSeeds(directory, speakers, seconds=cfg.seed_seconds)
+            self.dim = self.windows.dim
+        else:
+            from ..pase import load_encoder
+
+            self.windows = AudioSeeds(directory, speakers, seconds=cfg.seed_seconds)
+            self.encoder = load_encoder(
+                cfg.pase_arch,
+                checkpoint=cfg.pase_checkpoint or None,
+                random_init_seed=None if cfg.pase_checkpoint else cfg.seed,
+            ).to(dev)
+            self.net = self.encoder
+            self.dim = self.encoder.arch.emb_dim
+        self.dev = dev
+
+    @property
+    def fallback(self) -> list[str]:
+        return self.windows.fallback
+
+    def train_mode(self) -> None:
+        if self.encoder is not None:
+            self.encoder.train()
+            for m in self.encoder.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.eval()
+
+    def _encode(self, windows: np.ndarray, net) -> torch.Tensor:
+        wav = torch.from_numpy(windows).to(self.dev)[:, None, :]
+        return net(wav).mean(dim=2)
+
+    def draw(self, speakers: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """(B, E) vectors of random windows, differentiable for pase_trained."""
+        if self.encoder is None:
+            return torch.from_numpy(self.windows.draw(speakers, rng))
+        return self._encode(self.windows.random_windows(speakers, rng), self.net)
+
+    @torch.no_grad()
+    def fixed(self, speaker: int) -> torch.Tensor:
+        """(E,) inference vector of ``speaker``."""
+        if self.encoder is None:
+            return torch.from_numpy(self.windows.fixed(speaker))
+        was = self.encoder.training
+        self.encoder.eval()
+        vector = self._encode(self.windows.fixed_window(speaker)[None], self.encoder)[0].cpu()
+        if was:
+            self.train_mode()
+        return vector
+
+
+def _model_config(cfg: TrainConfig, corpus: Corpus, seeds: SpeakerSource | None) -> ModelConfig:
     return ModelConfig(
         ratios=list(cfg.ratios), hidden=cfg.hidden, layers=cfg.layers, rnn=cfg.rnn, embedding=cfg.embedding,
         quantisation=cfg.quantisation, feature_dim=corpus.feature_dim,
@@ -111,16 +171,14 @@ def chunk_loss(
 
 
 @torch.no_grad()
-def evaluate_nll(model: SampleRNN, loader: TBPTTLoader, device, seeds: PaseSeeds | None = None) -> float:
+def evaluate_nll(model: SampleRNN, loader: TBPTTLoader, device, seeds: SpeakerSource | None = None) -> float:
     """Mean NLL in bits per sample over one pass of ``loader`` (PASE speakers: fixed seeds)."""
     model.eval()
     state = model.initial_state(loader.batch_size)
     state = [s.to(device) for s in state]
     total, count = 0.0, 0
     fixed = (
-        None
-        if seeds is None
-        else torch.from_numpy(np.stack([seeds.fixed(i) for i in range(len(seeds.frames))]))
+        None if seeds is None else torch.stack([seeds.fixed(i) for i in range(len(seeds.windows.utterances))])
     )
     for batch in loader:
         vectors = None if fixed is None else fixed[batch.speakers]
@@ -202,13 +260,13 @@ def train(
     norm = _normaliser(directory, features) if features else None
     corpus = Corpus(directory, ("train",), features, norm)
     valid = Corpus(directory, ("valid",), features, norm) if _has_split(directory, "valid") else None
-    if cfg.speaker_mode not in ("none", "embedding", "pase_seed"):
+    if cfg.speaker_mode not in ("none", "embedding", "pase_seed", "pase_trained"):
         raise FeatprepError(
-            f'speaker_mode must be "none", "embedding" or "pase_seed", found {cfg.speaker_mode!r}'
+            f"speaker_mode must be none, embedding, pase_seed or pase_trained, found {cfg.speaker_mode!r}"
         )
     seeds = (
-        PaseSeeds(directory, corpus.speakers, seconds=cfg.seed_seconds)
-        if cfg.speaker_mode == "pase_seed"
+        SpeakerSource(cfg.speaker_mode, directory, corpus.speakers, cfg, dev)
+        if cfg.speaker_mode in ("pase_seed", "pase_trained")
         else None
     )
     if seeds is not None and seeds.fallback and rank == 0:
@@ -219,9 +277,14 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if seeds is not None and seeds.encoder is not None:
+            seeds.net = DistributedDataParallel(
+                seeds.encoder, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
     else:
         net = model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    trained = list(model.parameters()) + (list(seeds.encoder.parameters()) if seeds and seeds.encoder else [])
+    optimizer = torch.optim.Adam(trained, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
@@ -241,6 +304,8 @@ def train(
         if len(saved["loader"]) != world:
             raise FeatprepError(f"{checkpoint} was written by {len(saved['loader'])} processes, not {world}")
         model.load_state_dict(saved["model"])
+        if seeds is not None and seeds.encoder is not None:
+            seeds.encoder.load_state_dict(saved["encoder"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         loader.load_state_dict(saved["loader"][rank])
@@ -288,8 +353,8 @@ def train(
                 _all_sum([1.0], world, dev)
             vectors = None
             if seeds is not None:  # a new random window per step, reproducible from the step
-                rng = np.random.default_rng([cfg.seed, step, rank])
-                vectors = torch.from_numpy(seeds.draw(batch.speakers.numpy(), rng))
+                seeds.train_mode()
+                vectors = seeds.draw(batch.speakers.numpy(), np.random.default_rng([cfg.seed, step, rank]))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and dev.type == "cuda"):
                 nll, n, new_state = chunk_loss(model, batch, state, dev, vectors, forward=net)
             total_nll, total = _all_sum([float(nll.detach()), float(n)], world, dev)
@@ -304,7 +369,7 @@ def train(
             bad = 0
             # DistributedDataParallel averages gradients over ranks: scale to the global mean
             (nll * world / total).backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, cfg.clip_norm))
             optimizer.step()
             step += 1
             done_samples += int(total)
@@ -347,6 +412,8 @@ def train(
                         "skipped": skipped,
                         "config": asdict(cfg),
                     }
+                    if seeds is not None and seeds.encoder is not None:
+                        payload["encoder"] = seeds.encoder.state_dict()
                     _save(checkpoint, payload)
     finally:
         if log_file is not None:
@@ -363,7 +430,7 @@ def _write_sample(out: Path, step: int, model: SampleRNN, corpus: Corpus, seeds,
     u = corpus.utterances[0]
     frames = min(u.n_frames, max(1, round(seconds * 200)))
     features = torch.from_numpy(corpus.frames(u, 0, frames))[None] if corpus.features else None
-    who = torch.tensor([u.speaker]) if seeds is None else torch.from_numpy(seeds.fixed(u.speaker))[None]
+    who = torch.tensor([u.speaker]) if seeds is None else seeds.fixed(u.speaker)[None]
     audio = generate(model, features, who, frames, seed=step)
     model.train()
     folder = out / "samples"
