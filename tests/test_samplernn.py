@@ -15,6 +15,20 @@ from featprep.samplernn.train import TrainConfig, evaluate_nll, train
 from featprep.shards import open_shard
 
 
+def resumed_run_matches(corpus, tmp_path, cfg, steps: int) -> list[float]:
+    """Train ``steps`` in one go (run "a") and in two halves with a resume (run "b");
+    assert both logged the same losses and return them."""
+    train(corpus, tmp_path / "a", cfg, steps=steps, log=lambda _m: None)
+    train(corpus, tmp_path / "b", cfg, steps=steps // 2, log=lambda _m: None)
+    train(corpus, tmp_path / "b", cfg, steps=steps, resume=True, log=lambda _m: None)
+    logs = [
+        [json.loads(x)["train_bits"] for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
+        for r in "ab"
+    ]
+    assert logs[0] == logs[1] and len(logs[0]) == steps
+    return logs[0]
+
+
 def small_model(**kw) -> SampleRNN:
     torch.manual_seed(0)
     return SampleRNN(ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, **kw)).eval()
@@ -118,12 +132,7 @@ def test_training_learns_and_resumes_exactly(clips, tmp_path):
     untrained = evaluate_nll(
         SampleRNN(ModelConfig(hidden=64, embedding=32, speakers=2)), TBPTTLoader(corpus, 2, 13), "cpu"
     )
-    train(clips, tmp_path / "a", cfg, steps=160, log=lambda _m: None)
-    train(clips, tmp_path / "b", cfg, steps=80, log=lambda _m: None)
-    train(clips, tmp_path / "b", cfg, steps=160, resume=True, log=lambda _m: None)
-    a = [json.loads(line)["train_bits"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
-    b = [json.loads(line)["train_bits"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    assert len(a) == 160 and a == b  # the resumed run logs the same losses
+    resumed_run_matches(clips, tmp_path, cfg, 160)  # the resumed run logs the same losses
     from featprep.samplernn.run import Run
 
     trained = Run(tmp_path / "a").model
@@ -199,14 +208,7 @@ def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
             "valid_every": 4,
         },
     )
-    train(pase_corpus, tmp_path / "a", cfg, steps=8, log=lambda _m: None)
-    train(pase_corpus, tmp_path / "b", cfg, steps=4, log=lambda _m: None)
-    train(pase_corpus, tmp_path / "b", cfg, steps=8, resume=True, log=lambda _m: None)
-    logs = [
-        [json.loads(x)["train_bits"] for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
-        for r in "ab"
-    ]
-    assert logs[0] == logs[1] and len(logs[0]) == 8  # the per-step windows are drawn again identically
+    resumed_run_matches(pase_corpus, tmp_path, cfg, 8)  # the per-step windows are drawn again identically
     run = Run(tmp_path / "a")
     seeds = PaseSeeds(pase_corpus, run.info["speakers"])
     vector = run.speaker_input("dfa")
@@ -298,14 +300,7 @@ def test_pase_trained_speakers(pase_corpus, tmp_path):
             "seed_seconds": 0.3,
         },
     )
-    train(pase_corpus, tmp_path / "a", cfg, steps=4, log=lambda _m: None)
-    train(pase_corpus, tmp_path / "b", cfg, steps=2, log=lambda _m: None)
-    train(pase_corpus, tmp_path / "b", cfg, steps=4, resume=True, log=lambda _m: None)
-    logs = [
-        [json.loads(x)["train_bits"] for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
-        for r in "ab"
-    ]
-    assert logs[0] == logs[1] and len(logs[0]) == 4
+    resumed_run_matches(pase_corpus, tmp_path, cfg, 4)
     start = load_encoder("pase", random_init_seed=cfg.seed).state_dict()
     tuned = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["encoder"]
     assert not torch.equal(tuned["W.weight"], start["W.weight"])  # fine-tuned
