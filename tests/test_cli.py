@@ -15,6 +15,14 @@ def featprep(*args, cwd=None):
     )
 
 
+def prepare_arctic(demo_corpus, out, *sets: str):
+    """``featprep prepare cmu_arctic`` on the demo's layout, speakers' genders given."""
+    options = sum((["--set", x] for x in ARCTIC_GENDERS + list(sets)), [])
+    return featprep(
+        "prepare", "cmu_arctic", "--root", demo_corpus / "cmu_arctic", "--out", out, *options, "-q"
+    )
+
+
 def _one_error_line(result, *fragments):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -68,18 +76,7 @@ def test_corpus_with_no_valid_utterance(demo_corpus, tmp_path):
 
 
 def test_prepare_prints_a_summary_and_validate_checks_it(demo_corpus, tmp_path):
-    r = featprep(
-        "prepare",
-        "cmu_arctic",
-        "--root",
-        demo_corpus / "cmu_arctic",
-        "--out",
-        tmp_path,
-        *sum((["--set", s] for s in ARCTIC_GENDERS), []),
-        "-j",
-        "2",
-        "-q",
-    )
+    r = prepare_arctic(demo_corpus, tmp_path)
     assert r.returncode == 0, r.stderr
     assert "kept" in r.stdout and "duplicate_id" in r.stdout and "manifest.json" in r.stdout
     assert featprep("validate", tmp_path).returncode == 0
@@ -154,19 +151,7 @@ def test_pase_command(tmp_path):
 
 
 def test_normstats_command(demo_corpus, tmp_path):
-    sets = sum((["--set", s] for s in ARCTIC_GENDERS), [])
-    r = featprep(
-        "prepare",
-        "cmu_arctic",
-        "--root",
-        demo_corpus / "cmu_arctic",
-        "--out",
-        tmp_path,
-        "--set",
-        "labels.source=none",
-        *sets,
-        "-q",
-    )
+    r = prepare_arctic(demo_corpus, tmp_path, "labels.source=none")
     assert r.returncode == 0, r.stderr
     r = featprep("normstats", tmp_path, "--min-frames", "100000")
     assert r.returncode == 0, r.stderr
@@ -193,14 +178,8 @@ def test_demo_command_from_a_relative_folder(tmp_path):
 def test_train_and_generate_commands(demo_corpus, tmp_path):
     from featprep.demo import DEMO_LABELS
 
-    sets = sum((["--set", s] for s in ARCTIC_GENDERS + DEMO_LABELS["cmu_arctic"]), [])
     data = tmp_path / "data"
-    assert (
-        featprep(
-            "prepare", "cmu_arctic", "--root", demo_corpus / "cmu_arctic", "--out", data, *sets, "-q"
-        ).returncode
-        == 0
-    )
+    assert prepare_arctic(demo_corpus, data, *DEMO_LABELS["cmu_arctic"]).returncode == 0
     _one_error_line(
         featprep("train", data, "--out", tmp_path / "run", "--preset", "small", "--steps", "3"), "normstats"
     )
@@ -237,14 +216,8 @@ def test_evaluate_command(tmp_path, demo_corpus):
     from featprep.demo import DEMO_LABELS
     from featprep.samplernn.evaluate import compare
 
-    sets = sum((["--set", s] for s in ARCTIC_GENDERS + DEMO_LABELS["cmu_arctic"]), [])
     data, run = tmp_path / "data", tmp_path / "run"
-    assert (
-        featprep(
-            "prepare", "cmu_arctic", "--root", demo_corpus / "cmu_arctic", "--out", data, *sets, "-q"
-        ).returncode
-        == 0
-    )
+    assert prepare_arctic(demo_corpus, data, *DEMO_LABELS["cmu_arctic"]).returncode == 0
     assert featprep("normstats", data, "--min-frames", "0").returncode == 0
     assert featprep("train", data, "--out", run, "--preset", "small", "--steps", "2").returncode == 0
     r = featprep("evaluate", run, "--max-utterances", "2", "--max-seconds", "0.3")
