@@ -169,6 +169,11 @@ def test_generation_shape_and_seed():
     c = generate(model, f, s, 3, seed=2)
     assert a.shape == (2, 240) and torch.equal(a, b) and not torch.equal(a, c)
     assert a.abs().max() <= 1.0
+    # a larger model takes the PyTorch path of the sample step: the same behaviour
+    torch.manual_seed(0)
+    large = SampleRNN(ModelConfig(hidden=288, embedding=16, feature_dim=6, speakers=2)).eval()
+    d, e = generate(large, f, s, 2, seed=3), generate(large, f, s, 2, seed=3)
+    assert d.shape == (2, 160) and torch.equal(d, e) and d.abs().max() <= 1.0
 
 
 def test_presets_and_unknown_options():
