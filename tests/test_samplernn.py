@@ -172,8 +172,10 @@ def test_generation_shape_and_seed():
     # a larger model takes the PyTorch path of the sample step: the same behaviour
     torch.manual_seed(0)
     large = SampleRNN(ModelConfig(hidden=288, embedding=16, feature_dim=6, speakers=2)).eval()
-    d, e = generate(large, f, s, 2, seed=3), generate(large, f, s, 2, seed=3)
+    d, e = generate(large, f[:, :2], s, 2, seed=3), generate(large, f[:, :2], s, 2, seed=3)
     assert d.shape == (2, 160) and torch.equal(d, e) and d.abs().max() <= 1.0
+    with pytest.raises(FeatprepError, match="3 frames of features for 2 frames"):
+        generate(large, f, s, 2)
 
 
 def test_presets_and_unknown_options():

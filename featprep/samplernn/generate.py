@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.utils.parametrize
 
-from .model import SampleRNN, dequantise, mu_law_decode, quantise
+from ..errors import FeatprepError
+from .model import SampleRNN, dequantise, quantise
 
 
 class _SampleStep:
@@ -67,6 +68,8 @@ def generate(
 
     ``speakers``: indices (B,) or speaker vectors (B, E), as the model was trained.
     """
+    if features is not None and features.shape[1] != frames:
+        raise FeatprepError(f"{features.shape[1]} frames of features for {frames} frames to generate")
     model.eval()
     device = next(model.parameters()).device
     batch = speakers.shape[0] if speakers is not None else features.shape[0]
@@ -114,6 +117,3 @@ def generate(
             c = None if cond is None else cond[:, j : j + 1]
             run_tier(len(model.tiers) - 1, top + j * top, None, c)
     return x[:, top:].cpu()
-
-
-__all__ = ["generate", "mu_law_decode"]
