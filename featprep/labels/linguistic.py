@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import FeatprepError
-from .hts import FRAME_UNITS, HTSLabel
+from .hts import HTSLabel
 from .matching import CompiledQuestions
 
 FRAME_FEATURES = {
@@ -190,6 +190,3 @@ def duration_targets(label: HTSLabel) -> np.ndarray:
 
 def feature_names(questions: CompiledQuestions, subphone_features: str) -> list[str]:
     return questions.questions.names + FRAME_FEATURE_NAMES[subphone_features]
-
-
-__all__ = ["FRAME_UNITS", "duration_targets", "feature_names", "linguistic_features", "phone_contexts"]

@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from .. import FRAME_SHIFT, SAMPLE_RATE
+from .. import SAMPLE_RATE
 from ..errors import FeatprepError, Rejected
 from ..records import Utterance
 from ..stage import ArraySpec, Item, Stage
@@ -221,6 +221,3 @@ class LinguisticStage(Stage):
             cat, num = compact_features(phone_contexts(moved), phone_frames, self.vocab)
             item.arrays["ling_cat"], item.arrays["ling_num"] = cat, num
         item.fields["label_adjust_frames"] = adjust
-
-
-__all__ = ["FRAME_SHIFT", "LabelStage", "LinguisticStage"]
