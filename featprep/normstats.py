@@ -28,13 +28,9 @@ from .errors import FeatprepError
 from .io import atomic_write_bytes, atomic_write_text
 from .manifest import read_manifest
 from .shards import open_shard
-from .stats import Moments, load_statistics, merge, merge_all, shard_statistics
+from .stats import Moments, StatisticsUnavailable, load_statistics, merge, merge_all, shard_statistics
 
 GLOBAL = "__global__"
-
-
-class _NoShardStatistics(FeatprepError):
-    pass
 
 
 def _selected_shards(directory: Path, manifest: dict[str, Any], splits: tuple[str, ...]) -> list[Path]:
@@ -55,7 +51,7 @@ def merged_statistics(directory: Path, splits: tuple[str, ...] = ("train",)) -> 
     for shard in _selected_shards(directory, manifest, splits):
         path = shard / "stats.npz"
         if not path.is_file():
-            raise _NoShardStatistics(f"{path} is missing: prepare this corpus again, or use --recompute")
+            raise StatisticsUnavailable(f"{path} is missing: prepare this corpus again, or use --recompute")
         parts.append(load_statistics(path))
     return merge_all(parts)
 
@@ -118,7 +114,7 @@ def normstats(
         raise FeatprepError("non-finite values in the features, not averaged: " + "; ".join(problems))
     if recompute:
         # shards from before stats.npz: the recomputed values stand alone
-        with contextlib.suppress(_NoShardStatistics):
+        with contextlib.suppress(StatisticsUnavailable):
             _check_agreement(merged_statistics(directory, splits), stats)
 
     out = directory / "stats"

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import FeatprepError
+
 #: values per chunk (rows x columns): bounds the float64 working copy to 16 MB
 CHUNK_VALUES = 1 << 21
 
@@ -180,10 +182,19 @@ def save_statistics(path: Path, stats: dict[str, dict[str, Moments]]) -> None:
         np.savez(fh, **arrays)
 
 
+class StatisticsUnavailable(FeatprepError):
+    """A shard's ``stats.npz`` is missing or unreadable (``--recompute`` does without)."""
+
+
 def load_statistics(path: Path) -> dict[str, dict[str, Moments]]:
     out: dict[str, dict[str, Moments]] = {}
     with np.load(path) as data:
         for stream in sorted({k.split("/")[0] for k in data.files}):
+            if f"{stream}/values" not in data.files or f"{stream}/speakers" not in data.files:
+                raise StatisticsUnavailable(
+                    f"{path}: statistics in a layout this featprep does not know: prepare the corpus "
+                    "again, or run normstats with --recompute"
+                )
             names = data[f"{stream}/speakers"].tolist()
             values = data[f"{stream}/values"]
             out[stream] = {

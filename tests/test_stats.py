@@ -174,3 +174,13 @@ def test_nan_in_an_array_is_reported_not_averaged(corpus, tmp_path):
     np.save(path, arr)
     with pytest.raises(FeatprepError, match=r"ling_num: speaker \w+: 1 NaN/Inf values in columns \[7\]"):
         normstats(copy, recompute=True)
+
+
+def test_unknown_statistics_layout_needs_recompute(corpus, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(corpus, copy)
+    shard = next(s for s in read_manifest(copy)["shards"] if s["split"] == "train" and s["rows"])
+    np.savez(copy / shard["name"] / "stats.npz", **{"ling/mean": np.zeros(3)})  # an older layout
+    with pytest.raises(FeatprepError, match="layout this featprep does not know"):
+        normstats(copy)
+    assert normstats(copy, recompute=True, min_frames=0)["recomputed"] is True
