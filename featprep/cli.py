@@ -131,7 +131,13 @@ def validate(directory: Path) -> None:
     show_default=True,
     help="Folder for the demo corpus (OUT/corpus) and its manifests (OUT/manifests).",
 )
-@click.option("--utterances", type=int, default=8, show_default=True, help="Good utterances per speaker.")
+@click.option(
+    "--utterances",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Good utterances per speaker.",
+)
 @jobs_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @_reports_errors

@@ -23,6 +23,7 @@ import soundfile as sf
 import soxr
 
 from . import __version__
+from .errors import FeatprepError
 from .festival import run_script, scheme_string
 from .io import atomic_write_text
 from .labels.frontend import merlin_normalise, utterance_to_labels
@@ -353,7 +354,7 @@ def build_corpus(
         log(f"demo corpus {out} already built")
         return out
     if per_speaker < 1:
-        raise ValueError("per_speaker must be at least 1")
+        raise FeatprepError(f"the demo needs at least 1 utterance per speaker, found {per_speaker}")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     writer = _Writer(tmp)
