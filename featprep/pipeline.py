@@ -257,8 +257,11 @@ def prepare(
         )
     _clean_stale(out, plans)
 
-    versions = {s.name: s.version() for s in build_stages(resolved, root)}
-    versions["genders"] = json.dumps({s.id: s.gender for s in found.speakers}, sort_keys=True)
+    genders = {s.id: s.gender for s in found.speakers}
+    # built once here: versions and outputs may load a model (PASE) or hash its file
+    stages = build_stages(resolved, root, genders)
+    versions = {s.name: s.version() for s in stages}
+    versions["genders"] = json.dumps(genders, sort_keys=True)
     infos: dict[str, dict[str, Any]] = {}
     todo: list[tuple[ShardPlan, str]] = []
     for i, plan in enumerate(plans):
@@ -272,7 +275,6 @@ def prepare(
         else:
             report.shards_pending += 1
     say(f"{len(plans)} shards: {len(infos)} complete, {len(todo)} to do")
-    genders = {s.id: s.gender for s in found.speakers}
     for info in _run_shards(todo, resolved, root, out, genders, jobs, progress):
         infos[info["name"]] = info
         report.shards_written += 1
@@ -292,7 +294,7 @@ def prepare(
         raise NoValidUtterances(
             f"no valid utterance in {root}: {len(rejections)} rejected, see {out}/rejected.tsv"
         )
-    specs, columns = stage_outputs(build_stages(resolved, root))
+    specs, columns = stage_outputs(stages)
     write_manifest(
         out / "manifest.json",
         corpus=corpus,

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import FeatprepError
 from ..festival import run_script, scheme_string
 from .context import set_phones
-from .hts import HTSLabel
+from .hts import HTSLabel, phone_of
 
 DEFAULT_VOICE = "cmu_us_slt_arctic_hts"
 _E5 = re.compile(r"(/E:[^/]*?&)(\d+)(\+)")
@@ -108,7 +108,7 @@ def utterance_to_labels(utt_files: Iterable[str | Path], *, workdir: Path | None
 
 def merlin_normalise(label: HTSLabel, *, silence: str = "pau", edge: str = "sil") -> HTSLabel:
     """Merge consecutive silences and rename the edge silences ``edge`` (Merlin's way)."""
-    phones = [c.split("-", 1)[1].split("+", 1)[0] for c in label.contexts]
+    phones = [phone_of(c) for c in label.contexts]
     keep = [i for i in range(len(phones)) if not (i and phones[i] == silence and phones[i - 1] == silence)]
     contexts = [label.contexts[i] for i in keep]
     names = [phones[i] for i in keep]

@@ -23,7 +23,7 @@ from ..stage import ArraySpec, Item, Stage
 from .compact import FIELD_VOCABULARY, NUMERIC_COLUMNS, compact_features, vocabularies
 from .context import CATEGORICAL
 from .frontend import merlin_normalise, text_to_labels, utterance_to_labels
-from .hts import FRAME_UNITS, HTSLabel, LabelError, read_hts
+from .hts import FRAME_UNITS, HTSLabel, LabelError, phone_of, read_hts
 from .linguistic import FRAME_FEATURES, feature_names, linguistic_features, phone_contexts
 from .matching import CompiledQuestions
 from .questions import load_questions
@@ -150,7 +150,7 @@ class LabelStage(Stage):
 
 def label_silence(label: HTSLabel, silences: list[str]) -> str:
     """The silence symbol the labels use at their start (for merging runs of it)."""
-    first = label.contexts[0].split("-", 1)[-1].split("+", 1)[0]
+    first = phone_of(label.contexts[0])
     return first if first in silences else silences[0]
 
 
