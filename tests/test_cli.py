@@ -225,6 +225,13 @@ def test_evaluate_command(tmp_path, demo_corpus):
     result = json.loads((run / "eval_test.json").read_text())
     assert len(result["utterances"]) == 2 and result["nll_bits"] > 0 and result["mcd_db"] > 0
     assert "NLL" in r.stdout.splitlines()[-1]
+    # one at a time, greedy, in bfloat16: the same utterances and lengths
+    r = featprep("evaluate", run, "--max-utterances", "2", "--max-seconds", "0.3", "--batch-size", "1",
+                 "--temperature", "0", "--dtype", "bfloat16")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    again = json.loads((run / "eval_test.json").read_text())
+    assert [u["frames"] for u in again["utterances"]] == [u["frames"] for u in result["utterances"]]
+    _one_error_line(featprep("evaluate", run, "--batch-size", "0"), "--batch-size")
     # the metrics themselves: a recording against itself
     import numpy as np
 

@@ -20,7 +20,7 @@ from .. import SAMPLE_RATE
 from ..acoustic import f0, mel_cepstrum
 from ..errors import FeatprepError
 from .data import Corpus, TBPTTLoader
-from .generate import generate
+from .generate import Generator
 from .run import Run
 from .train import _normaliser, evaluate_nll
 
@@ -53,8 +53,15 @@ def evaluate(
     max_seconds: float | None = None,
     temperature: float = 1.0,
     seed: int = 0,
+    batch_size: int = 16,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
-    """Metrics of a trained run on ``split``: per utterance and their means."""
+    """Metrics of a trained run on ``split``: per utterance and their means.
+
+    Utterances are generated ``batch_size`` at a time, their features zero-padded to the
+    longest (generation is causal: the padding never reaches an utterance's own samples)."""
+    if batch_size < 1:
+        raise FeatprepError(f"--batch-size {batch_size}: expected at least 1")
     run = Run(run_folder)
     info = run.info
     stream = info["features"]
@@ -67,16 +74,23 @@ def evaluate(
     seeds = run.speaker_source()
     nll = evaluate_nll(run.model, TBPTTLoader(corpus, batch, info["train"]["seq_len"]), "cpu", seeds)
     utterances = corpus.utterances[: max_utterances or len(corpus.utterances)]
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE) // 80
+    generator = Generator(run.model, dtype=dtype)
     rows = []
-    for u in utterances:
-        frames = u.n_frames if max_seconds is None else min(u.n_frames, int(max_seconds * SAMPLE_RATE) // 80)
-        feats = None if not stream else torch.from_numpy(corpus.frames(u, 0, frames))[None]
-        audio = generate(
-            run.model, feats, torch.tensor([u.speaker]), frames, temperature=temperature, seed=seed
-        )
-        reference = corpus.audio(u, 0, frames * 80)
-        rows.append(
-            {"speaker": corpus.speakers[u.speaker], "frames": frames, **compare(reference, audio[0].numpy())}
-        )
+    for first in range(0, len(utterances), batch_size):
+        group = utterances[first : first + batch_size]
+        lengths = [u.n_frames if limit is None else min(u.n_frames, limit) for u in group]
+        longest = max(lengths)
+        feats = None
+        if stream:
+            feats = torch.zeros(len(group), longest, corpus.feature_dim)
+            for row, (u, n) in enumerate(zip(group, lengths, strict=True)):
+                feats[row, :n] = torch.from_numpy(corpus.frames(u, 0, n))
+        who = torch.tensor([u.speaker for u in group])
+        audio = generator(feats, who, longest, temperature=temperature, seed=seed + first)
+        for u, n, generated in zip(group, lengths, audio, strict=True):
+            reference = corpus.audio(u, 0, n * 80)
+            metrics = compare(reference, generated[: n * 80].numpy())
+            rows.append({"speaker": corpus.speakers[u.speaker], "frames": n, **metrics})
     means = {k: _mean([r[k] for r in rows]) for k in ("mcd_db", "f0_rmse_hz", "vuv_error")}
     return {"split": split, "nll_bits": nll, "utterances": rows, **means}

@@ -1,60 +1,325 @@
 """Autoregressive generation: frame tiers run only at their frame boundaries.
 
-Batched over utterances; the conditioning is computed once per frame. The sample-level
-step, the only work done for every sample, is reduced to table look-ups and three small
-matrix products: the window convolution over embeddings is precomputed as one table per
-tap (``conv(embed(w)) = sum_i T_i[w_i]``), the conditioning's share is added once per
-frame, and on the CPU the step runs in numpy (a PyTorch call costs more than the
-arithmetic at these sizes). Sampling uses the Gumbel-max trick. Returns float waveforms.
+A :class:`Generator` unrolls a trained model once into plain matrices: each frame tier's
+step is two matrix products around one fused RNN cell, and the sample level, the only
+work done for every sample, is one row of an accumulator, three small matrix products
+and an argmax. The window convolution over embeddings becomes one table per tap
+(``conv(embed(w)) = sum_i T_i[w_i]``); a drawn sample adds its row of every tap to the
+accumulators of the ``window`` samples that will read it, so a step gathers one block
+instead of summing ``window`` of them. The upper tier and the conditioning are added to
+the accumulator once per bottom frame. Sampling uses the Gumbel-max trick with the noise
+drawn once per top frame; ``argmax(l / T + g) = argmax(l + T g)``, so the temperature
+scales the noise and ``T = 0`` is greedy decoding.
+
+On the CPU the sample step of a small model runs in numpy (a PyTorch call costs more
+than its arithmetic at these sizes); large models and GPUs run it in PyTorch, in float32
+or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix products are several times
+faster). Batched: many utterances at once, each row with its own conditioning.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.utils.parametrize
+from threadpoolctl import threadpool_limits
 
 from ..errors import FeatprepError
-from .model import SampleRNN, dequantise, quantise
+from .model import FrameTier, SampleRNN, dequantise, quantise
+
+NUMPY_UP_TO = 256  # hidden size up to which the CPU sample step runs in numpy (2 CPU threads)
 
 
-class _SampleStep:
-    """The sample-level MLP as numpy arrays (small models, where a PyTorch call costs more
-    than its arithmetic) or PyTorch tensors (large ones, where its matrix products win)."""
+@dataclass
+class _Tier:
+    """One frame tier as plain tensors: (in, out) matrices for ``addmm``."""
 
-    NUMPY_UP_TO = 256  # hidden size; measured on 2 CPU threads
+    size: int
+    ratio: int
+    expand: tuple[torch.Tensor, torch.Tensor]
+    cells: list[tuple[torch.Tensor, ...]]  # per layer: w_ih, w_hh, b_ih, b_hh
+    lstm: bool
+    h0: torch.Tensor  # (layers or 2 * layers, hidden): LSTM cell states after the hidden ones
+    upsample: tuple[torch.Tensor, torch.Tensor]
 
-    def __init__(self, model: SampleRNN) -> None:
-        sample = model.sample
-        with torch.no_grad():
-            tables = torch.einsum("le,hei->ilh", sample.embed.weight, sample.conv.weight)
-        self.numpy = model.cfg.hidden <= self.NUMPY_UP_TO
-        linear = [m for m in sample.mlp if isinstance(m, torch.nn.Linear)]
-        if self.numpy:
-            self.tables = tables.cpu().numpy().astype(np.float32)  # (window, levels, hidden)
-            self.taps = np.arange(self.tables.shape[0])
-            self.layers = [
-                (m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy()) for m in linear
-            ]
-        else:
-            self.tables = tables.cpu()
-            self.taps = torch.arange(self.tables.shape[0])
-            self.layers = [(m.weight.detach().cpu(), m.bias.detach().cpu()) for m in linear]
+    @classmethod
+    def of(cls, tier: FrameTier, dtype: torch.dtype) -> _Tier:
+        def mat(w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return w.detach().t().contiguous().to(dtype), b.detach().to(dtype)
 
-    def logits(self, window: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """window: (B, taps) class indices; base: (B, hidden) upper tier + conditioning."""
-        if self.numpy:
-            h = self.tables[self.taps, window].sum(axis=1) + base
-            for w, b in self.layers:
-                h = np.maximum(h, 0.0) @ w + b
-            return h
-        h = self.tables[self.taps, torch.from_numpy(window)].sum(dim=1) + torch.from_numpy(base)
+        rnn = tier.rnn
+        cells = [
+            tuple(
+                getattr(rnn, f"{n}_l{k}").detach().to(dtype)
+                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
+            for k in range(rnn.num_layers)
+        ]
+        return cls(
+            size=tier.frame,
+            ratio=tier.ratio,
+            expand=mat(*tier.expand_weight()),
+            cells=cells,
+            lstm=isinstance(rnn, torch.nn.LSTM),
+            h0=tier.h0.detach()[:, 0].to(dtype),
+            upsample=mat(*tier.upsample_weight()),
+        )
+
+    def initial(self, batch: int) -> list[torch.Tensor]:
+        return [h.expand(batch, -1).contiguous() for h in self.h0]
+
+    def step(
+        self,
+        prev: torch.Tensor,
+        upper: torch.Tensor | None,
+        cond: torch.Tensor | None,
+        state: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """One frame: prev (B, size) samples -> (B, ratio, hidden); ``state`` is updated."""
+        x = torch.addmm(self.expand[1], prev, self.expand[0])
+        if upper is not None:
+            x += upper
+        if cond is not None:
+            x += cond
+        layers = len(self.cells)
+        for k, cell in enumerate(self.cells):
+            if self.lstm:
+                state[k], state[layers + k] = torch.lstm_cell(x, (state[k], state[layers + k]), *cell)
+            else:
+                state[k] = torch.gru_cell(x, state[k], *cell)
+            x = state[k]
+        return torch.addmm(self.upsample[1], x, self.upsample[0]).view(x.shape[0], self.ratio, -1)
+
+
+class _NumpyMLP:
+    """The sample-level MLP in numpy (small models on the CPU), two calls a layer: the
+    input carries a constant 1 in its last column, which holds each bias as the last row
+    of an augmented matrix and passes itself on (ReLU keeps it 1)."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> None:
+        self.layers = []
+        for k, (w, b) in enumerate(layers):
+            last = k == len(layers) - 1
+            aug = np.zeros((w.shape[0] + 1, w.shape[1] + (0 if last else 1)), np.float32)
+            aug[:-1, : w.shape[1]], aug[-1, : w.shape[1]] = w.numpy(), b.numpy()
+            if not last:
+                aug[-1, -1] = 1.0
+            self.layers.append((aug, np.empty((batch, aug.shape[1]), np.float32)))
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        """h: a row of the accumulator, read once, so the first ReLU may overwrite it."""
+        np.maximum(h, 0.0, out=h)
+        for w, out in self.layers[:-1]:
+            np.maximum(np.matmul(h, w, out=out), 0.0, out=out)
+            h = out
+        w, out = self.layers[-1]
+        return np.matmul(h, w, out=out)
+
+
+class _TorchMLP:
+    """The sample-level MLP in PyTorch (large models, GPUs); logits in float32."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> None:
+        self.layers = layers
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
         for w, b in self.layers:
-            h = torch.nn.functional.linear(torch.relu(h), w, b)
-        return h.numpy()
+            h = torch.addmm(b, torch.relu(h), w)
+        return h.float()
 
 
-@torch.inference_mode()
+class Generator:
+    """A trained model unrolled for sampling; reuse one for many calls.
+
+    Parameters
+    ----------
+    model : the trained SampleRNN (any device).
+    dtype : ``torch.float32`` or ``torch.bfloat16`` for the matrix products.
+    backend : ``"auto"`` (numpy for small models on the CPU in float32), ``"numpy"`` or
+        ``"torch"``.
+    """
+
+    NOISE_THREAD_FROM = 16  # batch size; below it the hand-over costs more than the draw
+
+    def __init__(
+        self, model: SampleRNN, *, dtype: torch.dtype = torch.float32, backend: str = "auto"
+    ) -> None:
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise FeatprepError(f"generation dtype {dtype}: expected float32 or bfloat16")
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        cpu_small = self.device.type == "cpu" and model.cfg.hidden <= NUMPY_UP_TO and dtype == torch.float32
+        if backend not in ("auto", "numpy", "torch"):
+            raise FeatprepError(f"generation backend {backend!r}: expected auto, numpy or torch")
+        if backend == "numpy" and (self.device.type != "cpu" or dtype != torch.float32):
+            raise FeatprepError("the numpy backend runs float32 on the CPU only")
+        self.numpy = backend == "numpy" or (backend == "auto" and cpu_small)
+        self.dtype = dtype
+        sample = model.sample
+        # weight-normed layers: compute their weights once
+        with torch.no_grad(), torch.nn.utils.parametrize.cached():
+            self.tiers = [_Tier.of(t, dtype) for t in model.tiers]
+            tables = sample.tables()
+        # tap j of the flipped tables is what a sample adds to the step j + 1 samples later
+        taps = tables.flip(0)
+        if self.numpy:  # a zero column under _NumpyMLP's constant ones
+            taps = torch.nn.functional.pad(taps, (0, 1))
+        self.taps = taps.contiguous().to(dtype)
+        linear = [m for m in sample.mlp if isinstance(m, torch.nn.Linear)]
+        self.layers = [
+            (m.weight.detach().t().contiguous().to(dtype), m.bias.detach().to(dtype)) for m in linear
+        ]
+        self.values = dequantise(torch.arange(model.cfg.levels), model.cfg).to(self.device)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        features: torch.Tensor | None,
+        speakers: torch.Tensor | None,
+        frames: int,
+        *,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """(B, frames * top) float samples for ``frames`` top frames of conditioning.
+
+        ``speakers``: indices (B,) or speaker vectors (B, E), as the model was trained.
+        The same inputs and seed give the same samples.
+        """
+        model = self.model
+        if features is not None and features.shape[1] != frames:
+            raise FeatprepError(f"{features.shape[1]} frames of features for {frames} frames to generate")
+        if temperature < 0:
+            raise FeatprepError(f"temperature {temperature}: expected >= 0")
+        batch = speakers.shape[0] if speakers is not None else features.shape[0]
+        top, window, levels = model.top_frame, model.cfg.ratios[0], model.cfg.levels
+        cond = model.conditioning(features, speakers, frames)
+        tier_cond = [
+            None if cond is None or t.cond is None else t.cond(cond).to(self.dtype) for t in model.tiers
+        ]
+        sample_cond = None
+        if cond is not None and model.sample.cond is not None:
+            sample_cond = model.sample.cond(cond).to(self.taps.dtype)
+        silence = int(quantise(torch.zeros(1), model.cfg)[0])
+        x = self.values[silence].to(self.dtype).repeat(batch, top + frames * top)
+        # acc[k]: the first layer of the sample MLP for sample k of the current bottom
+        # frame (k < window) and of the next one (k >= window); the context before the
+        # first sample is silence, whose share in step k is the sum of taps k and above
+        # (on numpy, with a last column of ones for _NumpyMLP's biases)
+        hidden = model.cfg.hidden
+        fresh = torch.zeros(window, batch, self.taps.shape[2], dtype=self.taps.dtype, device=self.device)
+        fresh[:, :, hidden:] = 1
+        acc = torch.cat([fresh, fresh])
+        acc[:window, :, :hidden] += self.taps[:, silence, :hidden].flip(0).cumsum(0).flip(0)[:, None]
+        taps, mlp = self.taps, (_NumpyMLP if self.numpy else _TorchMLP)(self.layers, batch)
+        if self.numpy:
+            acc, taps, fresh = acc.numpy(), taps.numpy(), fresh.numpy()
+            sample_cond = None if sample_cond is None else sample_cond.numpy()
+        state = [t.initial(batch) for t in self.tiers]
+        noise = None
+
+        def bottom_frame(start: int, up: torch.Tensor, frame: int) -> None:
+            base = up.numpy() if self.numpy else up
+            if sample_cond is not None:
+                base = base + sample_cond[:, frame, None]
+            acc[:window, :, :hidden] += base.swapaxes(0, 1)
+            offset = start - top * (frame + 1)  # of this bottom frame in its top frame
+            drawn = []
+            for k in range(window):
+                logits = mlp(acc[k])
+                if noise is not None:
+                    logits -= noise[offset + k]
+                d = logits.argmax(axis=1)
+                acc[k + 1 : k + 1 + window] += taps[:, d]
+                drawn.append(d)
+            acc[:window] = acc[window:]
+            acc[window:] = fresh
+            block = torch.from_numpy(np.stack(drawn, axis=1)) if self.numpy else torch.stack(drawn, dim=1)
+            x[:, start : start + window] = self.values[block].to(self.dtype)
+
+        def frame_tier(i: int, start: int, upper: torch.Tensor | None, frame: int) -> None:
+            tier = self.tiers[i]
+            c = None if tier_cond[i] is None else tier_cond[i][:, frame]
+            up = tier.step(x[:, start - tier.size : start], upper, c, state[i])
+            if i == 0:
+                bottom_frame(start, up, frame)
+                return
+            for k in range(tier.ratio):
+                frame_tier(i - 1, start + k * (tier.size // tier.ratio), up[:, k], frame)
+
+        with contextlib.ExitStack() as stack:
+            if self.numpy:
+                # one thread for the matrix products: at these sizes a second PyTorch or
+                # BLAS thread only spins against the first (2.6x slower at batch 64);
+                # the second core draws the noise instead
+                stack.enter_context(_torch_threads(1))
+                stack.enter_context(threadpool_limits(1, user_api="blas"))
+            if temperature > 0:
+                ahead = batch >= self.NOISE_THREAD_FROM
+                gumbel = stack.enter_context(_GumbelStream(seed, (top, batch, levels), temperature, ahead))
+            for j in range(frames):
+                if temperature > 0:
+                    noise = gumbel.take() if self.numpy else torch.from_numpy(gumbel.take()).to(self.device)
+                frame_tier(len(self.tiers) - 1, top + j * top, None, j)
+        return x[:, top:].float().cpu()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _GumbelStream:
+    """Noise for the Gumbel-max draw, one (top, B, levels) block per top frame. With
+    ``ahead``, the next block is drawn on a second thread while this one is used (numpy's
+    generator and ufuncs release the GIL); the order of draws is the same either way, so
+    the samples depend on the seed only."""
+
+    def __init__(self, seed: int, shape: tuple[int, ...], scale: float, ahead: bool) -> None:
+        self._rng, self._shape, self._scale = np.random.default_rng(seed), shape, scale
+        self._pool = ThreadPoolExecutor(1) if ahead else None
+        self._next = self._pool.submit(self._draw) if self._pool else None
+
+    def _draw(self) -> np.ndarray:
+        return _negative_gumbel(self._rng, self._shape, self._scale)
+
+    def take(self) -> np.ndarray:
+        if self._pool is None:
+            return self._draw()
+        block = self._next.result()
+        self._next = self._pool.submit(self._draw)
+        return block
+
+    def __enter__(self) -> _GumbelStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _negative_gumbel(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
+    """``-scale * g`` for standard Gumbel noise g, in float32 (a third of the cost of
+    ``rng.gumbel``'s float64; the tail is cut at 16.6, where float32 uniforms end)."""
+    u = rng.random(shape, dtype=np.float32)
+    with np.errstate(divide="ignore"):  # u = 0 gives -inf noise: that class is not drawn
+        np.log(u, out=u)
+        np.negative(u, out=u)
+        np.log(u, out=u)
+    u *= np.float32(scale)
+    return u
+
+
 def generate(
     model: SampleRNN,
     features: torch.Tensor | None,
@@ -63,57 +328,7 @@ def generate(
     *,
     temperature: float = 1.0,
     seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """(B, frames * 80) samples for ``frames`` 5 ms frames of conditioning.
-
-    ``speakers``: indices (B,) or speaker vectors (B, E), as the model was trained.
-    """
-    if features is not None and features.shape[1] != frames:
-        raise FeatprepError(f"{features.shape[1]} frames of features for {frames} frames to generate")
-    model.eval()
-    device = next(model.parameters()).device
-    batch = speakers.shape[0] if speakers is not None else features.shape[0]
-    rng = np.random.default_rng(seed)
-    top = model.top_frame
-    cond = model.conditioning(features, speakers, frames)
-    levels = model.cfg.levels
-    q = np.full((batch, top + frames * top), int(quantise(torch.zeros(1), model.cfg)[0]), np.int64)
-    x = torch.zeros(batch, top + frames * top, device=device)
-    values = dequantise(torch.arange(levels), model.cfg).numpy()  # class -> sample value
-    state = model.initial_state(batch)
-    window = model.cfg.ratios[0]
-    sizes = model.cfg.frame_sizes
-    step = _SampleStep(model)
-    sample = model.sample
-    scale = 1.0 / max(temperature, 1e-5)
-
-    def run_tier(i: int, start: int, upper: torch.Tensor | None, c: torch.Tensor | None) -> None:
-        """Generate the samples of tier i's frame that begins at ``start`` (buffer index)."""
-        tier = model.tiers[i]
-        size = sizes[i]
-        prev = x[:, start - size : start].reshape(batch, 1, size)
-        up, state[i] = tier(prev, upper, c, state[i])  # (B, ratio, hidden)
-        stride = size // tier.ratio
-        if i > 0:
-            for k in range(tier.ratio):
-                run_tier(i - 1, start + k * stride, up[:, k : k + 1], c)
-            return
-        base = up[:, :, :]
-        if c is not None and sample.cond is not None:
-            base = base + sample.cond(c)
-        base = base.cpu().numpy()
-        for k in range(tier.ratio):
-            t = start + k
-            logits = step.logits(q[:, t - window : t], base[:, k]) * scale
-            drawn = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-            q[:, t] = drawn
-        x[:, start : start + tier.ratio] = torch.from_numpy(values[q[:, start : start + tier.ratio]]).to(
-            device
-        )
-
-    # weight-normed layers: compute their weights once, not at every frame
-    with torch.nn.utils.parametrize.cached():
-        for j in range(frames):
-            c = None if cond is None else cond[:, j : j + 1]
-            run_tier(len(model.tiers) - 1, top + j * top, None, c)
-    return x[:, top:].cpu()
+    """(B, frames * 80) samples for ``frames`` 5 ms frames of conditioning; see :class:`Generator`."""
+    return Generator(model, dtype=dtype)(features, speakers, frames, temperature=temperature, seed=seed)

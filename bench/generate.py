@@ -1,0 +1,63 @@
+"""Benchmark: SampleRNN generation against the plain per-sample loop (bench/plain_samplernn.py).
+
+At the small preset (hidden 64) and the paper configuration (hidden 1024): featprep's
+Generator at batch 1 and 64, float32 and (where the CPU or GPU has it) bfloat16, against
+the plain loop at batch 1, all in one run. The Generator is built once (its set-up time
+is printed apart: it is paid once per model, not per utterance). CPU threads as given.
+
+    python bench/generate.py [--seconds 0.5] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import torch
+from plain_samplernn import plain_generate
+from samplernn_models import PRESETS, peak_rss_mb, preset_model
+
+from featprep.samplernn.generate import Generator
+
+
+def rate(run, model, batch: int, frames: int, device: str) -> float:
+    f = torch.randn(batch, frames, model.cfg.feature_dim, device=device)
+    s = torch.zeros(batch, dtype=torch.long, device=device)
+    run(f[:, :1], s, 1)  # warm-up: allocators, kernels, BLAS threads
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run(f, s, frames)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return batch * frames * model.top_frame / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=0.5, help="of audio per utterance")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    frames = max(2, round(args.seconds * 200))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"{frames * 80 / 16000:.2f} s per utterance")  # fmt: skip
+    for preset in PRESETS:
+        model = preset_model(preset).to(args.device)
+        plain_frames = max(2, frames // 8)  # the plain loop is slow; its rate does not depend on length
+        plain = rate(partial(plain_generate, model), model, 1, plain_frames, args.device)
+        print(f"{preset:>5} (hidden {model.cfg.hidden}): plain loop batch 1 {plain:9.0f} samples/s")
+        for dtype in (torch.float32, torch.bfloat16):
+            start = time.perf_counter()
+            generator = Generator(model, dtype=dtype)
+            setup = time.perf_counter() - start
+            for batch in (1, 64):
+                ours = rate(generator, model, batch, frames, args.device)
+                print(f"{preset:>5} {str(dtype)[6:]:>8} batch {batch:>2}: featprep {ours:9.0f} samples/s "
+                      f"({ours / 16000:6.2f}x real time), {ours / plain:6.1f}x the plain loop's batch-1 "
+                      f"rate (set-up {setup:.2f} s)")  # fmt: skip
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

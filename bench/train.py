@@ -1,0 +1,69 @@
+"""Benchmark: SampleRNN training steps against the plain reference (bench/plain_samplernn.py).
+
+At the small preset (hidden 64) and the paper configuration (hidden 1024), in one run:
+training samples/s of featprep's model (table rows summed at the sample level, upsampling
+as one matrix product) and of the same model run the plain way (embeddings convolved over
+the window, ConvTranspose1d upsampling). Forward, backward and Adam step; the first step is a
+warm-up and not timed. CPU threads as given.
+
+    python bench/train.py [--batch 8] [--steps 3] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+from plain_samplernn import plain
+from samplernn_models import PRESETS, peak_rss_mb, preset_model
+from torch.nn import functional as F
+
+from featprep.samplernn.model import SampleRNN, quantise
+
+
+def training_rate(model: SampleRNN, batch: int, steps: int, device: str) -> float:
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    frames = 13  # the presets' seq_len
+    x = torch.rand(batch, 80 + frames * 80, device=device) * 1.6 - 0.8
+    f = torch.randn(batch, frames, model.cfg.feature_dim, device=device)
+    s = torch.zeros(batch, dtype=torch.long, device=device)
+    target = quantise(x[:, 80:], model.cfg)
+    start = 0.0
+    for i in range(steps + 1):
+        if i == 1:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        logits, _ = model(x, f, s, model.initial_state(batch))
+        loss = F.cross_entropy(logits.reshape(-1, model.cfg.levels), target.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch * frames * 80 / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    for preset in PRESETS:
+        model = preset_model(preset).to(args.device)
+        rates = {}
+        for name in ("featprep", "plain"):
+            with plain(model) if name == "plain" else contextlib.nullcontext():
+                rates[name] = training_rate(model, args.batch, args.steps, args.device)
+        print(f"{preset:>5} (hidden {model.cfg.hidden}) train batch {args.batch}: "
+              f"featprep {rates['featprep']:9.0f} samples/s, plain {rates['plain']:9.0f}, "
+              f"ratio {rates['featprep'] / rates['plain']:.2f}")  # fmt: skip
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
