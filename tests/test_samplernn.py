@@ -1,5 +1,6 @@
 """SampleRNN: causality, state carry, the TBPTT loader, training, resume, generation."""
 
+import io
 import json
 
 import numpy as np
@@ -315,6 +316,21 @@ def test_audio_samples_at_intervals(clips, tmp_path):
     assert written == ["step-0000003.wav", "step-0000006.wav"]
     audio, sr = sf.read(tmp_path / "samples" / written[0])
     assert sr == 16000 and len(audio) == 1600
+    # TensorBoard (its own reader, which checks every record's CRC-32C) sees the same
+    # losses as log.jsonl and the same audio as the wav files
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"audio": 0})
+    board.Reload()
+    logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    nll = board.Scalars("train/nll_bits_per_sample")
+    assert [e.step for e in nll] == [r["step"] for r in logged]
+    np.testing.assert_allclose([e.value for e in nll], [r["train_bits"] for r in logged], rtol=1e-6)
+    assert {"train/grad_norm", "train/lr", "train/samples_per_s"} <= set(board.Tags()["scalars"])
+    clips_seen = board.Audio("sample")
+    assert [e.step for e in clips_seen] == [3, 6]
+    heard, rate = sf.read(io.BytesIO(clips_seen[0].encoded_audio_string))
+    assert rate == 16000 and np.array_equal(heard, audio)
 
 
 def test_pase_trained_speakers(pase_corpus, tmp_path):

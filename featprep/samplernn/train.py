@@ -27,6 +27,7 @@ from ..normalise import Normaliser
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
 from .speakers import AudioSeeds, PaseSeeds
+from .tensorboard import EventWriter
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
@@ -327,6 +328,7 @@ def train(
         }
         (out / "config.json").write_text(json.dumps(run_info, indent=1))
     log_file = (out / "log.jsonl").open("a") if rank == 0 else None
+    board = EventWriter(out / "tensorboard") if rank == 0 else None
     record: dict[str, Any] = {}
     started = time.perf_counter()
     done_samples = 0
@@ -389,6 +391,7 @@ def train(
             if log_file is not None:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
+                board.scalars(step, {_BOARD_TAGS[k]: v for k, v in record.items() if k in _BOARD_TAGS})
                 if step % 50 == 0 or "valid_bits" in record:
                     log(
                         " ".join(
@@ -396,7 +399,8 @@ def train(
                         )
                     )
             if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
-                _write_sample(out, step, model, valid or corpus, seeds, cfg.sample_seconds)
+                audio = _write_sample(out, step, model, valid or corpus, seeds, cfg.sample_seconds)
+                board.audio(step, "sample", audio, 16000)
             if step % cfg.checkpoint_every == 0 or stop():
                 loaders = _gather(loader.state_dict(), world)
                 hidden = _gather([s.cpu() for s in state], world)
@@ -418,10 +422,24 @@ def train(
     finally:
         if log_file is not None:
             log_file.close()
+            board.close()
     return record
 
 
-def _write_sample(out: Path, step: int, model: SampleRNN, corpus: Corpus, seeds, seconds: float) -> None:
+# log.jsonl keys -> TensorBoard tags
+_BOARD_TAGS = {
+    "train_bits": "train/nll_bits_per_sample",
+    "valid_bits": "valid/nll_bits_per_sample",
+    "grad_norm": "train/grad_norm",
+    "lr": "train/lr",
+    "samples_per_s": "train/samples_per_s",
+    "skipped": "train/skipped_steps",
+}
+
+
+def _write_sample(
+    out: Path, step: int, model: SampleRNN, corpus: Corpus, seeds, seconds: float
+) -> np.ndarray:
     """Generate the first seconds of the first (valid) utterance: RUN/samples/step-N.wav."""
     import soundfile as sf
 
@@ -438,6 +456,7 @@ def _write_sample(out: Path, step: int, model: SampleRNN, corpus: Corpus, seeds,
     tmp = folder / f".step-{step:07d}.wav.tmp"
     sf.write(tmp, audio[0].numpy(), 16000, subtype="PCM_16", format="WAV")
     os.replace(tmp, folder / f"step-{step:07d}.wav")
+    return audio[0].numpy()
 
 
 def _has_split(directory: Path, split: str) -> bool:
