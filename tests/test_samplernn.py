@@ -10,6 +10,7 @@ import torch
 from featprep.errors import FeatprepError
 from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
+from featprep.samplernn.evaluate import evaluate as evaluate_run
 from featprep.samplernn.generate import Generator, _negative_gumbel, generate
 from featprep.samplernn.model import ModelConfig, SampleRNN, mu_law_decode, mu_law_encode, quantise
 from featprep.samplernn.train import TrainConfig, evaluate_nll, train
@@ -250,6 +251,9 @@ def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
     draws = np.stack([seeds.draw(np.array([0]), np.random.default_rng(i))[0] for i in range(5)])
     assert draws.shape == (5, 100) and len({d.tobytes() for d in draws}) > 1  # redrawn windows differ
     assert generate(run.model, None, vector, 2).shape == (1, 160)
+    # evaluate speaks with each utterance's fixed PASE vector, a batch of them at once
+    result = evaluate_run(str(tmp_path / "a"), max_utterances=2, max_seconds=0.05)
+    assert len(result["utterances"]) == 2 and result["nll_bits"] > 0
     with pytest.raises(FeatprepError, match="no PASE frames"):
         PaseSeeds(clips, ["awb"])
     # an unseen speaker, from a recording, through the corpus's own encoder

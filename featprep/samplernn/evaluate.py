@@ -86,7 +86,7 @@ def evaluate(
             feats = torch.zeros(len(group), longest, corpus.feature_dim)
             for row, (u, n) in enumerate(zip(group, lengths, strict=True)):
                 feats[row, :n] = torch.from_numpy(corpus.frames(u, 0, n))
-        who = torch.tensor([u.speaker for u in group])
+        who = torch.cat([run.speaker_input(corpus.speakers[u.speaker]) for u in group])
         audio = generator(feats, who, longest, temperature=temperature, seed=seed + first)
         for u, n, generated in zip(group, lengths, audio, strict=True):
             reference = corpus.audio(u, 0, n * 80)
