@@ -124,6 +124,41 @@ def test_loader_walks_every_sample_once(clips):
     assert loader.epoch == 1 and len(list(loader)) == len(batches)
 
 
+def _same_batches(a, b) -> bool:
+    fields = ("samples", "speakers", "reset", "mask")
+    return len(a) == len(b) and all(
+        all(torch.equal(getattr(x, f), getattr(y, f)) for f in fields) for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_loader_workers_keep_the_order_and_the_position(pase_corpus):
+    """Reader threads hand out the same batches in the same order; the position (epoch,
+    state_dict) is the last handed-out batch's, however far the readers have got."""
+    corpus = Corpus(pase_corpus, ("train",), features=None)
+    plain = TBPTTLoader(corpus, batch_size=2, seq_len=3, seed=4)
+    first_epoch = list(plain)
+    assert len(first_epoch) > 8
+    threaded = TBPTTLoader(corpus, batch_size=2, seq_len=3, seed=4, workers=3)
+    assert _same_batches(list(threaded), first_epoch) and threaded.epoch == 1
+    second_epoch = list(plain)
+    # stop five batches into the second epoch, with readers ahead, and resume elsewhere
+    head = [next(threaded) for _ in range(5)]
+    assert threaded.epoch == 1 and threaded._planned_to_end is False
+    saved = threaded.state_dict()
+    resumed = TBPTTLoader(corpus, batch_size=2, seq_len=3, seed=4, workers=2)
+    resumed.load_state_dict(saved)
+    assert _same_batches(head + list(resumed), second_epoch)
+    # near the end of an epoch the readers have planned past it; the epoch has not moved
+    again = TBPTTLoader(corpus, batch_size=2, seq_len=3, seed=4, workers=3)
+    for _ in range(len(first_epoch) - 1):
+        next(again)
+    assert again._planned_to_end and again.epoch == 0
+    next(again)
+    with pytest.raises(StopIteration):
+        next(again)
+    assert again.epoch == 1
+
+
 def test_training_learns_and_resumes_exactly(clips, tmp_path):
     cfg = TrainConfig.from_preset(
         "small",

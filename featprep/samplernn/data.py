@@ -11,6 +11,8 @@ The loader's position (epoch, shuffle, slots) is part of a checkpoint.
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,8 +101,25 @@ class Batch:
     mask: torch.Tensor  # (B, L) bool: real targets
 
 
+@dataclass
+class _Plan:
+    """One batch decided but not read: (slot, utterance, first frame, frames) per slot,
+    and the loader's position once the batch is consumed."""
+
+    reads: list[tuple[int, int, int, int]]
+    reset: np.ndarray
+    position: dict[str, Any]
+
+
 class TBPTTLoader:
-    """Iterates over one epoch of chunks; `state_dict` / `load_state_dict` resume it."""
+    """Iterates over one epoch of chunks; `state_dict` / `load_state_dict` resume it.
+
+    Which utterance each slot reads next is decided in order, in the calling thread;
+    with ``workers`` > 0 the reading (memory-mapped copies, normalisation) runs in that
+    many threads, up to two batches each ahead, and batches come back in order. The
+    position (`state_dict`, `epoch`) is that of the last batch handed out, so a
+    checkpoint taken with batches still in flight resumes exactly.
+    """
 
     def __init__(
         self,
@@ -111,6 +130,7 @@ class TBPTTLoader:
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
+        workers: int = 0,
     ) -> None:
         if top_frame != FRAME_SHIFT:
             raise FeatprepError(
@@ -119,8 +139,17 @@ class TBPTTLoader:
         self.corpus, self.batch_size, self.seq_len, self.seed = corpus, batch_size, seq_len, seed
         # distributed training: every rank shuffles alike and takes every world-th utterance
         self.rank, self.world = rank, world
-        self.epoch = 0
+        self._epoch = 0
         self._start_epoch()
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers) if workers else None
+        self._pending: deque[tuple[Future[Batch], dict[str, Any]]] = deque()
+        self._handed: dict[str, Any] | None = None  # position after the last batch handed out
+        self._planned_to_end = False
+
+    @property
+    def epoch(self) -> int:
+        return self.state_dict()["epoch"]
 
     def empty_batch(self) -> Batch:
         """A batch without targets, for a rank that finished its epoch before the others."""
@@ -135,27 +164,55 @@ class TBPTTLoader:
         )
 
     def _start_epoch(self) -> None:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed, self._epoch])
         self.order = rng.permutation(len(self.corpus.utterances)).tolist()[self.rank :: self.world]
         self.next_utterance = 0
         self.slots: list[list[int] | None] = [None] * self.batch_size  # [utterance, frame position]
 
-    def state_dict(self) -> dict[str, Any]:
+    def _position(self) -> dict[str, Any]:
+        # the order list is replaced, never changed, at an epoch start: shared, not copied
         return {
-            "epoch": self.epoch,
-            "order": list(self.order),
+            "epoch": self._epoch,
+            "order": self.order,
             "next": self.next_utterance,
             "slots": [None if s is None else list(s) for s in self.slots],
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        position = self._handed if self._handed is not None else self._position()
+        return {**position, "order": list(position["order"])}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.order, self.next_utterance = state["epoch"], list(state["order"]), state["next"]
+        for pending, _ in self._pending:
+            pending.cancel()
+        self._pending.clear()
+        self._handed, self._planned_to_end = None, False
+        self._epoch, self.order, self.next_utterance = state["epoch"], list(state["order"]), state["next"]
         self.slots = [None if s is None else list(s) for s in state["slots"]]
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Batch:
+        if self._pool is None:
+            plan = self._plan()
+            if plan is None:
+                raise StopIteration
+            return self._read(plan)
+        while len(self._pending) < 2 * self.workers and not self._planned_to_end:
+            plan = self._plan()
+            if plan is None:
+                self._planned_to_end = True
+                break
+            self._pending.append((self._pool.submit(self._read, plan), plan.position))
+        if not self._pending:  # every batch of the epoch handed out: the next one begins
+            self._handed, self._planned_to_end = None, False
+            raise StopIteration
+        pending, self._handed = self._pending.popleft()
+        return pending.result()
+
+    def _plan(self) -> _Plan | None:
+        """Move the slots one chunk on; None (and a new epoch) when none is left."""
         reset = np.zeros(self.batch_size, bool)
         for i, slot in enumerate(self.slots):
             if slot is not None and slot[1] >= self.corpus.utterances[slot[0]].n_frames:
@@ -165,30 +222,34 @@ class TBPTTLoader:
                 self.next_utterance += 1
                 reset[i] = True
         if all(s is None for s in self.slots):
-            self.epoch += 1
+            self._epoch += 1
             self._start_epoch()
-            raise StopIteration
+            return None
+        reads = []
+        for i, slot in enumerate(self.slots):
+            if slot is not None:
+                count = min(self.seq_len, self.corpus.utterances[slot[0]].n_frames - slot[1])
+                reads.append((i, slot[0], slot[1], count))
+                slot[1] += count
+        return _Plan(reads, reset, self._position())
+
+    def _read(self, plan: _Plan) -> Batch:
         top, n = FRAME_SHIFT, self.seq_len
         samples = np.zeros((self.batch_size, top + n * top), np.float32)
         features = np.zeros((self.batch_size, n, self.corpus.feature_dim), np.float32)
         mask = np.zeros((self.batch_size, n * top), bool)
         speakers = np.zeros(self.batch_size, np.int64)
-        for i, slot in enumerate(self.slots):
-            if slot is None:
-                continue
-            u = self.corpus.utterances[slot[0]]
-            pos = slot[1]
-            count = min(n, u.n_frames - pos)
+        for i, index, pos, count in plan.reads:
+            u = self.corpus.utterances[index]
             samples[i, : top + count * top] = self.corpus.audio(u, (pos - 1) * top, (pos + count) * top)
             if self.corpus.features:
                 features[i, :count] = self.corpus.frames(u, pos, pos + count)
             mask[i, : count * top] = True
             speakers[i] = u.speaker
-            slot[1] = pos + count
         return Batch(
             torch.from_numpy(samples),
             torch.from_numpy(features) if self.corpus.features else None,
             torch.from_numpy(speakers),
-            torch.from_numpy(reset),
+            torch.from_numpy(plan.reset),
             torch.from_numpy(mask),
         )

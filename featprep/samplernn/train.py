@@ -52,6 +52,7 @@ class TrainConfig:
     quantisation: str = "mu-law"
     batch_size: int = 128
     seq_len: int = 13
+    loader_workers: int = 2  # threads reading batches ahead (0: read in the training loop)
     lr: float = 1e-3
     clip_norm: float = 5.0
     plateau_patience: int = 3
@@ -290,7 +291,9 @@ def train(
         optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
     slots = cfg.batch_size // world
-    loader = TBPTTLoader(corpus, slots, cfg.seq_len, seed=cfg.seed, rank=rank, world=world)
+    loader = TBPTTLoader(
+        corpus, slots, cfg.seq_len, seed=cfg.seed, rank=rank, world=world, workers=cfg.loader_workers
+    )
     state = [s.to(dev) for s in model.initial_state(slots)]
     step, bad, skipped = 0, 0, 0
     checkpoint = out / "checkpoint.pt"
