@@ -216,19 +216,28 @@ def test_generation_shape_and_seed():
 
 
 @pytest.mark.parametrize(
-    "rnn, backend, dtype",
-    [("gru", "numpy", torch.float32), ("lstm", "torch", torch.float32), ("gru", "torch", torch.bfloat16)],
+    "rnn, backend, dtype, batched",
+    [
+        ("gru", "numpy", torch.float32, False),
+        ("gru", "numpy", torch.float32, True),
+        ("lstm", "torch", torch.float32, False),
+        ("gru", "torch", torch.bfloat16, False),
+    ],
 )
-def test_generation_draws_what_the_model_predicts(rnn, backend, dtype):
+def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batched):
     """Each generated sample is the Gumbel-max draw from the logits the model gives, run
-    teacher-forced, to the generated past: the unrolled tiers, the tap tables, the
-    accumulator, the bias folding and the noise all agree with the model's forward."""
+    teacher-forced, to the generated past: the unrolled tiers, the tap tables, the first
+    layer (pushed or, as for large batches, pulled), the bias folding and the noise (drawn
+    inline or, as for large batches, on a second thread) all agree with the forward."""
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, rnn=rnn, layers=2)
     model = SampleRNN(cfg).eval()
     frames, temperature, seed = 4, 0.7, 5
     f, s = torch.randn(2, frames, 6), torch.tensor([0, 1])
-    y = Generator(model, backend=backend, dtype=dtype)(f, s, frames, temperature=temperature, seed=seed)
+    generator = Generator(model, backend=backend, dtype=dtype)
+    if batched:  # the large-batch paths, on a batch small enough to check
+        generator.PULL_FROM = generator.NOISE_THREAD_FROM = 1
+    y = generator(f, s, frames, temperature=temperature, seed=seed)
     assert y.std() > 0.05  # not a constant: the check below has something to check
     rng = np.random.default_rng(seed)
     noise = np.concatenate([_negative_gumbel(rng, (80, 2, 256), temperature) for _ in range(frames)])

@@ -2,14 +2,15 @@
 
 A :class:`Generator` unrolls a trained model once into plain matrices: each frame tier's
 step is two matrix products around one fused RNN cell, and the sample level, the only
-work done for every sample, is one row of an accumulator, three small matrix products
-and an argmax. The window convolution over embeddings becomes one table per tap
-(``conv(embed(w)) = sum_i T_i[w_i]``); a drawn sample adds its row of every tap to the
-accumulators of the ``window`` samples that will read it, so a step gathers one block
-instead of summing ``window`` of them. The upper tier and the conditioning are added to
-the accumulator once per bottom frame. Sampling uses the Gumbel-max trick with the noise
-drawn once per top frame; ``argmax(l / T + g) = argmax(l + T g)``, so the temperature
-scales the noise and ``T = 0`` is greedy decoding.
+work done for every sample, is its first layer, three small matrix products and an
+argmax. The window convolution over embeddings becomes one table per tap
+(``conv(embed(w)) = sum_i T_i[w_i]``): for small batches a drawn sample adds its row of
+every tap to accumulators of the ``window`` samples that will read it (one gather a
+step, :class:`_PushedTaps`); for large ones each step sums its window's rows in one
+``embedding_bag`` call (:class:`_PulledTaps`). The upper tier and the conditioning are
+added once per bottom frame. Sampling uses the Gumbel-max trick with the noise drawn
+once per top frame; ``argmax(l / T + g) = argmax(l + T g)``, so the temperature scales
+the noise and ``T = 0`` is greedy decoding.
 
 On the CPU the sample step of a small model runs in numpy (a PyTorch call costs more
 than its arithmetic at these sizes); large models and GPUs run it in PyTorch, in float32
@@ -96,6 +97,72 @@ class _Tier:
         return torch.addmm(self.upsample[1], x, self.upsample[0]).view(x.shape[0], self.ratio, -1)
 
 
+class _PushedTaps:
+    """The sample MLP's first layer as accumulators: ``acc[k]`` is that of sample k of
+    the current bottom frame (k < window) and of the next one (k >= window), and a drawn
+    sample adds its row of every tap to the ``window`` samples that will read it: one
+    gather and one add a step. The context before the first sample is silence, whose
+    share in step k is the sum of taps k and above. On numpy, a last column of ones
+    carries _NumpyMLP's biases."""
+
+    def __init__(self, taps: torch.Tensor, silence: int, batch: int, hidden: int, numpy: bool) -> None:
+        window = taps.shape[0]
+        fresh = taps.new_zeros(window, batch, taps.shape[2])
+        fresh[:, :, hidden:] = 1
+        acc = torch.cat([fresh, fresh])
+        acc[:window, :, :hidden] += taps[:, silence, :hidden].flip(0).cumsum(0).flip(0)[:, None]
+        self.window, self.hidden = window, hidden
+        self.taps, self.acc, self.fresh = (t.numpy() if numpy else t for t in (taps, acc, fresh))
+
+    def begin(self, base: np.ndarray | torch.Tensor) -> None:
+        """Add the upper tier and conditioning, (B, window, hidden), of a bottom frame."""
+        self.acc[: self.window, :, : self.hidden] += base.swapaxes(0, 1)
+
+    def layer(self, k: int) -> np.ndarray | torch.Tensor:
+        return self.acc[k]
+
+    def drawn(self, k: int, d: np.ndarray | torch.Tensor) -> None:
+        self.acc[k + 1 : k + 1 + self.window] += self.taps[:, d]
+
+    def end(self) -> None:
+        self.acc[: self.window] = self.acc[self.window :]
+        self.acc[self.window :] = self.fresh
+
+
+class _PulledTaps:
+    """The sample MLP's first layer summed at each step from the window's tap rows, one
+    ``embedding_bag`` call over the last ``window`` samples (numpy path). It reads what
+    _PushedTaps reads but writes no accumulators: 2-3x faster from batch ~16, slower
+    below, where the call's fixed cost dominates."""
+
+    def __init__(self, taps: torch.Tensor, silence: int, batch: int, hidden: int, numpy: bool) -> None:
+        window, levels, width = taps.shape
+        self.window, self.hidden = window, hidden
+        self.table = taps.reshape(window * levels, width)
+        # history[:, window + k]: sample k of this bottom frame, after the window before it
+        self.history = np.full((batch, 2 * window), silence, np.int64)
+        self.offsets = (window - 1 - np.arange(window)) * levels  # tap j reads the sample j + 1 back
+        self.rows = np.empty((batch, window), np.int64)
+        self.bags = torch.arange(0, batch * window, window)  # where each row's bag starts
+        self.base = np.ones((batch, window, width), np.float32)  # a last column of ones
+
+    def begin(self, base: np.ndarray) -> None:
+        self.base[:, :, : self.hidden] = base
+
+    def layer(self, k: int) -> np.ndarray:
+        np.add(self.history[:, k : k + self.window], self.offsets, out=self.rows)
+        rows = torch.from_numpy(self.rows.reshape(-1))
+        h = torch.nn.functional.embedding_bag(rows, self.table, self.bags, mode="sum").numpy()
+        h += self.base[:, k]
+        return h
+
+    def drawn(self, k: int, d: np.ndarray) -> None:
+        self.history[:, self.window + k] = d
+
+    def end(self) -> None:
+        self.history[:, : self.window] = self.history[:, self.window :]
+
+
 class _NumpyMLP:
     """The sample-level MLP in numpy (small models on the CPU), two calls a layer: the
     input carries a constant 1 in its last column, which holds each bias as the last row
@@ -145,6 +212,7 @@ class Generator:
     """
 
     NOISE_THREAD_FROM = 16  # batch size; below it the hand-over costs more than the draw
+    PULL_FROM = 16  # batch size from which the numpy path sums tap rows (see _PulledTaps)
 
     def __init__(
         self, model: SampleRNN, *, dtype: torch.dtype = torch.float32, backend: str = "auto"
@@ -207,19 +275,13 @@ class Generator:
             sample_cond = model.sample.cond(cond).to(self.taps.dtype)
         silence = int(quantise(torch.zeros(1), model.cfg)[0])
         x = self.values[silence].to(self.dtype).repeat(batch, top + frames * top)
-        # acc[k]: the first layer of the sample MLP for sample k of the current bottom
-        # frame (k < window) and of the next one (k >= window); the context before the
-        # first sample is silence, whose share in step k is the sum of taps k and above
-        # (on numpy, with a last column of ones for _NumpyMLP's biases)
-        hidden = model.cfg.hidden
-        fresh = torch.zeros(window, batch, self.taps.shape[2], dtype=self.taps.dtype, device=self.device)
-        fresh[:, :, hidden:] = 1
-        acc = torch.cat([fresh, fresh])
-        acc[:window, :, :hidden] += self.taps[:, silence, :hidden].flip(0).cumsum(0).flip(0)[:, None]
-        taps, mlp = self.taps, (_NumpyMLP if self.numpy else _TorchMLP)(self.layers, batch)
-        if self.numpy:
-            acc, taps, fresh = acc.numpy(), taps.numpy(), fresh.numpy()
-            sample_cond = None if sample_cond is None else sample_cond.numpy()
+        pulled = self.numpy and batch >= self.PULL_FROM
+        first = (_PulledTaps if pulled else _PushedTaps)(
+            self.taps, silence, batch, model.cfg.hidden, self.numpy
+        )
+        mlp = (_NumpyMLP if self.numpy else _TorchMLP)(self.layers, batch)
+        if self.numpy and sample_cond is not None:
+            sample_cond = sample_cond.numpy()
         state = [t.initial(batch) for t in self.tiers]
         noise = None
 
@@ -227,18 +289,17 @@ class Generator:
             base = up.numpy() if self.numpy else up
             if sample_cond is not None:
                 base = base + sample_cond[:, frame, None]
-            acc[:window, :, :hidden] += base.swapaxes(0, 1)
+            first.begin(base)
             offset = start - top * (frame + 1)  # of this bottom frame in its top frame
             drawn = []
             for k in range(window):
-                logits = mlp(acc[k])
+                logits = mlp(first.layer(k))
                 if noise is not None:
                     logits -= noise[offset + k]
                 d = logits.argmax(axis=1)
-                acc[k + 1 : k + 1 + window] += taps[:, d]
+                first.drawn(k, d)
                 drawn.append(d)
-            acc[:window] = acc[window:]
-            acc[window:] = fresh
+            first.end()
             block = torch.from_numpy(np.stack(drawn, axis=1)) if self.numpy else torch.stack(drawn, dim=1)
             x[:, start : start + window] = self.values[block].to(self.dtype)
 
