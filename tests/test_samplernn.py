@@ -221,7 +221,9 @@ def test_generation_shape_and_seed():
         ("gru", "numpy", torch.float32, False),
         ("gru", "numpy", torch.float32, True),
         ("lstm", "torch", torch.float32, False),
+        ("lstm", "torch", torch.float32, True),
         ("gru", "torch", torch.bfloat16, False),
+        ("gru", "torch", torch.bfloat16, True),
     ],
 )
 def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batched):
