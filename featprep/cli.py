@@ -412,11 +412,17 @@ _DTYPE = click.option(
 
 @main.command()
 @click.argument("run_folder", type=click.Path(path_type=Path))
-@click.option("--labels", type=click.Path(path_type=Path), help="Aligned HTS full-context labels.")
+@click.option(
+    "--labels",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Aligned HTS full-context labels (repeatable: one utterance each).",
+)
 @click.option(
     "--text",
+    multiple=True,
     help="Text, through Festival's front-end with Festival's own predicted durations "
-    "(no trained duration model yet).",
+    "(no trained duration model yet). Repeatable.",
 )
 @click.option("--speaker", help="A speaker id of the training corpus.")
 @click.option(
@@ -424,46 +430,67 @@ _DTYPE = click.option(
     type=click.Path(path_type=Path),
     help="pase_seed runs: take the speaker from this recording's PASE frames.",
 )
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output .wav (16 kHz).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output .wav (16 kHz) for one utterance; a folder for several (LABELS-STEM.wav, text-N.wav).",
+)
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="0: greedy.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances generated at once.")
 @_DTYPE
 @_reports_errors
 def generate(
     run_folder: Path,
-    labels: Path | None,
-    text: str | None,
+    labels: tuple[Path, ...],
+    text: tuple[str, ...],
     speaker: str | None,
     seed_wav: Path | None,
     out: Path,
     temperature: float,
     seed: int,
+    batch_size: int,
     dtype: str,
 ) -> None:
     """Generate speech for labels or text with a trained run, as a corpus speaker or, for
-    pase_seed runs, as the speaker of a recording (--seed-wav)."""
+    pase_seed runs, as the speaker of a recording (--seed-wav). Several --labels/--text
+    are generated in batches."""
+    import io
+
     import soundfile as sf
     import torch
 
+    from .io import atomic_write_bytes
     from .labels.frontend import merlin_normalise, text_to_labels
     from .labels.hts import read_hts
-    from .samplernn.generate import generate as run
+    from .samplernn.generate import Generator, generate_many
     from .samplernn.run import Run
 
-    if (labels is None) == (text is None):
+    if not labels and not text:
         raise click.UsageError("give --labels or --text")
     if (speaker is None) == (seed_wav is None):
         raise click.UsageError("give --speaker or --seed-wav")
     trained = Run(run_folder)
     who = trained.speaker_input(speaker) if speaker else trained.speaker_from_wav(seed_wav)
-    label = read_hts(labels) if labels else merlin_normalise(text_to_labels([text])[0])
-    features, frames = trained.conditioning(label, speaker)  # no speaker: global statistics
-    feats = None if features is None else torch.from_numpy(features)[None]
-    precision = getattr(torch, dtype)
-    audio = run(trained.model, feats, who, frames, temperature=temperature, seed=seed, dtype=precision)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(out, audio[0].numpy(), 16000, subtype="PCM_16")
-    click.echo(f"{out}: {frames * 80 / 16000:.2f} s")
+    names = [p.stem for p in labels] + [f"text-{i + 1:03d}" for i in range(len(text))]
+    utterances = [read_hts(p) for p in labels]
+    if text:
+        utterances += [merlin_normalise(label) for label in text_to_labels(list(text))]
+    conditioning = [trained.conditioning(label, speaker) for label in utterances]  # no speaker: global
+    requests = [(features, who, frames) for features, frames in conditioning]
+    generator = Generator(trained.model, dtype=getattr(torch, dtype))
+    single = len(names) == 1 and out.suffix.lower() == ".wav"
+    if not single:
+        out.mkdir(parents=True, exist_ok=True)
+    audio = generate_many(generator, requests, batch_size=batch_size, temperature=temperature, seed=seed)
+    for name, samples in zip(names, audio, strict=True):
+        target = out if single else out / f"{name}.wav"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        wav = io.BytesIO()
+        sf.write(wav, samples, 16000, subtype="PCM_16", format="WAV")
+        atomic_write_bytes(target, wav.getvalue())
+        click.echo(f"{target}: {len(samples) / 16000:.2f} s")
 
 
 @main.command()

@@ -206,6 +206,13 @@ def test_train_and_generate_commands(demo_corpus, tmp_path):
 
     audio, sr = sf.read(wav)
     assert sr == 16000 and len(audio) % 80 == 0 and len(audio) > 1600
+    # several utterances: one batch, a folder of wavs, each as long as its labels say
+    folder = tmp_path / "many"
+    r = featprep("generate", tmp_path / "run", "--text", "Hi.", "--text", "Hello there, Stella.",
+                 "--speaker", "dfa", "--out", folder, "--temperature", "0")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first, second = (sf.read(folder / f"text-00{i}.wav")[0] for i in (1, 2))
+    assert len(first) == len(audio) and len(second) > len(first)
     _one_error_line(
         featprep("generate", tmp_path / "run", "--text", "Hi.", "--speaker", "zzz", "--out", wav), "zzz"
     )
@@ -231,7 +238,7 @@ def test_evaluate_command(tmp_path, demo_corpus):
     assert r.returncode == 0, r.stderr
     again = json.loads((run / "eval_test.json").read_text())
     assert [u["frames"] for u in again["utterances"]] == [u["frames"] for u in result["utterances"]]
-    _one_error_line(featprep("evaluate", run, "--batch-size", "0"), "--batch-size")
+    _one_error_line(featprep("evaluate", run, "--batch-size", "0"), "batch size 0")
     # the metrics themselves: a recording against itself
     import numpy as np
 

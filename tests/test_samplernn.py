@@ -11,7 +11,7 @@ from featprep.errors import FeatprepError
 from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
 from featprep.samplernn.evaluate import evaluate as evaluate_run
-from featprep.samplernn.generate import Generator, _negative_gumbel, generate
+from featprep.samplernn.generate import Generator, _negative_gumbel, generate, generate_many
 from featprep.samplernn.model import ModelConfig, SampleRNN, mu_law_decode, mu_law_encode, quantise
 from featprep.samplernn.train import TrainConfig, evaluate_nll, train
 from featprep.shards import open_shard
@@ -213,6 +213,30 @@ def test_generation_shape_and_seed():
         generate(model, f, s, 2)
     with pytest.raises(FeatprepError, match="temperature -1"):
         generate(model, f, s, 3, temperature=-1)
+
+
+def test_generate_many_pads_without_touching_the_samples():
+    """A short utterance batched with a longer one: whatever pads its features, its own
+    samples are the same (generation is causal), and each comes back at its length."""
+    model = small_model()
+    generator = Generator(model)
+    short, long = torch.randn(2, 6).numpy(), torch.randn(5, 6).numpy()
+    requests = [(short, torch.tensor([0]), 2), (long, torch.tensor([1]), 5)]
+    a, b = generate_many(generator, requests, batch_size=2, seed=3)
+    assert len(a) == 160 and len(b) == 400
+
+    def padded_with(value: float) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.concatenate([short, np.full((3, 6), value, np.float32)]), long]))
+
+    # generate_many pads with zeros; padding with 9s gives the same samples where they count
+    again = generator(padded_with(9.0), torch.tensor([0, 1]), 5, seed=3)
+    np.testing.assert_array_equal(again[0, :160].numpy(), a)
+    np.testing.assert_array_equal(again[1].numpy(), b)
+    # ... and other samples after them: the padding is read, only later
+    zeros = generator(padded_with(0.0), torch.tensor([0, 1]), 5, seed=3)
+    assert not torch.equal(again[0, 160:], zeros[0, 160:])
+    with pytest.raises(FeatprepError, match="batch size 0"):
+        generate_many(generator, requests, batch_size=0)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from .. import SAMPLE_RATE
 from ..acoustic import f0, mel_cepstrum
 from ..errors import FeatprepError
 from .data import Corpus, TBPTTLoader
-from .generate import Generator
+from .generate import Generator, generate_many
 from .run import Run
 from .train import _normaliser, evaluate_nll
 
@@ -58,10 +58,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of a trained run on ``split``: per utterance and their means.
 
-    Utterances are generated ``batch_size`` at a time, their features zero-padded to the
-    longest (generation is causal: the padding never reaches an utterance's own samples)."""
-    if batch_size < 1:
-        raise FeatprepError(f"--batch-size {batch_size}: expected at least 1")
+    Utterances are generated ``batch_size`` at a time (see ``generate_many``)."""
     run = Run(run_folder)
     info = run.info
     stream = info["features"]
@@ -70,27 +67,22 @@ def evaluate(
         corpus = Corpus(info["corpus"], (split,), stream, norm)
     except FeatprepError as e:
         raise FeatprepError(f"cannot evaluate on {split!r}: {e}") from None
+    utterances = corpus.utterances[: max_utterances or len(corpus.utterances)]
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE) // 80
+    lengths = [u.n_frames if limit is None else min(u.n_frames, limit) for u in utterances]
+    requests = (
+        (corpus.frames(u, 0, n) if stream else None, run.speaker_input(corpus.speakers[u.speaker]), n)
+        for u, n in zip(utterances, lengths, strict=True)
+    )
+    generated = generate_many(
+        Generator(run.model, dtype=dtype), requests, batch_size=batch_size, temperature=temperature, seed=seed
+    )
     batch = min(8, len(corpus.utterances))
     seeds = run.speaker_source()
     nll = evaluate_nll(run.model, TBPTTLoader(corpus, batch, info["train"]["seq_len"]), "cpu", seeds)
-    utterances = corpus.utterances[: max_utterances or len(corpus.utterances)]
-    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE) // 80
-    generator = Generator(run.model, dtype=dtype)
     rows = []
-    for first in range(0, len(utterances), batch_size):
-        group = utterances[first : first + batch_size]
-        lengths = [u.n_frames if limit is None else min(u.n_frames, limit) for u in group]
-        longest = max(lengths)
-        feats = None
-        if stream:
-            feats = torch.zeros(len(group), longest, corpus.feature_dim)
-            for row, (u, n) in enumerate(zip(group, lengths, strict=True)):
-                feats[row, :n] = torch.from_numpy(corpus.frames(u, 0, n))
-        who = torch.cat([run.speaker_input(corpus.speakers[u.speaker]) for u in group])
-        audio = generator(feats, who, longest, temperature=temperature, seed=seed + first)
-        for u, n, generated in zip(group, lengths, audio, strict=True):
-            reference = corpus.audio(u, 0, n * 80)
-            metrics = compare(reference, generated[: n * 80].numpy())
-            rows.append({"speaker": corpus.speakers[u.speaker], "frames": n, **metrics})
+    for u, n, audio in zip(utterances, lengths, generated, strict=True):
+        metrics = compare(corpus.audio(u, 0, n * 80), audio)
+        rows.append({"speaker": corpus.speakers[u.speaker], "frames": n, **metrics})
     means = {k: _mean([r[k] for r in rows]) for k in ("mcd_db", "f0_rmse_hz", "vuv_error")}
     return {"split": split, "nll_bits": nll, "utterances": rows, **means}

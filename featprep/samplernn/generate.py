@@ -21,7 +21,8 @@ faster). Batched: many utterances at once, each row with its own conditioning.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -385,6 +386,45 @@ def _negative_gumbel(rng: np.random.Generator, shape: tuple[int, ...], scale: fl
         np.log(u, out=u)
     u *= np.float32(scale)
     return u
+
+
+def generate_many(
+    generator: Generator,
+    requests: Iterable[tuple[np.ndarray | None, torch.Tensor, int]],
+    *,
+    batch_size: int = 16,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> Iterator[np.ndarray]:
+    """The samples of each request, in order, generated ``batch_size`` at a time.
+
+    A request is (features (frames, D) or None, speaker (1,) or (1, E) as
+    ``Run.speaker_input`` gives it, frames). A batch's features are zero-padded to its
+    longest request; generation is causal, so the padding never reaches a request's own
+    samples. Batch i draws its noise from ``seed + i``.
+    """
+    if batch_size < 1:
+        raise FeatprepError(f"batch size {batch_size}: expected at least 1")
+    return _batches(generator, iter(requests), batch_size, temperature, seed)
+
+
+def _batches(
+    generator: Generator, requests: Iterator, batch_size: int, temperature: float, seed: int
+) -> Iterator[np.ndarray]:
+    for i in itertools.count():
+        group = list(itertools.islice(requests, batch_size))
+        if not group:
+            return
+        longest = max(frames for _, _, frames in group)
+        features = None
+        if group[0][0] is not None:
+            features = torch.zeros(len(group), longest, group[0][0].shape[1])
+            for row, (feats, _, frames) in enumerate(group):
+                features[row, :frames] = torch.from_numpy(feats[:frames])
+        speakers = torch.cat([speaker for _, speaker, _ in group])
+        audio = generator(features, speakers, longest, temperature=temperature, seed=seed + i)
+        for (_, _, frames), row in zip(group, audio, strict=True):
+            yield row[: frames * generator.model.top_frame].numpy()
 
 
 def generate(
