@@ -240,17 +240,18 @@ def test_generate_many_pads_without_touching_the_samples():
 
 
 @pytest.mark.parametrize(
-    "rnn, backend, dtype, batched",
+    "rnn, backend, dtype, batch, batched",
     [
-        ("gru", "numpy", torch.float32, False),
-        ("gru", "numpy", torch.float32, True),
-        ("lstm", "torch", torch.float32, False),
-        ("lstm", "torch", torch.float32, True),
-        ("gru", "torch", torch.bfloat16, False),
-        ("gru", "torch", torch.bfloat16, True),
+        ("gru", "numpy", torch.float32, 1, False),
+        ("gru", "numpy", torch.float32, 2, False),
+        ("gru", "numpy", torch.float32, 2, True),
+        ("lstm", "torch", torch.float32, 2, False),
+        ("lstm", "torch", torch.float32, 2, True),
+        ("gru", "torch", torch.bfloat16, 2, False),
+        ("gru", "torch", torch.bfloat16, 2, True),
     ],
 )
-def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batched):
+def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, batched):
     """Each generated sample is the Gumbel-max draw from the logits the model gives, run
     teacher-forced, to the generated past: the unrolled tiers, the tap tables, the first
     layer (pushed or, as for large batches, pulled), the bias folding and the noise (drawn
@@ -259,16 +260,16 @@ def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batched):
     cfg = ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, rnn=rnn, layers=2)
     model = SampleRNN(cfg).eval()
     frames, temperature, seed = 4, 0.7, 5
-    f, s = torch.randn(2, frames, 6), torch.tensor([0, 1])
+    f, s = torch.randn(batch, frames, 6), torch.tensor([0, 1][:batch])
     generator = Generator(model, backend=backend, dtype=dtype)
     if batched:  # the large-batch paths, on a batch small enough to check
         generator.PULL_FROM = generator.NOISE_THREAD_FROM = 1
     y = generator(f, s, frames, temperature=temperature, seed=seed)
     assert y.std() > 0.05  # not a constant: the check below has something to check
     rng = np.random.default_rng(seed)
-    noise = np.concatenate([_negative_gumbel(rng, (80, 2, 256), temperature) for _ in range(frames)])
+    noise = np.concatenate([_negative_gumbel(rng, (80, batch, 256), temperature) for _ in range(frames)])
     with torch.no_grad():
-        logits, _ = model(torch.cat([torch.zeros(2, 80), y], dim=1), f, s, model.initial_state(2))
+        logits, _ = model(torch.cat([torch.zeros(batch, 80), y], dim=1), f, s, model.initial_state(batch))
     drawn = (logits - torch.from_numpy(noise).transpose(0, 1)).argmax(dim=2)
     agreement = (drawn == quantise(y, model.cfg)).float().mean().item()
     # bfloat16 products may flip a near tie; float32 must not (beyond summation order)

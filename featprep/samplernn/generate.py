@@ -116,10 +116,13 @@ class _PushedTaps:
         acc[:window, :, :hidden] += taps[:, silence, :hidden].flip(0).cumsum(0).flip(0)[:, None]
         self.window, self.hidden = window, hidden
         self.acc, self.fresh = (t.numpy() if numpy else t for t in (acc, fresh))
-        # (index_select is 2.4x faster than advanced indexing for one row at hidden 1024)
-        self.rows = (
-            (lambda d: np.take(taps.numpy(), d, axis=1)) if numpy else (lambda d: taps.index_select(1, d))
-        )
+        if not numpy:  # index_select: 2.4x faster than advanced indexing at hidden 1024
+            self.rows = lambda d: taps.index_select(1, d)
+        elif batch == 1:  # a basic index is a view: 3x faster than any gather
+            by_level = taps.numpy().transpose(1, 0, 2)[:, :, None, :]
+            self.rows = lambda d: by_level[d[0]]
+        else:
+            self.rows = lambda d: np.take(taps.numpy(), d, axis=1)
 
     def begin(self, base: np.ndarray | torch.Tensor) -> None:
         """Add the upper tier and conditioning, (B, window, hidden), of a bottom frame."""
@@ -190,11 +193,11 @@ class _NumpyMLP:
     def __call__(self, h: np.ndarray) -> np.ndarray:
         """h: a row of the accumulator, read once, so the first ReLU may overwrite it."""
         np.maximum(h, 0.0, out=h)
-        for w, out in self.layers[:-1]:
-            np.maximum(np.matmul(h, w, out=out), 0.0, out=out)
+        for w, out in self.layers[:-1]:  # np.dot: 0.3 us less a call than np.matmul
+            np.maximum(np.dot(h, w, out=out), 0.0, out=out)
             h = out
         w, out = self.layers[-1]
-        return np.matmul(h, w, out=out)
+        return np.dot(h, w, out=out)
 
 
 class _TorchMLP:
