@@ -143,32 +143,34 @@ class _PulledTaps:
     """The sample MLP's first layer summed at each step from the window's tap rows, one
     ``embedding_bag`` call over the last ``window`` samples. It reads what _PushedTaps
     reads but writes no accumulators: from batch ~16 it is 1.3x (hidden 64, numpy) to
-    4x (hidden 1024) faster; below, the call's fixed cost loses. On numpy, the tensors
-    are shared with the arrays the numpy step sees."""
+    4x (hidden 1024) faster; below, the call's fixed cost loses. On numpy, the index
+    arithmetic runs on numpy views of the tensors (a third of PyTorch's call cost)."""
 
     def __init__(self, taps: torch.Tensor, silence: int, batch: int, hidden: int, numpy: bool) -> None:
         window, levels, width = taps.shape
-        self.window, self.hidden, self.numpy = window, hidden, numpy
+        self.window, self.hidden = window, hidden
         self.table = taps.reshape(window * levels, width)
-        # history[:, window + k]: sample k of this bottom frame, after the window before it
-        self.history = torch.full((batch, 2 * window), silence, dtype=torch.long, device=taps.device)
-        # tap j reads the sample j + 1 back
-        self.offsets = (window - 1 - torch.arange(window, device=taps.device)) * levels
-        self.rows = torch.empty(batch, window, dtype=torch.long, device=taps.device)
         self.bags = torch.arange(0, batch * window, window, device=taps.device)  # each row's first
-        self.base = taps.new_ones(batch, window, width)  # a last column of ones for _NumpyMLP
+        self.rows = torch.empty(batch * window, dtype=torch.long, device=taps.device)
+        # history[:, window + k]: sample k of this bottom frame, after the window before it
+        history = torch.full((batch, 2 * window), silence, dtype=torch.long, device=taps.device)
+        offsets = (window - 1 - torch.arange(window, device=taps.device)) * levels  # tap j: j + 1 back
+        base = taps.new_ones(batch, window, width)  # a last column of ones for _NumpyMLP
+        self.add, self.out = (np.add, torch.Tensor.numpy) if numpy else (torch.add, lambda t: t)
+        self.history, self.offsets, self.base, self.index = (
+            t.numpy() if numpy else t for t in (history, offsets, base, self.rows.view(batch, window))
+        )
 
     def begin(self, base: np.ndarray | torch.Tensor) -> None:
-        self.base[:, :, : self.hidden] = torch.from_numpy(base) if self.numpy else base
+        self.base[:, :, : self.hidden] = base
 
     def layer(self, k: int) -> np.ndarray | torch.Tensor:
-        torch.add(self.history[:, k : k + self.window], self.offsets, out=self.rows)
-        h = F.embedding_bag(self.rows.view(-1), self.table, self.bags, mode="sum")
-        h += self.base[:, k]
-        return h.numpy() if self.numpy else h
+        self.add(self.history[:, k : k + self.window], self.offsets, out=self.index)
+        h = self.out(F.embedding_bag(self.rows, self.table, self.bags, mode="sum"))
+        return self.add(h, self.base[:, k], out=h)
 
     def drawn(self, k: int, d: np.ndarray | torch.Tensor) -> None:
-        self.history[:, self.window + k] = torch.from_numpy(d) if self.numpy else d
+        self.history[:, self.window + k] = d
 
     def end(self) -> None:
         self.history[:, : self.window] = self.history[:, self.window :]
@@ -382,12 +384,18 @@ class _GumbelStream:
 def _negative_gumbel(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
     """``-scale * g`` for standard Gumbel noise g, in float32 (a third of the cost of
     ``rng.gumbel``'s float64; the tail is cut at 16.6, where float32 uniforms end)."""
-    u = rng.random(shape, dtype=np.float32)
+    u = np.empty(shape, np.float32)
+    # in slices of about 1 MB, drawn and transformed while in the core's cache
+    step = max(1, (1 << 18) // max(1, u[0].size))
     with np.errstate(divide="ignore"):  # u = 0 gives -inf noise: that class is not drawn
-        np.log(u, out=u)
-        np.negative(u, out=u)
-        np.log(u, out=u)
-    u *= np.float32(scale)
+        for first in range(0, len(u), step):
+            part = u[first : first + step]
+            rng.random(dtype=np.float32, out=part)
+            np.log(part, out=part)
+            np.negative(part, out=part)
+            np.log(part, out=part)
+            if scale != 1:
+                part *= np.float32(scale)
     return u
 
 
