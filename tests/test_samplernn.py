@@ -245,6 +245,7 @@ def test_generate_many_pads_without_touching_the_samples():
         ("gru", "numpy", torch.float32, 1, False),
         ("gru", "numpy", torch.float32, 2, False),
         ("gru", "numpy", torch.float32, 2, True),
+        ("lstm", "torch", torch.float32, 1, False),
         ("lstm", "torch", torch.float32, 2, False),
         ("lstm", "torch", torch.float32, 2, True),
         ("gru", "torch", torch.bfloat16, 2, False),
