@@ -135,7 +135,9 @@ class _PushedTaps:
         return self.acc[k]
 
     def drawn(self, k: int, d: np.ndarray | torch.Tensor) -> None:
-        self.acc[k + 1 : k + 1 + self.window] += self.rows(d)
+        # in place on a view: ``acc[a:b] += x`` would also assign the result back
+        later = self.acc[k + 1 : k + 1 + self.window]
+        later += self.rows(d)
 
     def end(self) -> None:
         self.acc[: self.window] = self.acc[self.window :]
