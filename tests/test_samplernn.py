@@ -2,6 +2,8 @@
 
 import io
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -433,3 +435,84 @@ def test_pase_trained_speakers(pase_corpus, tmp_path):
     vector = run.speaker_input("dma")
     assert vector.shape == (1, 100) and torch.isfinite(vector).all()
     assert generate(run.model, None, vector, 2).shape == (1, 160)
+
+
+@pytest.fixture(scope="module")
+def labelled_corpus(demo_corpus, tmp_path_factory):
+    """Demo CMU Arctic layout with Festival's labels: ling, the compact set, acoustic."""
+    from featprep.demo import DEMO_LABELS
+    from featprep.normstats import normstats
+
+    from .test_prepare import ARCTIC_GENDERS
+
+    out = tmp_path_factory.mktemp("labelled") / "arctic"
+    prepare(
+        "cmu_arctic", demo_corpus / "cmu_arctic", out, overrides=ARCTIC_GENDERS + DEMO_LABELS["cmu_arctic"]
+    )
+    normstats(out, min_frames=0)
+    return out
+
+
+def test_feature_specs_pack_the_streams_they_name(labelled_corpus, pase_corpus):
+    from featprep.normalise import Normaliser
+    from featprep.samplernn.conditioning import parse_spec
+
+    features = json.loads((labelled_corpus / "manifest.json").read_text())["features"]
+    dims = {f["name"]: f["dim"] for f in features}
+    compact = parse_spec("compact_lf0", features)
+    # the SSW 2019 set: 10 categorical fields first, 45 numeric, log-F0 and the voiced flag
+    assert compact.dim == 57 == dims["ling_cat"] + dims["ling_num"] + 2
+    assert compact.streams == ["ling_cat", "ling_num", "acoustic"]
+    assert compact.vocabulary_sizes[0] == len(features[[f["name"] for f in features].index("ling_cat")]
+                                               ["vocabularies"]["p1"])  # fmt: skip
+    assert parse_spec("acoustic+ling_cat", features).streams == ["ling_cat", "acoustic"]
+    assert parse_spec("none", features) is None
+    for bad, message in [
+        ("ling+mel", "no 'mel' stream"),
+        ("acoustic[lf0,f0]", "no column 'f0'"),
+        ("ling[", "cannot read"),
+    ]:
+        with pytest.raises(FeatprepError, match=re.escape(message)):
+            parse_spec(bad, features)
+    with pytest.raises(FeatprepError, match="not frame-level"):  # PASE frames are 10 ms
+        parse_spec("pase", json.loads((pase_corpus / "manifest.json").read_text())["features"])
+    # packed frames: normalised float columns where they belong, indices kept as they are
+    corpus = Corpus(labelled_corpus, ("train",), "ling_lf0")
+    u = corpus.utterances[0]
+    speaker = corpus.speakers[u.speaker]
+    index, arrays = open_shard(next(labelled_corpus.glob("shards/train/shard-*")))
+    first = index.iloc[0]
+    rows = slice(first.frame_offset, first.frame_offset + 9)
+    ling = Normaliser.load(labelled_corpus, "ling", speaker)(arrays["ling"][rows])
+    lf0_vuv = Normaliser.load(labelled_corpus, "acoustic", speaker)(arrays["acoustic"][rows])[:, :2]
+    np.testing.assert_array_equal(corpus.frames(u, 0, 9), np.concatenate([ling, lf0_vuv], axis=1))
+    cat = Corpus(labelled_corpus, ("train",), "compact").frames(u, 0, 9)[:, :10]
+    np.testing.assert_array_equal(cat, arrays["ling_cat"][rows])
+
+
+@pytest.mark.parametrize("features", ["compact", "ling_lf0"])
+def test_training_on_compact_and_f0_conditioning(labelled_corpus, tmp_path, features):
+    """The categorical columns go through embeddings; labels give the compact set at
+    generation time, but not F0, which only the corpus has."""
+    from featprep.labels.frontend import merlin_normalise, text_to_labels
+    from featprep.samplernn.run import Run
+
+    cfg = TrainConfig.from_preset("small", {"features": features, "batch_size": 2, "valid_every": 3})
+    record = train(labelled_corpus, tmp_path, cfg, steps=3, log=lambda _m: None)
+    assert math.isfinite(record["valid_bits"])
+    run = Run(tmp_path)
+    categorical = len(run.model.categories)
+    assert categorical == (10 if features == "compact" else 0)
+    label = merlin_normalise(text_to_labels(["Hello."])[0])
+    if features == "compact":
+        conditioning, frames = run.conditioning(label, "dfa")
+        assert conditioning.shape == (frames, 55) and np.all(
+            conditioning[:, :10] == np.round(conditioning[:, :10])
+        )
+        audio = generate(run.model, torch.from_numpy(conditioning)[None], run.speaker_input("dfa"), frames)
+        assert audio.shape == (1, frames * 80)
+    else:
+        with pytest.raises(FeatprepError, match="also reads 'acoustic'"):
+            run.conditioning(label, "dfa")
+    result = evaluate_run(str(tmp_path), max_utterances=1, max_seconds=0.05)
+    assert len(result["utterances"]) == 1

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .context import CATEGORICAL, NUMERIC, parse_context
+from .hts import HTSLabel
+from .linguistic import phone_contexts
 
 NOT_APPLICABLE = "<x>"
 UNKNOWN = "<unk>"
@@ -52,3 +54,14 @@ def compact_features(
     P = phone_frames[owner].astype(np.float32)
     numeric = np.concatenate([num[owner], P[:, None], ((k + 0.5) / P)[:, None].astype(np.float32)], axis=1)
     return cat[owner], numeric
+
+
+def label_compact_features(label: HTSLabel, vocab: dict[str, list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """``compact_features`` of an aligned label, phone by phone over its frames."""
+    contexts = phone_contexts(label)
+    return compact_features(contexts, label.frames().reshape(len(contexts), -1).sum(axis=1), vocab)
+
+
+def manifest_vocabularies(columns: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The vocabularies by name from a manifest's ``ling_cat`` spec (column -> values)."""
+    return {FIELD_VOCABULARY[column]: values for column, values in columns.items()}

@@ -20,7 +20,7 @@ from .. import SAMPLE_RATE
 from ..errors import FeatprepError, Rejected
 from ..records import Utterance
 from ..stage import ArraySpec, Item, Stage
-from .compact import FIELD_VOCABULARY, NUMERIC_COLUMNS, compact_features, vocabularies
+from .compact import FIELD_VOCABULARY, NUMERIC_COLUMNS, label_compact_features, vocabularies
 from .context import CATEGORICAL
 from .frontend import merlin_normalise, text_to_labels, utterance_to_labels
 from .hts import FRAME_UNITS, HTSLabel, LabelError, phone_of, read_hts
@@ -217,7 +217,5 @@ class LinguisticStage(Stage):
             raise RuntimeError(f"{item.utterance.id}: {len(feats)} label frames for {n_frames} audio frames")
         item.arrays["ling"] = feats
         if self.cfg["compact"]:
-            phone_frames = moved.frames().reshape(len(phone_contexts(moved)), -1).sum(axis=1)
-            cat, num = compact_features(phone_contexts(moved), phone_frames, self.vocab)
-            item.arrays["ling_cat"], item.arrays["ling_num"] = cat, num
+            item.arrays["ling_cat"], item.arrays["ling_num"] = label_compact_features(moved, self.vocab)
         item.fields["label_adjust_frames"] = adjust

@@ -23,7 +23,9 @@ import torch
 from .. import FRAME_SHIFT
 from ..errors import FeatprepError
 from ..manifest import read_manifest
+from ..normalise import Normaliser
 from ..shards import open_shard
+from .conditioning import pack, parse_spec
 
 
 @dataclass
@@ -36,25 +38,28 @@ class UtteranceRef:
 
 
 class Corpus:
-    """The utterances of some splits, with memory-mapped arrays of every shard."""
+    """The utterances of some splits, with memory-mapped arrays of every shard.
+
+    ``features``: a feature spec (see ``conditioning``), or None; float streams are
+    normalised per speaker with the statistics of ``featprep normstats`` when
+    ``normalise``.
+    """
 
     def __init__(
         self,
         directory: str | Path,
         splits: tuple[str, ...] = ("train",),
         features: str | None = "ling",
-        normaliser: Any = None,
+        normalise: bool = True,
     ) -> None:
         directory = Path(directory)
         manifest = read_manifest(directory)
         self.speakers = sorted(s["id"] for s in manifest["speakers"])
         speaker_index = {s: i for i, s in enumerate(self.speakers)}
-        names = {f["name"]: f for f in manifest["features"]}
-        if features is not None and features not in names:
-            raise FeatprepError(f"{directory} has no {features!r} features; it has {sorted(names)}")
-        self.feature_dim = names[features]["dim"] if features else 0
-        self.features = features
-        self.normaliser = normaliser
+        self.spec = None if features is None else parse_spec(features, manifest["features"])
+        self.feature_dim = self.spec.dim if self.spec else 0
+        self.features = features if self.spec else None
+        self.normaliser = _Normalisers(directory) if self.spec and normalise else None
         self.shards: list[dict[str, np.ndarray]] = []
         self.utterances: list[UtteranceRef] = []
         for shard in manifest["shards"]:
@@ -84,12 +89,25 @@ class Corpus:
         return out
 
     def frames(self, u: UtteranceRef, start: int, stop: int) -> np.ndarray:
-        x = np.asarray(
-            self.shards[u.shard][self.features][u.frame_offset + start : u.frame_offset + stop], np.float32
-        )
-        if self.normaliser is not None:
-            x = self.normaliser(self.speakers[u.speaker], x)
-        return x
+        """Packed frames [start, stop) of an utterance's features, float32."""
+        shard, rows = self.shards[u.shard], slice(u.frame_offset + start, u.frame_offset + stop)
+        speaker = self.speakers[u.speaker]
+        normalise = None if self.normaliser is None else (lambda s, x: self.normaliser(s, speaker)(x))
+        return pack(self.spec, {s: shard[s][rows] for s in self.spec.streams}, normalise)
+
+
+class _Normalisers:
+    """Per-speaker normalisers of a corpus's streams, loaded once each (thread-safe: a race
+    loads the same file twice)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.cache: dict[tuple[str, str | None], Normaliser] = {}
+
+    def __call__(self, stream: str, speaker: str | None) -> Normaliser:
+        if (stream, speaker) not in self.cache:
+            self.cache[stream, speaker] = Normaliser.load(self.directory, stream, speaker)
+        return self.cache[stream, speaker]
 
 
 @dataclass

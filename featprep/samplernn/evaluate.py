@@ -10,7 +10,6 @@ searched over 50-600 Hz for both).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from ..errors import FeatprepError
 from .data import Corpus, TBPTTLoader
 from .generate import Generator, generate_many
 from .run import Run
-from .train import _normaliser, evaluate_nll
+from .train import evaluate_nll
 
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
 
@@ -62,9 +61,8 @@ def evaluate(
     run = Run(run_folder)
     info = run.info
     stream = info["features"]
-    norm = _normaliser(Path(info["corpus"]), stream) if stream else None
     try:
-        corpus = Corpus(info["corpus"], (split,), stream, norm)
+        corpus = Corpus(info["corpus"], (split,), stream)
     except FeatprepError as e:
         raise FeatprepError(f"cannot evaluate on {split!r}: {e}") from None
     utterances = corpus.utterances[: max_utterances or len(corpus.utterances)]

@@ -35,6 +35,8 @@ class ModelConfig:
     embedding: int = 256
     cond_dim: int = 50
     feature_dim: int = 0  # conditioning features per 5 ms frame (0: none)
+    categorical: list[int] = field(default_factory=list)  # vocabulary sizes of the leading feature columns
+    category_dim: int = 8  # embedding size of each categorical column
     speakers: int = 0  # speaker lookup table size (0: no lookup table)
     speaker_input: int = 0  # size of a given speaker vector (PASE), projected (0: none)
     speaker_dim: int = 64
@@ -177,7 +179,10 @@ class SampleRNN(nn.Module):
             [FrameTier(sizes[i], ratios[i], cfg, top=i == len(sizes) - 1) for i in range(len(sizes))]
         )
         self.sample = SampleMLP(cfg)
-        inputs = cfg.feature_dim + (cfg.speaker_dim if cfg.speakers or cfg.speaker_input else 0)
+        # categorical feature columns (vocabulary indices, first) go through embeddings
+        self.categories = nn.ModuleList(nn.Embedding(n, cfg.category_dim) for n in cfg.categorical)
+        features = cfg.feature_dim + len(cfg.categorical) * (cfg.category_dim - 1)
+        inputs = features + (cfg.speaker_dim if cfg.speakers or cfg.speaker_input else 0)
         if cfg.speakers:
             self.speaker = nn.Embedding(cfg.speakers, cfg.speaker_dim)
         elif cfg.speaker_input:
@@ -205,7 +210,10 @@ class SampleRNN(nn.Module):
         or vectors (B, speaker_input) for a projected speaker vector."""
         parts = []
         if features is not None and self.cfg.feature_dim:
-            parts.append(features)
+            n = len(self.categories)
+            index = features[..., :n].long()
+            parts += [table(index[..., i]) for i, table in enumerate(self.categories)]
+            parts.append(features[..., n:])
         if self.speaker is not None and speakers is not None:
             parts.append(self.speaker(speakers)[:, None, :].expand(-1, frames, -1))
         if not parts or self.mix is None:

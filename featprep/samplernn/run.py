@@ -10,11 +10,14 @@ import numpy as np
 import torch
 
 from ..errors import FeatprepError
+from ..labels.compact import label_compact_features, manifest_vocabularies
 from ..labels.hts import HTSLabel
 from ..labels.linguistic import linguistic_features
 from ..labels.matching import CompiledQuestions
 from ..labels.questions import load_questions
+from ..manifest import read_manifest
 from ..normalise import Normaliser
+from .conditioning import pack, parse_spec
 from .model import ModelConfig, SampleRNN
 
 
@@ -100,17 +103,29 @@ class Run:
         return torch.from_numpy(frames.mean(axis=0, dtype=np.float32))[None]
 
     def conditioning(self, label: HTSLabel, speaker: str | None) -> tuple[np.ndarray | None, int]:
-        """Normalised frame features of ``label`` for ``speaker`` (None: global statistics),
-        and the frame count."""
+        """Packed, normalised frame features of ``label`` for ``speaker`` (None: global
+        statistics), as the run was trained on them, and the frame count. Only streams
+        computed from labels can be: ``ling`` and the compact ``ling_cat``/``ling_num``."""
         frames = label.num_frames()
-        stream = self.info["features"]
-        if stream is None:
+        if self.info["features"] is None:
             return None, frames
-        if stream != "ling":
+        streams = {f["name"]: f for f in read_manifest(self.info["corpus"])["features"]}
+        spec = parse_spec(self.info["features"], list(streams.values()))
+        other = [s for s in spec.streams if s not in ("ling", "ling_cat", "ling_num")]
+        if other:
             raise FeatprepError(
-                f"generation from labels needs a run trained on 'ling' features, this one used {stream!r}"
+                f"generation from labels needs features computed from labels; this run's "
+                f"{spec.text!r} also reads {other[0]!r}"
             )
-        ling = self.info["linguistic"]
-        questions = CompiledQuestions(load_questions(ling["questions"]))
-        x = linguistic_features(label, questions, subphone_features=ling["subphone_features"])
-        return Normaliser.load(self.info["corpus"], stream, speaker)(x), frames
+        arrays = {}
+        if "ling" in spec.streams:
+            ling = self.info["linguistic"]
+            questions = CompiledQuestions(load_questions(ling["questions"]))
+            arrays["ling"] = linguistic_features(
+                label, questions, subphone_features=ling["subphone_features"]
+            )
+        if {"ling_cat", "ling_num"} & set(spec.streams):
+            vocab = manifest_vocabularies(streams["ling_cat"]["vocabularies"])
+            arrays["ling_cat"], arrays["ling_num"] = label_compact_features(label, vocab)
+        corpus = self.info["corpus"]
+        return pack(spec, arrays, lambda stream, x: Normaliser.load(corpus, stream, speaker)(x)), frames

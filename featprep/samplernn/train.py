@@ -23,7 +23,6 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import FeatprepError
-from ..normalise import Normaliser
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
 from .speakers import AudioSeeds, PaseSeeds
@@ -39,7 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
-    features: str = "ling"  # a frame-level stream of the manifest, or "none"
+    features: str = "ling"  # a feature spec: ling, acoustic, compact, compact_lf0, ling_lf0, A+B[c,..], none
     speaker_mode: str = "embedding"  # none | embedding | pase_seed | pase_trained
     seed_seconds: float = 1.0  # pase modes: window of speech the speaker vector comes from
     pase_arch: str = "pase"  # pase_trained: the encoder fine-tuned in the loop
@@ -75,17 +74,6 @@ class TrainConfig:
         if unknown:
             raise FeatprepError(f"unknown training option {unknown[0]!r}; known: {', '.join(sorted(known))}")
         return cls(**values)
-
-
-def _normaliser(directory: Path, stream: str):
-    cache: dict[str, Normaliser] = {}
-
-    def apply(speaker: str, x):
-        if speaker not in cache:
-            cache[speaker] = Normaliser.load(directory, stream, speaker)
-        return cache[speaker](x)
-
-    return apply
 
 
 class SpeakerSource:
@@ -150,6 +138,7 @@ def _model_config(cfg: TrainConfig, corpus: Corpus, seeds: SpeakerSource | None)
     return ModelConfig(
         ratios=list(cfg.ratios), hidden=cfg.hidden, layers=cfg.layers, rnn=cfg.rnn, embedding=cfg.embedding,
         quantisation=cfg.quantisation, feature_dim=corpus.feature_dim,
+        categorical=corpus.spec.vocabulary_sizes if corpus.spec else [],
         speakers=len(corpus.speakers) if cfg.speaker_mode == "embedding" else 0,
         speaker_input=seeds.dim if seeds is not None else 0,
     )  # fmt: skip
@@ -259,9 +248,8 @@ def train(
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
     out.mkdir(parents=True, exist_ok=True)
     features = None if cfg.features == "none" else cfg.features
-    norm = _normaliser(directory, features) if features else None
-    corpus = Corpus(directory, ("train",), features, norm)
-    valid = Corpus(directory, ("valid",), features, norm) if _has_split(directory, "valid") else None
+    corpus = Corpus(directory, ("train",), features)
+    valid = Corpus(directory, ("valid",), features) if _has_split(directory, "valid") else None
     if cfg.speaker_mode not in ("none", "embedding", "pase_seed", "pase_trained"):
         raise FeatprepError(
             f"speaker_mode must be none, embedding, pase_seed or pase_trained, found {cfg.speaker_mode!r}"
