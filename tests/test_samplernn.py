@@ -57,9 +57,12 @@ def clips(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("rnn", ["gru", "lstm"])
-def test_no_sample_depends_on_itself_or_the_future(rnn):
-    model = small_model(rnn=rnn)
+TIERS_OF_THEIR_OWN = {"ratios": [20, 2, 2], "tier_hidden": [24, 40, 16], "tier_layers": [1, 2, 1]}
+
+
+@pytest.mark.parametrize("rnn, tiers", [("gru", {}), ("lstm", {}), ("gru", TIERS_OF_THEIR_OWN)])
+def test_no_sample_depends_on_itself_or_the_future(rnn, tiers):
+    model = small_model(rnn=rnn, **tiers)
     x = torch.rand(2, 80 + 4 * 80) * 1.6 - 0.8
     f, s = torch.randn(2, 4, 6), torch.tensor([0, 1])
     logits, _ = model(x, f, s, model.initial_state(2))
@@ -242,25 +245,25 @@ def test_generate_many_pads_without_touching_the_samples():
 
 
 @pytest.mark.parametrize(
-    "rnn, backend, dtype, batch, batched",
+    "rnn, backend, dtype, batch, batched, tiers",
     [
-        ("gru", "numpy", torch.float32, 1, False),
-        ("gru", "numpy", torch.float32, 2, False),
-        ("gru", "numpy", torch.float32, 2, True),
-        ("lstm", "torch", torch.float32, 1, False),
-        ("lstm", "torch", torch.float32, 2, False),
-        ("lstm", "torch", torch.float32, 2, True),
-        ("gru", "torch", torch.bfloat16, 2, False),
-        ("gru", "torch", torch.bfloat16, 2, True),
+        ("gru", "numpy", torch.float32, 1, False, TIERS_OF_THEIR_OWN),
+        ("gru", "numpy", torch.float32, 2, False, {}),
+        ("gru", "numpy", torch.float32, 2, True, {}),
+        ("lstm", "torch", torch.float32, 1, False, {}),
+        ("lstm", "torch", torch.float32, 2, False, {}),
+        ("lstm", "torch", torch.float32, 2, True, {}),
+        ("gru", "torch", torch.bfloat16, 2, False, {}),
+        ("gru", "torch", torch.bfloat16, 2, True, {}),
     ],
 )
-def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, batched):
+def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, batched, tiers):
     """Each generated sample is the Gumbel-max draw from the logits the model gives, run
     teacher-forced, to the generated past: the unrolled tiers, the tap tables, the first
     layer (pushed or, as for large batches, pulled), the bias folding and the noise (drawn
     inline or, as for large batches, on a second thread) all agree with the forward."""
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, rnn=rnn, layers=2)
+    cfg = ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, rnn=rnn, layers=2, **tiers)
     model = SampleRNN(cfg).eval()
     frames, temperature, seed = 4, 0.7, 5
     f, s = torch.randn(batch, frames, 6), torch.tensor([0, 1][:batch])
@@ -284,6 +287,11 @@ def test_presets_and_unknown_options():
     assert TrainConfig.from_preset("small", {"hidden": 16}).hidden == 16
     with pytest.raises(FeatprepError, match="unknown training option 'hiden'"):
         TrainConfig.from_preset("small", {"hiden": 16})
+    with pytest.raises(FeatprepError, match="tier_hidden has 3 values for 2 frame tiers"):
+        ModelConfig(tier_hidden=[8, 16, 32])
+    model = SampleRNN(ModelConfig(hidden=32, embedding=8, tier_hidden=[16, 48], tier_layers=[2, 1]))
+    assert [t.rnn.hidden_size for t in model.tiers] == [16, 48]
+    assert [t.rnn.num_layers for t in model.tiers] == [2, 1]
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,16 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
+from ..errors import FeatprepError
+
 
 @dataclass
 class ModelConfig:
     ratios: list[int] = field(default_factory=lambda: [20, 4])
-    hidden: int = 1024
-    layers: int = 1
+    hidden: int = 1024  # the sample-level MLP's, and every frame tier's unless tier_hidden
+    layers: int = 1  # of every frame tier's RNN unless tier_layers
+    tier_hidden: list[int] = field(default_factory=list)  # per frame tier, bottom-up
+    tier_layers: list[int] = field(default_factory=list)  # per frame tier, bottom-up
     rnn: str = "gru"  # gru | lstm
     levels: int = 256
     quantisation: str = "mu-law"  # mu-law | linear
@@ -48,6 +52,22 @@ class ModelConfig:
         for r in self.ratios[1:]:
             sizes.append(sizes[-1] * r)
         return sizes
+
+    def __post_init__(self) -> None:
+        for name in ("tier_hidden", "tier_layers"):
+            given = getattr(self, name)
+            if given and len(given) != len(self.ratios):
+                raise FeatprepError(f"{name} has {len(given)} values for {len(self.ratios)} frame tiers")
+
+    @property
+    def tier_sizes(self) -> list[int]:
+        """Hidden size of each frame tier, bottom-up."""
+        return list(self.tier_hidden) or [self.hidden] * len(self.ratios)
+
+    @property
+    def tier_depths(self) -> list[int]:
+        """RNN layers of each frame tier, bottom-up."""
+        return list(self.tier_layers) or [self.layers] * len(self.ratios)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,16 +99,18 @@ def dequantise(q: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
 
 
 class FrameTier(nn.Module):
-    def __init__(self, frame: int, ratio: int, cfg: ModelConfig, top: bool) -> None:
+    """One frame tier: ``hidden`` units in ``layers`` RNN layers, upsampled by ``ratio``
+    to ``out`` channels (the tier below's hidden size, or the sample MLP's)."""
+
+    def __init__(self, frame: int, ratio: int, cfg: ModelConfig, hidden: int, layers: int, out: int) -> None:
         super().__init__()
         self.frame, self.ratio = frame, ratio
-        self.expand = weight_norm(nn.Conv1d(frame, cfg.hidden, 1))
-        self.cond = nn.Linear(cfg.cond_dim, cfg.hidden) if cfg.cond_dim else None
+        self.expand = weight_norm(nn.Conv1d(frame, hidden, 1))
+        self.cond = nn.Linear(cfg.cond_dim, hidden) if cfg.cond_dim else None
         rnn = nn.GRU if cfg.rnn == "gru" else nn.LSTM
-        self.rnn = rnn(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True)
-        self.h0 = nn.Parameter(torch.zeros(cfg.layers * (2 if cfg.rnn == "lstm" else 1), 1, cfg.hidden))
-        self.upsample = weight_norm(nn.ConvTranspose1d(cfg.hidden, cfg.hidden, ratio, stride=ratio))
-        self.top = top
+        self.rnn = rnn(hidden, hidden, layers, batch_first=True)
+        self.h0 = nn.Parameter(torch.zeros(layers * (2 if cfg.rnn == "lstm" else 1), 1, hidden))
+        self.upsample = weight_norm(nn.ConvTranspose1d(hidden, out, ratio, stride=ratio))
         for name, p in self.rnn.named_parameters():
             if "weight_hh" in name:
                 for chunk in p.data.chunk(3 if cfg.rnn == "gru" else 4, 0):
@@ -128,8 +150,8 @@ class FrameTier(nn.Module):
             hidden = torch.cat([h, c], dim=0)
         else:
             out, hidden = self.rnn(x, hidden)
-        b, steps, size = out.shape
-        up = F.linear(out, *self.upsample_weight()).view(b, steps * self.ratio, size)
+        b, steps, _ = out.shape
+        up = F.linear(out, *self.upsample_weight()).view(b, steps * self.ratio, -1)
         return up, hidden
 
 
@@ -175,8 +197,10 @@ class SampleRNN(nn.Module):
         self.cfg = cfg
         sizes = cfg.frame_sizes
         ratios = [cfg.ratios[0]] + cfg.ratios[1:]  # tier i upsamples by ratios[i]
+        hidden, depths = cfg.tier_sizes, cfg.tier_depths
+        outs = [cfg.hidden, *hidden[:-1]]  # each tier feeds the one below it
         self.tiers = nn.ModuleList(
-            [FrameTier(sizes[i], ratios[i], cfg, top=i == len(sizes) - 1) for i in range(len(sizes))]
+            FrameTier(sizes[i], ratios[i], cfg, hidden[i], depths[i], outs[i]) for i in range(len(sizes))
         )
         self.sample = SampleMLP(cfg)
         # categorical feature columns (vocabulary indices, first) go through embeddings

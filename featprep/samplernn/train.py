@@ -45,6 +45,8 @@ class TrainConfig:
     pase_checkpoint: str = ""  # pase_trained: its starting weights ("": random, from seed)
     hidden: int = 1024
     layers: int = 1
+    tier_hidden: list[int] = field(default_factory=list)  # per frame tier, bottom-up ([]: hidden)
+    tier_layers: list[int] = field(default_factory=list)  # per frame tier, bottom-up ([]: layers)
     rnn: str = "gru"
     embedding: int = 256
     ratios: list[int] = field(default_factory=lambda: [20, 4])
@@ -137,6 +139,7 @@ class SpeakerSource:
 def _model_config(cfg: TrainConfig, corpus: Corpus, seeds: SpeakerSource | None) -> ModelConfig:
     return ModelConfig(
         ratios=list(cfg.ratios), hidden=cfg.hidden, layers=cfg.layers, rnn=cfg.rnn, embedding=cfg.embedding,
+        tier_hidden=list(cfg.tier_hidden), tier_layers=list(cfg.tier_layers),
         quantisation=cfg.quantisation, feature_dim=corpus.feature_dim,
         categorical=corpus.spec.vocabulary_sizes if corpus.spec else [],
         speakers=len(corpus.speakers) if cfg.speaker_mode == "embedding" else 0,
