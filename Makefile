@@ -40,7 +40,7 @@ bench: setup
 	$(PY) bench/linguistic.py
 	$(PY) bench/pase.py
 	$(PY) bench/normstats.py
-	cd bench && ../$(PY) train.py && ../$(PY) generate.py
+	cd bench && ../$(PY) loader.py && ../$(PY) train.py && ../$(PY) generate.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo .pytest_cache .ruff_cache
