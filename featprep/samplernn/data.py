@@ -167,7 +167,7 @@ class TBPTTLoader:
 
     @property
     def epoch(self) -> int:
-        return self.state_dict()["epoch"]
+        return self._epoch if self._handed is None else self._handed["epoch"]
 
     def empty_batch(self) -> Batch:
         """A batch without targets, for a rank that finished its epoch before the others."""
