@@ -64,10 +64,11 @@ def plain(model: SampleRNN) -> Iterator[SampleRNN]:
 def plain_generate(model: SampleRNN, features, speakers, frames: int, seed: int = 0) -> torch.Tensor:
     model.eval()
     batch = speakers.shape[0]
-    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
     top, window, sizes = model.top_frame, model.cfg.ratios[0], model.cfg.frame_sizes
     cond = model.conditioning(features, speakers, frames)
-    x = torch.zeros(batch, top + frames * top)
+    x = torch.zeros(batch, top + frames * top, device=device)
     q = quantise(x, model.cfg)
     state = model.initial_state(batch)
 
