@@ -369,7 +369,14 @@ def normstats(directory: Path, splits: str, recompute: bool, min_frames: int, va
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, logs).")
 @click.option("--preset", type=click.Choice(["paper", "small"]), default="paper", show_default=True)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a training option.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a training option, e.g. features=compact (ling, compact, compact_lf0, ling_lf0, "
+    "acoustic, none, or streams joined by +), speaker_mode=pase_seed, tier_hidden=[512,1024].",
+)
 @click.option("--steps", type=int, help="Stop after this many steps (counted from the start of training).")
 @click.option("--epochs", type=int, help="Stop after this many epochs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
