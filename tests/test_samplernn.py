@@ -1,5 +1,6 @@
 """SampleRNN: causality, state carry, the TBPTT loader, training, resume, generation."""
 
+import dataclasses
 import io
 import json
 import math
@@ -20,11 +21,13 @@ from featprep.shards import open_shard
 
 
 def resumed_run_matches(corpus, tmp_path, cfg, steps: int) -> list[float]:
-    """Train ``steps`` in one go (run "a") and in two halves with a resume (run "b");
-    assert both logged the same losses and return them."""
+    """Train ``steps`` in one go (run "a") and in two halves with a resume (run "b"), the
+    second half reading its batches in the loop (no reader threads); assert both logged
+    the same losses and return them."""
     train(corpus, tmp_path / "a", cfg, steps=steps, log=lambda _m: None)
     train(corpus, tmp_path / "b", cfg, steps=steps // 2, log=lambda _m: None)
-    train(corpus, tmp_path / "b", cfg, steps=steps, resume=True, log=lambda _m: None)
+    in_the_loop = dataclasses.replace(cfg, loader_workers=0)
+    train(corpus, tmp_path / "b", in_the_loop, steps=steps, resume=True, log=lambda _m: None)
     logs = [
         [json.loads(x)["train_bits"] for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
         for r in "ab"

@@ -249,7 +249,6 @@ def train(
     rank, world, dev = _distributed(dev)
     if cfg.batch_size % world:
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
-    out.mkdir(parents=True, exist_ok=True)
     features = None if cfg.features == "none" else cfg.features
     corpus = Corpus(directory, ("train",), features)
     valid = Corpus(directory, ("valid",), features) if _has_split(directory, "valid") else None
@@ -292,7 +291,7 @@ def train(
         if not checkpoint.is_file():
             raise FeatprepError(f"{checkpoint} does not exist: nothing to resume")
         saved = torch.load(checkpoint, map_location=dev, weights_only=True)
-        if saved["config"] != asdict(cfg):
+        if _compared(saved["config"]) != _compared(asdict(cfg)):
             raise FeatprepError(
                 f"{checkpoint} was trained with another configuration; resume with the same options"
             )
@@ -307,6 +306,7 @@ def train(
         state = [s.to(dev) for s in saved["hidden"][rank]]
         torch.random.set_rng_state(saved["rng"])
         step, skipped = saved["step"], saved["skipped"]
+    out.mkdir(parents=True, exist_ok=True)  # once the options and the corpus are known good
     if rank == 0:
         from ..manifest import read_manifest
 
@@ -418,6 +418,14 @@ def train(
             log_file.close()
             board.close()
     return record
+
+
+def _compared(config: dict[str, Any]) -> dict[str, Any]:
+    """The options a resumed run must share with its checkpoint: all but the reader
+    threads (they change no result), options newer than the checkpoint at their defaults."""
+    options = {**asdict(TrainConfig()), **config}
+    options.pop("loader_workers")
+    return options
 
 
 # log.jsonl keys -> TensorBoard tags
