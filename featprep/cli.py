@@ -463,12 +463,9 @@ def generate(
     """Generate speech for labels or text with a trained run, as a corpus speaker or, for
     pase_seed runs, as the speaker of a recording (--seed-wav). Several --labels/--text
     are generated in batches."""
-    import io
-
-    import soundfile as sf
     import torch
 
-    from .io import atomic_write_bytes
+    from .io import atomic_write_bytes, wav_bytes
     from .labels.frontend import merlin_normalise, text_to_labels
     from .labels.hts import read_hts
     from .samplernn.generate import Generator, generate_many
@@ -488,15 +485,11 @@ def generate(
     requests = [(features, who, frames) for features, frames in conditioning]
     generator = Generator(trained.model, dtype=getattr(torch, dtype))
     single = len(names) == 1 and out.suffix.lower() == ".wav"
-    if not single:
-        out.mkdir(parents=True, exist_ok=True)
+    (out.parent if single else out).mkdir(parents=True, exist_ok=True)
     audio = generate_many(generator, requests, batch_size=batch_size, temperature=temperature, seed=seed)
     for name, samples in zip(names, audio, strict=True):
         target = out if single else out / f"{name}.wav"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        wav = io.BytesIO()
-        sf.write(wav, samples, 16000, subtype="PCM_16", format="WAV")
-        atomic_write_bytes(target, wav.getvalue())
+        atomic_write_bytes(target, wav_bytes(samples, 16000))
         click.echo(f"{target}: {len(samples) / 16000:.2f} s")
 
 

@@ -8,13 +8,14 @@ dependency. Point ``tensorboard --logdir RUN/tensorboard`` at a run.
 
 from __future__ import annotations
 
-import io
 import socket
 import struct
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ..io import wav_bytes
 
 _CRC_TABLE = []
 for _n in range(256):
@@ -83,15 +84,11 @@ class EventWriter:
         self._file.flush()
 
     def audio(self, step: int, tag: str, samples: np.ndarray, rate: int) -> None:
-        import soundfile as sf
-
-        wav = io.BytesIO()
-        sf.write(wav, samples, rate, subtype="PCM_16", format="WAV")
         audio = (
             b"\x0d" + struct.pack("<f", rate)  # sample_rate, field 1, float
             + _varint(2 << 3) + _varint(1)  # num_channels
             + _varint(3 << 3) + _varint(len(samples))  # length_frames
-            + _field(4, wav.getvalue())
+            + _field(4, wav_bytes(samples, rate))
             + _field(5, b"audio/wav")
         )  # fmt: skip
         self._write(_event(step, summary=_field(1, _field(1, tag.encode()) + _field(6, audio))))

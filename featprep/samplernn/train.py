@@ -443,8 +443,7 @@ def _write_sample(
     out: Path, step: int, model: SampleRNN, corpus: Corpus, seeds, seconds: float
 ) -> np.ndarray:
     """Generate the first seconds of the first (valid) utterance: RUN/samples/step-N.wav."""
-    import soundfile as sf
-
+    from ..io import atomic_write_bytes, wav_bytes
     from .generate import generate
 
     u = corpus.utterances[0]
@@ -455,10 +454,9 @@ def _write_sample(
     model.train()
     folder = out / "samples"
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".step-{step:07d}.wav.tmp"
-    sf.write(tmp, audio[0].numpy(), 16000, subtype="PCM_16", format="WAV")
-    os.replace(tmp, folder / f"step-{step:07d}.wav")
-    return audio[0].numpy()
+    samples = audio[0].numpy()
+    atomic_write_bytes(folder / f"step-{step:07d}.wav", wav_bytes(samples, 16000))
+    return samples
 
 
 def _has_split(directory: Path, split: str) -> bool:
