@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from featprep.errors import FeatprepError
+from featprep.manifest import read_manifest
 from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
 from featprep.samplernn.evaluate import evaluate as evaluate_run
@@ -468,7 +469,7 @@ def test_feature_specs_pack_the_streams_they_name(labelled_corpus, pase_corpus):
     from featprep.normalise import Normaliser
     from featprep.samplernn.conditioning import parse_spec
 
-    features = json.loads((labelled_corpus / "manifest.json").read_text())["features"]
+    features = read_manifest(labelled_corpus)["features"]
     dims = {f["name"]: f["dim"] for f in features}
     compact = parse_spec("compact_lf0", features)
     # the SSW 2019 set: 10 categorical fields first, 45 numeric, log-F0 and the voiced flag
@@ -486,7 +487,7 @@ def test_feature_specs_pack_the_streams_they_name(labelled_corpus, pase_corpus):
         with pytest.raises(FeatprepError, match=re.escape(message)):
             parse_spec(bad, features)
     with pytest.raises(FeatprepError, match="not frame-level"):  # PASE frames are 10 ms
-        parse_spec("pase", json.loads((pase_corpus / "manifest.json").read_text())["features"])
+        parse_spec("pase", read_manifest(pase_corpus)["features"])
     # packed frames: normalised float columns where they belong, indices kept as they are
     corpus = Corpus(labelled_corpus, ("train",), "ling_lf0")
     u = corpus.utterances[0]

@@ -59,7 +59,7 @@ class Corpus:
         self.spec = None if features is None else parse_spec(features, manifest["features"])
         self.feature_dim = self.spec.dim if self.spec else 0
         self.features = features if self.spec else None
-        self.normaliser = _Normalisers(directory) if self.spec and normalise else None
+        self.normaliser = Normalisers(directory) if self.spec and normalise else None
         self.shards: list[dict[str, np.ndarray]] = []
         self.utterances: list[UtteranceRef] = []
         for shard in manifest["shards"]:
@@ -96,12 +96,12 @@ class Corpus:
         return pack(self.spec, {s: shard[s][rows] for s in self.spec.streams}, normalise)
 
 
-class _Normalisers:
+class Normalisers:
     """Per-speaker normalisers of a corpus's streams, loaded once each (thread-safe: a race
     loads the same file twice)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
         self.cache: dict[tuple[str, str | None], Normaliser] = {}
 
     def __call__(self, stream: str, speaker: str | None) -> Normaliser:

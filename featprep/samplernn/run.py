@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ from ..labels.linguistic import linguistic_features
 from ..labels.matching import CompiledQuestions
 from ..labels.questions import load_questions
 from ..manifest import read_manifest
-from ..normalise import Normaliser
-from .conditioning import pack, parse_spec
+from .conditioning import FeatureSpec, pack, parse_spec
+from .data import Normalisers
 from .model import ModelConfig, SampleRNN
 
 
@@ -109,6 +110,19 @@ class Run:
         frames = label.num_frames()
         if self.info["features"] is None:
             return None, frames
+        spec, vocab = self._label_spec
+        arrays = {}
+        if "ling" in spec.streams:
+            subphone = self.info["linguistic"]["subphone_features"]
+            arrays["ling"] = linguistic_features(label, self._questions, subphone_features=subphone)
+        if vocab is not None:
+            arrays["ling_cat"], arrays["ling_num"] = label_compact_features(label, vocab)
+        return pack(spec, arrays, lambda stream, x: self._normalisers(stream, speaker)(x)), frames
+
+    @cached_property
+    def _label_spec(self) -> tuple[FeatureSpec, dict[str, list[str]] | None]:
+        """The run's feature spec, checked to be computable from labels, and the compact
+        set's vocabularies when it reads them (read once for all utterances)."""
         streams = {f["name"]: f for f in read_manifest(self.info["corpus"])["features"]}
         spec = parse_spec(self.info["features"], list(streams.values()))
         other = [s for s in spec.streams if s not in ("ling", "ling_cat", "ling_num")]
@@ -117,15 +131,13 @@ class Run:
                 f"generation from labels needs features computed from labels; this run's "
                 f"{spec.text!r} also reads {other[0]!r}"
             )
-        arrays = {}
-        if "ling" in spec.streams:
-            ling = self.info["linguistic"]
-            questions = CompiledQuestions(load_questions(ling["questions"]))
-            arrays["ling"] = linguistic_features(
-                label, questions, subphone_features=ling["subphone_features"]
-            )
-        if {"ling_cat", "ling_num"} & set(spec.streams):
-            vocab = manifest_vocabularies(streams["ling_cat"]["vocabularies"])
-            arrays["ling_cat"], arrays["ling_num"] = label_compact_features(label, vocab)
-        corpus = self.info["corpus"]
-        return pack(spec, arrays, lambda stream, x: Normaliser.load(corpus, stream, speaker)(x)), frames
+        compact = {"ling_cat", "ling_num"} & set(spec.streams)
+        return spec, manifest_vocabularies(streams["ling_cat"]["vocabularies"]) if compact else None
+
+    @cached_property
+    def _questions(self) -> CompiledQuestions:
+        return CompiledQuestions(load_questions(self.info["linguistic"]["questions"]))
+
+    @cached_property
+    def _normalisers(self) -> Normalisers:
+        return Normalisers(self.info["corpus"])
