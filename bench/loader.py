@@ -16,13 +16,10 @@ import time
 from common import arguments, demo_corpus
 from samplernn_models import peak_rss_mb
 
-from featprep.demo import DEMO_LABELS
+from featprep.demo import DEMO_GENDERS, DEMO_LABELS
 from featprep.normstats import normstats
 from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
-
-GENDERS = [f"speakers.gender.{s}={g}" for s, g in [("dma", "M"), ("dmb", "M"), ("dmc", "M"),
-                                                     ("dfa", "F"), ("dfb", "F"), ("dfc", "F")]]  # fmt: skip
 
 
 def epoch_seconds(corpus: Corpus, batch: int, workers: int, step: float) -> tuple[float, int]:
@@ -42,7 +39,7 @@ def main() -> None:
     args = arguments(__doc__, batch=(int, 16), workers=(int, 2), **{"step-ms": (float, 5.0)})
     prepared = args.workdir / "prepared-arctic"
     if not (prepared / "stats").is_dir():
-        sets = GENDERS + DEMO_LABELS["cmu_arctic"] + ["acoustic.enabled=false"]
+        sets = DEMO_GENDERS + DEMO_LABELS["cmu_arctic"] + ["acoustic.enabled=false"]
         prepare("cmu_arctic", demo_corpus(args.workdir) / "cmu_arctic", prepared, overrides=sets)
         normstats(prepared, min_frames=0)
     corpus = Corpus(prepared, ("train",), "ling")

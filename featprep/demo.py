@@ -124,6 +124,8 @@ DEFECTS = (
 )
 
 
+#: the demo speakers' genders, as recipe overrides (CMU Arctic has no speaker table)
+DEMO_GENDERS = [f"speakers.gender.{s.arctic}={s.gender}" for s in SPEAKERS]
 #: label sources of the demo's prepare runs: the exact labels Festival synthesised from
 DEMO_LABELS = {
     "vctk-0.80": ["labels.source=dir", "labels.dir=../truth/full"],
@@ -511,11 +513,11 @@ def run_demo(
     from .pipeline import prepare
 
     corpus = build_corpus(out / "corpus", per_speaker=per_speaker, seed=seed, log=log)
-    genders = [f"speakers.gender.{s.arctic}={s.gender}" for s in SPEAKERS]
+    arctic_sets = DEMO_GENDERS + DEMO_LABELS["cmu_arctic"] + DEMO_PASE
     runs = [
         ("vctk", corpus / "VCTK-Corpus", "vctk-0.80", DEMO_LABELS["vctk-0.80"]),
         ("vctk", corpus / "VCTK-Corpus-0.92", "vctk-0.92", DEMO_LABELS["vctk-0.92"]),
-        ("cmu_arctic", corpus / "cmu_arctic", "cmu_arctic", genders + DEMO_LABELS["cmu_arctic"] + DEMO_PASE),
+        ("cmu_arctic", corpus / "cmu_arctic", "cmu_arctic", arctic_sets),
     ]
     lines = [f"demo corpus: {corpus} (ground truth in {corpus / 'truth'})"]
     for name, root, target, sets in runs:
