@@ -218,6 +218,11 @@ def test_generation_shape_and_seed():
     # one Generator serves many calls, and its batch rows are independent utterances
     generator = Generator(model)
     assert torch.equal(generator(f, s, 3, seed=1), a)
+    # numpy for small models; for large ones at batch 1 only
+    assert generator.runs_numpy(1) and generator.runs_numpy(64)
+    large = Generator(SampleRNN(ModelConfig(hidden=512, embedding=8, feature_dim=6, speakers=2)))
+    assert large.runs_numpy(1) and not large.runs_numpy(2)
+    assert not Generator(model, dtype=torch.bfloat16).runs_numpy(1)
     with pytest.raises(FeatprepError, match="3 frames of features for 2 frames"):
         generate(model, f, s, 2)
     with pytest.raises(FeatprepError, match="temperature -1"):
@@ -254,9 +259,13 @@ def test_generate_many_pads_without_touching_the_samples():
         ("gru", "numpy", torch.float32, 1, False, TIERS_OF_THEIR_OWN),
         ("gru", "numpy", torch.float32, 2, False, {}),
         ("gru", "numpy", torch.float32, 2, True, {}),
+        ("lstm", "numpy", torch.float32, 1, False, TIERS_OF_THEIR_OWN),
+        ("lstm", "numpy", torch.float32, 2, True, {}),
+        ("gru", "torch", torch.float32, 1, False, {}),
         ("lstm", "torch", torch.float32, 1, False, {}),
         ("lstm", "torch", torch.float32, 2, False, {}),
         ("lstm", "torch", torch.float32, 2, True, {}),
+        ("gru", "torch", torch.bfloat16, 1, False, {}),
         ("gru", "torch", torch.bfloat16, 2, False, {}),
         ("gru", "torch", torch.bfloat16, 2, True, {}),
     ],
@@ -264,8 +273,9 @@ def test_generate_many_pads_without_touching_the_samples():
 def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, batched, tiers):
     """Each generated sample is the Gumbel-max draw from the logits the model gives, run
     teacher-forced, to the generated past: the unrolled tiers, the tap tables, the first
-    layer (pushed or, as for large batches, pulled), the bias folding and the noise (drawn
-    inline or, as for large batches, on a second thread) all agree with the forward."""
+    layer (pushed or, as for large batches, pulled), the bias folding, the RNN cells
+    written out (numpy; PyTorch at batch 1) and the noise (drawn inline or, as for large
+    batches, on a second thread) all agree with the forward."""
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, rnn=rnn, layers=2, **tiers)
     model = SampleRNN(cfg).eval()
@@ -284,6 +294,36 @@ def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, ba
     agreement = (drawn == quantise(y, model.cfg)).float().mean().item()
     # bfloat16 products may flip a near tie; float32 must not (beyond summation order)
     assert agreement >= (0.99 if dtype == torch.bfloat16 else 0.999)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("arrays", [False, True])
+def test_unrolled_tier_steps_equal_the_tier(rnn, batch, arrays):
+    """The generator's tier, one frame a step (the RNN cells written out in numpy and, at
+    batch 1, in PyTorch), gives the model tier's upsampled output and state."""
+    from featprep.samplernn.generate import _Tier
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(hidden=24, embedding=8, feature_dim=5, rnn=rnn, layers=2)
+    tier = SampleRNN(cfg).tiers[1].eval()
+    with torch.no_grad():  # nothing left at its zero initialisation
+        for p in tier.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    steps = 5
+    prev, upper = torch.rand(batch, steps, tier.frame) * 2 - 1, torch.randn(batch, steps, 24)
+    cond = torch.randn(batch, steps, cfg.cond_dim)
+    with torch.no_grad():
+        expected, hidden = tier(prev, upper, cond, tier.initial(batch))
+        unrolled = _Tier.of(tier, torch.float32)
+        projected = tier.cond(cond)
+    if arrays:
+        unrolled = unrolled.numpy()
+        prev, upper, projected = prev.numpy(), upper.numpy(), projected.numpy()
+    state = unrolled.initial(batch)
+    got = np.stack([unrolled.step(prev[:, j], upper[:, j], projected[:, j], state) for j in range(steps)], 1)
+    np.testing.assert_allclose(got.reshape(expected.shape), expected.numpy(), atol=2e-5)
+    np.testing.assert_allclose(np.stack(state), hidden.numpy(), atol=2e-5)
 
 
 def test_presets_and_unknown_options():

@@ -1,7 +1,7 @@
 """Autoregressive generation: frame tiers run only at their frame boundaries.
 
 A :class:`Generator` unrolls a trained model once into plain matrices: each frame tier's
-step is two matrix products around one fused RNN cell, and the sample level, the only
+step is two matrix products around one RNN cell, and the sample level, the only
 work done for every sample, is its first layer, three small matrix products and an
 argmax. The window convolution over embeddings becomes one table per tap
 (``conv(embed(w)) = sum_i T_i[w_i]``): for small batches a drawn sample adds its row of
@@ -12,19 +12,22 @@ added once per bottom frame. Sampling uses the Gumbel-max trick with the noise d
 once per top frame; ``argmax(l / T + g) = argmax(l + T g)``, so the temperature scales
 the noise and ``T = 0`` is greedy decoding.
 
-On the CPU the sample step of a small model runs in numpy (a PyTorch call costs more
-than its arithmetic at these sizes); large models and GPUs run it in PyTorch, in float32
-or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix products are several times
-faster). Batched: many utterances at once, each row with its own conditioning.
+On the CPU, small models and batch 1 run in numpy (a PyTorch call costs more than a
+small product's arithmetic, and at batch 1 every product is a matrix times a vector,
+which streams the matrix fastest); large batches of large models and GPUs run in
+PyTorch, in float32 or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix products
+are several times faster). Batched: many utterances at once, each row with its own
+conditioning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,10 +41,44 @@ from .model import FrameTier, SampleRNN, dequantise, quantise
 NUMPY_UP_TO = 256  # hidden size up to which the CPU sample step runs in numpy (2 CPU threads)
 
 
+_Array = np.ndarray | torch.Tensor
+
+
+class _Math(NamedTuple):
+    """The arithmetic of a tier step: ``affine(x, w, b)`` is x (B, in) times w (out, in)
+    transposed plus b."""
+
+    affine: Callable
+    sigmoid: Callable
+    tanh: Callable
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # at batch 1, a matrix times a vector: ``F.linear`` on a one-row matrix streams a
+    # (3072, 1024) matrix 2.3x slower on the CPU
+    return torch.addmv(b, w, x[0])[None] if x.shape[0] == 1 else F.linear(x, w, b)
+
+
+def _affine(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    y = np.dot(w, x[0])[None] if len(x) == 1 else np.dot(x, w.T)  # a vector at batch 1, as _linear
+    y += b
+    return y
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x * np.float32(0.5)) * np.float32(0.5) + np.float32(0.5)
+
+
+_NUMPY = _Math(_affine, _sigmoid, np.tanh)
+_TORCH = _Math(_linear, torch.sigmoid, torch.tanh)
+
+
 @dataclass
 class _Tier:
-    """One frame tier as plain tensors: (out, in) matrices, as ``F.linear`` takes them (at
-    batch 1 that layout is ~1.4x faster than ``addmm`` on (in, out) for large matrices)."""
+    """One frame tier as plain tensors, or numpy views of them (:meth:`numpy`): (out, in)
+    matrices, as ``F.linear`` takes them. In PyTorch from batch 2 a step runs PyTorch's
+    fused RNN cells; otherwise the cells below, on ``math`` (PyTorch's gate orders: GRU
+    r, z, n; LSTM i, f, g, o)."""
 
     size: int
     ratio: int
@@ -50,6 +87,7 @@ class _Tier:
     lstm: bool
     h0: torch.Tensor  # (layers or 2 * layers, hidden): LSTM cell states after the hidden ones
     upsample: tuple[torch.Tensor, torch.Tensor]
+    math: _Math = _TORCH
 
     @classmethod
     def of(cls, tier: FrameTier, dtype: torch.dtype) -> _Tier:
@@ -74,30 +112,55 @@ class _Tier:
             upsample=mat(*tier.upsample_weight()),
         )
 
-    def initial(self, batch: int) -> list[torch.Tensor]:
+    def numpy(self) -> _Tier:
+        """The same tier on numpy views of its (float32, CPU) tensors."""
+
+        def views(ts: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, ...]:
+            return tuple(t.numpy() for t in ts)
+
+        return replace(
+            self,
+            expand=views(self.expand),
+            cells=[views(c) for c in self.cells],
+            h0=self.h0.numpy(),
+            upsample=views(self.upsample),
+            math=_NUMPY,
+        )
+
+    def initial(self, batch: int) -> list[_Array]:
+        if self.math is _NUMPY:
+            return [np.repeat(h[None], batch, axis=0) for h in self.h0]
         return [h.expand(batch, -1).contiguous() for h in self.h0]
 
-    def step(
-        self,
-        prev: torch.Tensor,
-        upper: torch.Tensor | None,
-        cond: torch.Tensor | None,
-        state: list[torch.Tensor],
-    ) -> torch.Tensor:
+    def step(self, prev: _Array, upper: _Array | None, cond: _Array | None, state: list[_Array]) -> _Array:
         """One frame: prev (B, size) samples -> (B, ratio, hidden); ``state`` is updated."""
-        x = F.linear(prev, *self.expand)
+        m = self.math
+        x = m.affine(prev, *self.expand)
         if upper is not None:
             x += upper
         if cond is not None:
             x += cond
         layers = len(self.cells)
+        fused = m is _TORCH and len(x) > 1
         for k, cell in enumerate(self.cells):
-            if self.lstm:
-                state[k], state[layers + k] = torch.lstm_cell(x, (state[k], state[layers + k]), *cell)
+            h = state[k]
+            if self.lstm and fused:
+                state[k], state[layers + k] = torch.lstm_cell(x, (h, state[layers + k]), *cell)
+            elif fused:
+                state[k] = torch.gru_cell(x, h, *cell)
             else:
-                state[k] = torch.gru_cell(x, state[k], *cell)
+                gates, hidden, n = m.affine(x, cell[0], cell[2]), m.affine(h, cell[1], cell[3]), h.shape[1]
+                if self.lstm:
+                    gates += hidden
+                    i, f, g, o = (gates[:, j * n : (j + 1) * n] for j in range(4))
+                    c = m.sigmoid(f) * state[layers + k] + m.sigmoid(i) * m.tanh(g)
+                    state[k], state[layers + k] = m.sigmoid(o) * m.tanh(c), c
+                else:
+                    rz = m.sigmoid(gates[:, : 2 * n] + hidden[:, : 2 * n])
+                    new = m.tanh(gates[:, 2 * n :] + rz[:, :n] * hidden[:, 2 * n :])
+                    state[k] = new + rz[:, n:] * (h - new)
             x = state[k]
-        return F.linear(x, *self.upsample).view(x.shape[0], self.ratio, -1)
+        return m.affine(x, *self.upsample).reshape(x.shape[0], self.ratio, -1)
 
 
 class _PushedTaps:
@@ -127,14 +190,14 @@ class _PushedTaps:
         else:  # index_select: 2.4x faster than advanced indexing at hidden 1024
             self.rows = lambda d: taps.index_select(1, d)
 
-    def begin(self, base: np.ndarray | torch.Tensor) -> None:
+    def begin(self, base: _Array) -> None:
         """Add the upper tier and conditioning, (B, window, hidden), of a bottom frame."""
         self.acc[: self.window, :, : self.hidden] += base.swapaxes(0, 1)
 
-    def layer(self, k: int) -> np.ndarray | torch.Tensor:
+    def layer(self, k: int) -> _Array:
         return self.acc[k]
 
-    def drawn(self, k: int, d: np.ndarray | torch.Tensor) -> None:
+    def drawn(self, k: int, d: _Array) -> None:
         # in place on a view: ``acc[a:b] += x`` would also assign the result back
         later = self.acc[k + 1 : k + 1 + self.window]
         later += self.rows(d)
@@ -166,15 +229,15 @@ class _PulledTaps:
             t.numpy() if numpy else t for t in (history, offsets, base, self.rows.view(batch, window))
         )
 
-    def begin(self, base: np.ndarray | torch.Tensor) -> None:
+    def begin(self, base: _Array) -> None:
         self.base[:, :, : self.hidden] = base
 
-    def layer(self, k: int) -> np.ndarray | torch.Tensor:
+    def layer(self, k: int) -> _Array:
         self.add(self.history[:, k : k + self.window], self.offsets, out=self.index)
         h = self.out(F.embedding_bag(self.rows, self.table, self.bags, mode="sum"))
         return self.add(h, self.base[:, k], out=h)
 
-    def drawn(self, k: int, d: np.ndarray | torch.Tensor) -> None:
+    def drawn(self, k: int, d: _Array) -> None:
         self.history[:, self.window + k] = d
 
     def end(self) -> None:
@@ -182,9 +245,10 @@ class _PulledTaps:
 
 
 class _NumpyMLP:
-    """The sample-level MLP in numpy (small models on the CPU), two calls a layer: the
-    input carries a constant 1 in its last column, which holds each bias as the last row
-    of an augmented matrix and passes itself on (ReLU keeps it 1)."""
+    """The sample-level MLP in numpy (on the CPU), two calls a layer: the input carries a
+    constant 1 in its last column, which holds each bias as the last row of an augmented
+    matrix and passes itself on (ReLU keeps it 1). At batch 1 the matrices are kept
+    (out, in) and multiply the row as a vector (see _NumpyTier)."""
 
     def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> None:
         self.layers = []
@@ -195,16 +259,24 @@ class _NumpyMLP:
             aug[:-1, : w.shape[1]], aug[-1, : w.shape[1]] = w, b.numpy()
             if not last:
                 aug[-1, -1] = 1.0
-            self.layers.append((aug, np.empty((batch, aug.shape[1]), np.float32)))
+            if batch == 1:
+                aug = np.ascontiguousarray(aug.T)
+            self.layers.append((aug, np.empty((batch, aug.shape[1 if batch > 1 else 0]), np.float32)))
+        if batch == 1:
+            self.dot = lambda h, w, out: np.dot(w, h[0], out=out[0])
+        else:  # np.dot: 0.3 us less a call than np.matmul
+            self.dot = lambda h, w, out: np.dot(h, w, out=out)
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
         """h: a row of the accumulator, read once, so the first ReLU may overwrite it."""
         np.maximum(h, 0.0, out=h)
-        for w, out in self.layers[:-1]:  # np.dot: 0.3 us less a call than np.matmul
-            np.maximum(np.dot(h, w, out=out), 0.0, out=out)
+        for w, out in self.layers[:-1]:
+            self.dot(h, w, out)
+            np.maximum(out, 0.0, out=out)
             h = out
         w, out = self.layers[-1]
-        return np.dot(h, w, out=out)
+        self.dot(h, w, out)
+        return out
 
 
 class _TorchMLP:
@@ -216,7 +288,7 @@ class _TorchMLP:
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         """h: a row of the first layer, read once, so the first ReLU may overwrite it."""
         for w, b in self.layers:
-            h = F.linear(h.relu_(), w, b)
+            h = _linear(h.relu_(), w, b)
         return h.float()
 
 
@@ -227,8 +299,8 @@ class Generator:
     ----------
     model : the trained SampleRNN (any device).
     dtype : ``torch.float32`` or ``torch.bfloat16`` for the matrix products.
-    backend : ``"auto"`` (numpy for small models on the CPU in float32), ``"numpy"`` or
-        ``"torch"``.
+    backend : ``"auto"`` (numpy on the CPU in float32 for small models, and for large
+        ones at batch 1), ``"numpy"`` or ``"torch"``.
     """
 
     NOISE_THREAD_FROM = 16  # batch size; below it the hand-over costs more than the draw
@@ -241,13 +313,11 @@ class Generator:
             raise FeatprepError(f"generation dtype {dtype}: expected float32 or bfloat16")
         self.model = model.eval()
         self.device = next(model.parameters()).device
-        cpu_small = self.device.type == "cpu" and model.cfg.hidden <= NUMPY_UP_TO and dtype == torch.float32
         if backend not in ("auto", "numpy", "torch"):
             raise FeatprepError(f"generation backend {backend!r}: expected auto, numpy or torch")
         if backend == "numpy" and (self.device.type != "cpu" or dtype != torch.float32):
             raise FeatprepError("the numpy backend runs float32 on the CPU only")
-        self.numpy = backend == "numpy" or (backend == "auto" and cpu_small)
-        self.dtype = dtype
+        self.backend, self.dtype = backend, dtype
         sample = model.sample
         # weight-normed layers: compute their weights once
         with torch.no_grad(), torch.nn.utils.parametrize.cached():
@@ -255,12 +325,22 @@ class Generator:
             tables = sample.tables()
         # tap j of the flipped tables is what a sample adds to the step j + 1 samples later
         taps = tables.flip(0)
-        if self.numpy:  # a zero column under _NumpyMLP's constant ones
-            taps = torch.nn.functional.pad(taps, (0, 1))
         self.taps = taps.contiguous().to(dtype)
+        self.numpy_taps = self.numpy_tiers = None
+        if self.device.type == "cpu" and dtype == torch.float32:
+            self.numpy_taps = F.pad(taps, (0, 1)).contiguous()  # a zero column under _NumpyMLP's ones
+            self.numpy_tiers = [t.numpy() for t in self.tiers]
         linear = [m for m in sample.mlp if isinstance(m, torch.nn.Linear)]
         self.layers = [(m.weight.detach().contiguous().to(dtype), m.bias.detach().to(dtype)) for m in linear]
         self.values = dequantise(torch.arange(model.cfg.levels), model.cfg).to(self.device)
+
+    def runs_numpy(self, batch: int) -> bool:
+        """Whether a batch of this size runs its steps in numpy."""
+        if self.backend != "auto" or self.numpy_tiers is None:
+            return self.backend == "numpy"
+        # at batch 1 a large model streams its matrices through np.dot(w, x) (1.05x
+        # PyTorch's addmv, less per-call cost); from batch 2 PyTorch's products win
+        return self.model.cfg.hidden <= NUMPY_UP_TO or batch == 1
 
     @torch.inference_mode()
     def __call__(
@@ -293,18 +373,21 @@ class Generator:
             sample_cond = model.sample.cond(cond).to(self.taps.dtype)
         silence = int(quantise(torch.zeros(1), model.cfg)[0])
         x = self.values[silence].to(self.dtype).repeat(batch, top + frames * top)
+        numpy = self.runs_numpy(batch)
+        tiers, values, samples = self.tiers, self.values.to(self.dtype), x
+        if numpy:  # the loop below runs on numpy views of the same memory
+            tiers, values, samples = self.numpy_tiers, values.numpy(), x.numpy()
+            tier_cond = [None if c is None else c.numpy() for c in tier_cond]
+            sample_cond = None if sample_cond is None else sample_cond.numpy()
         pulled = batch >= self.PULL_FROM
         first = (_PulledTaps if pulled else _PushedTaps)(
-            self.taps, silence, batch, model.cfg.hidden, self.numpy
+            self.numpy_taps if numpy else self.taps, silence, batch, model.cfg.hidden, numpy
         )
-        mlp = (_NumpyMLP if self.numpy else _TorchMLP)(self.layers, batch)
-        if self.numpy and sample_cond is not None:
-            sample_cond = sample_cond.numpy()
-        state = [t.initial(batch) for t in self.tiers]
+        mlp = (_NumpyMLP if numpy else _TorchMLP)(self.layers, batch)
+        state = [t.initial(batch) for t in tiers]
         noise = None
 
-        def bottom_frame(start: int, up: torch.Tensor, frame: int) -> None:
-            base = up.numpy() if self.numpy else up
+        def bottom_frame(start: int, base: _Array, frame: int) -> None:
             if sample_cond is not None:
                 base = base + sample_cond[:, frame, None]
             first.begin(base)
@@ -318,13 +401,12 @@ class Generator:
                 first.drawn(k, d)
                 drawn.append(d)
             first.end()
-            block = torch.from_numpy(np.stack(drawn, axis=1)) if self.numpy else torch.stack(drawn, dim=1)
-            x[:, start : start + window] = self.values[block].to(self.dtype)
+            samples[:, start : start + window] = values[(np.stack if numpy else torch.stack)(drawn, 1)]
 
-        def frame_tier(i: int, start: int, upper: torch.Tensor | None, frame: int) -> None:
-            tier = self.tiers[i]
+        def frame_tier(i: int, start: int, upper: _Array | None, frame: int) -> None:
+            tier = tiers[i]
             c = None if tier_cond[i] is None else tier_cond[i][:, frame]
-            up = tier.step(x[:, start - tier.size : start], upper, c, state[i])
+            up = tier.step(samples[:, start - tier.size : start], upper, c, state[i])
             if i == 0:
                 bottom_frame(start, up, frame)
                 return
@@ -332,7 +414,7 @@ class Generator:
                 frame_tier(i - 1, start + k * (tier.size // tier.ratio), up[:, k], frame)
 
         with contextlib.ExitStack() as stack:
-            if self.numpy:
+            if numpy and model.cfg.hidden <= NUMPY_UP_TO:
                 # one thread for the matrix products: at these sizes a second PyTorch or
                 # BLAS thread only spins against the first (2.6x slower at batch 64);
                 # the second core draws the noise instead
@@ -343,7 +425,7 @@ class Generator:
                 gumbel = stack.enter_context(_GumbelStream(seed, (top, batch, levels), temperature, ahead))
             for j in range(frames):
                 if temperature > 0:
-                    noise = gumbel.take() if self.numpy else torch.from_numpy(gumbel.take()).to(self.device)
+                    noise = gumbel.take() if numpy else torch.from_numpy(gumbel.take()).to(self.device)
                 frame_tier(len(self.tiers) - 1, top + j * top, None, j)
         return x[:, top:].float().cpu()
 
