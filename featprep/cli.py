@@ -526,12 +526,19 @@ def evaluate(
         batch_size=batch_size,
         dtype=getattr(torch, dtype),
     )
-    click.echo(f"{'speaker':<10} {'frames':>7} {'MCD dB':>8} {'F0 RMSE':>8} {'V/UV err':>8}")
+
+    def number(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    header = f"{'utterance':<16} {'speaker':<10} {'frames':>7} {'MCD dB':>8} {'F0 RMSE':>8} {'V/UV err':>8}"
+    click.echo(header)
     for r in result["utterances"]:
-        metrics = f"{r['mcd_db']:8.2f} {r['f0_rmse_hz']:8.1f} {r['vuv_error']:8.3f}"
-        click.echo(f"{r['speaker']:<10} {r['frames']:>7} {metrics}")
+        metrics = f"{r['mcd_db']:8.2f} {number(r['f0_rmse_hz'], '8.1f'):>8} {r['vuv_error']:8.3f}"
+        click.echo(f"{r['utterance']:<16} {r['speaker']:<10} {r['frames']:>7} {metrics}")
     click.echo(
-        f"{split}: NLL {result['nll_bits']:.3f} bits/sample, MCD {result['mcd_db']:.2f} dB, "
-        f"F0 RMSE {result['f0_rmse_hz']:.1f} Hz, V/UV error {result['vuv_error']:.3f}"
+        f"{split}: NLL {number(result['nll_bits'], '.3f')} bits/sample, MCD {result['mcd_db']:.2f} dB, "
+        f"F0 RMSE {number(result['f0_rmse_hz'], '.1f')} Hz ({result['f0_frames']} frames voiced in both), "
+        f"V/UV error {result['vuv_error']:.3f}"
     )
-    atomic_write_text(run_folder / f"eval_{split}.json", json.dumps(result, indent=1) + "\n")
+    text = json.dumps(result, indent=1, allow_nan=False)  # strict JSON: undefined figures are null
+    atomic_write_text(run_folder / f"eval_{split}.json", text + "\n")

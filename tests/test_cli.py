@@ -1,6 +1,7 @@
 """The command line: one clear line and a non-zero exit for bad input, never a traceback."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -221,7 +222,7 @@ def test_train_and_generate_commands(demo_corpus, tmp_path):
 def test_evaluate_command(tmp_path, demo_corpus):
     """A tiny run evaluated on two test utterances' first 0.3 s: the table and the JSON."""
     from featprep.demo import DEMO_LABELS
-    from featprep.samplernn.evaluate import compare
+    from featprep.samplernn.evaluate import frame_errors, summarise
 
     data, run = tmp_path / "data", tmp_path / "run"
     assert prepare_arctic(demo_corpus, data, *DEMO_LABELS["cmu_arctic"]).returncode == 0
@@ -229,9 +230,12 @@ def test_evaluate_command(tmp_path, demo_corpus):
     assert featprep("train", data, "--out", run, "--preset", "small", "--steps", "2").returncode == 0
     r = featprep("evaluate", run, "--max-utterances", "2", "--max-seconds", "0.3")
     assert r.returncode == 0, r.stderr
-    result = json.loads((run / "eval_test.json").read_text())
+    result = json.loads((run / "eval_test.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
     assert len(result["utterances"]) == 2 and result["nll_bits"] > 0 and result["mcd_db"] > 0
     assert "NLL" in r.stdout.splitlines()[-1]
+    # each utterance by its id, in the table too
+    for u in result["utterances"]:
+        assert re.fullmatch(r"[a-z]+_arctic_[ab]\d{4}", u["utterance"]) and u["utterance"] in r.stdout
     # one at a time, greedy, in bfloat16: the same utterances and lengths
     r = featprep("evaluate", run, "--max-utterances", "2", "--max-seconds", "0.3", "--batch-size", "1",
                  "--temperature", "0", "--dtype", "bfloat16")  # fmt: skip
@@ -247,7 +251,17 @@ def test_evaluate_command(tmp_path, demo_corpus):
     from .conftest import PYSPTK_DATA
 
     y = downmix(read_audio(PYSPTK_DATA / "arctic_a0007.wav")[0])[:32000]
-    same = compare(y, y)
-    assert same == {"mcd_db": 0.0, "f0_rmse_hz": 0.0, "vuv_error": 0.0}
-    noisy = compare(y, (y + 0.05 * np.random.default_rng(0).standard_normal(len(y))).astype(np.float32))
-    assert noisy["mcd_db"] > 1.0
+    same = summarise([frame_errors(y, y)])
+    assert same["mcd_db"] == same["f0_rmse_hz"] == same["vuv_error"] == 0.0 and same["f0_frames"] > 50
+    noise = (0.05 * np.random.default_rng(0).standard_normal(len(y))).astype(np.float32)
+    noisy = frame_errors(y, y + noise)
+    assert summarise([noisy])["mcd_db"] > 1.0
+    # nothing voiced in the generated audio: F0 RMSE undefined, not NaN
+    silent = frame_errors(y, noise)
+    assert summarise([silent])["f0_rmse_hz"] is None and summarise([silent])["vuv_error"] > 0.2
+    # a split pools frames: a short utterance weighs less than a long one
+    short = frame_errors(y[:8000], y[:8000] + noise[:8000])
+    pooled = summarise([noisy, short])["mcd_db"]
+    each = [(summarise([e])["mcd_db"], len(e["mcd"])) for e in (noisy, short)]
+    weighted = sum(m * n for m, n in each) / sum(n for _, n in each)
+    assert pooled == pytest.approx(weighted)

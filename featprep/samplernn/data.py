@@ -35,6 +35,7 @@ class UtteranceRef:
     frame_offset: int
     n_frames: int
     speaker: int
+    utterance: str
 
 
 class Corpus:
@@ -75,6 +76,7 @@ class Corpus:
                         r.frame_offset,
                         r.n_frames,
                         speaker_index[r.speaker],
+                        r.utterance,
                     )
                 )
         if not self.utterances:

@@ -4,7 +4,10 @@ NLL (bits per sample, teacher-forced) over the split; on generated audio, agains
 reference with the same frames (durations come from the labels, so no alignment is
 needed): mel-cepstral distortion (dB, coefficients 1..M), F0 RMSE (Hz, frames voiced in
 both) and the voiced/unvoiced error rate, each from featprep's acoustic analysis (F0
-searched over 50-600 Hz for both).
+searched over 50-600 Hz for both). The split's figures pool the frames of all its
+utterances, as Merlin's do (a long utterance weighs more than a short one). An F0 RMSE
+with no frame voiced in both is undefined: ``None`` (JSON ``null``), never NaN, which
+strict JSON readers reject.
 """
 
 from __future__ import annotations
@@ -26,22 +29,29 @@ from .train import evaluate_nll
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
 
 
-def compare(
+def frame_errors(
     reference: np.ndarray, generated: np.ndarray, f0_range: tuple[float, float] = (50.0, 600.0)
-) -> dict[str, float]:
-    """MCD, F0 RMSE and V/UV error between two waveforms of the same length."""
+) -> dict[str, np.ndarray]:
+    """Per analysis frame of two waveforms of the same length: ``mcd`` (dB), ``vuv``
+    (voicing differs) and ``f0_sq`` (squared F0 error, Hz^2, frames voiced in both)."""
     ref_mc, gen_mc = mel_cepstrum(reference), mel_cepstrum(generated)
-    mcd = float(np.mean(MCD_SCALE * np.sqrt(((ref_mc[:, 1:] - gen_mc[:, 1:]) ** 2).sum(axis=1))))
+    mcd = MCD_SCALE * np.sqrt(((ref_mc[:, 1:] - gen_mc[:, 1:]) ** 2).sum(axis=1))
     ref_f0 = f0(reference, SAMPLE_RATE, f0_min=f0_range[0], f0_max=f0_range[1])
     gen_f0 = f0(generated, SAMPLE_RATE, f0_min=f0_range[0], f0_max=f0_range[1])
     both = (ref_f0 > 0) & (gen_f0 > 0)
-    f0_rmse = float(np.sqrt(np.mean((ref_f0[both] - gen_f0[both]) ** 2))) if both.any() else float("nan")
-    return {"mcd_db": mcd, "f0_rmse_hz": f0_rmse, "vuv_error": float(np.mean((ref_f0 > 0) != (gen_f0 > 0)))}
+    return {"mcd": mcd, "vuv": (ref_f0 > 0) != (gen_f0 > 0), "f0_sq": (ref_f0[both] - gen_f0[both]) ** 2}
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+def summarise(errors: list[dict[str, np.ndarray]]) -> dict[str, float | int | None]:
+    """MCD, F0 RMSE and V/UV error over the frames of one or more :func:`frame_errors`."""
+    pooled = {k: np.concatenate([e[k] for e in errors]) for k in ("mcd", "vuv", "f0_sq")}
+    f0_sq = pooled["f0_sq"]
+    return {
+        "mcd_db": float(pooled["mcd"].mean()),
+        "f0_rmse_hz": float(np.sqrt(f0_sq.mean())) if len(f0_sq) else None,
+        "f0_frames": len(f0_sq),
+        "vuv_error": float(pooled["vuv"].mean()),
+    }
 
 
 def evaluate(
@@ -78,9 +88,10 @@ def evaluate(
     batch = min(8, len(corpus.utterances))
     seeds = run.speaker_source()
     nll = evaluate_nll(run.model, TBPTTLoader(corpus, batch, info["train"]["seq_len"]), "cpu", seeds)
-    rows = []
+    rows, errors = [], []
     for u, n, audio in zip(utterances, lengths, generated, strict=True):
-        metrics = compare(corpus.audio(u, 0, n * 80), audio)
-        rows.append({"speaker": corpus.speakers[u.speaker], "frames": n, **metrics})
-    means = {k: _mean([r[k] for r in rows]) for k in ("mcd_db", "f0_rmse_hz", "vuv_error")}
-    return {"split": split, "nll_bits": nll, "utterances": rows, **means}
+        errors.append(frame_errors(corpus.audio(u, 0, n * 80), audio))
+        rows.append({"utterance": u.utterance, "speaker": corpus.speakers[u.speaker], "frames": n})
+        rows[-1].update(summarise(errors[-1:]))
+    nll_bits = nll if math.isfinite(nll) else None  # a diverged model's
+    return {"split": split, "nll_bits": nll_bits, "utterances": rows, **summarise(errors)}
