@@ -24,11 +24,16 @@ from featprep.shards import open_shard
 def resumed_run_matches(corpus, tmp_path, cfg, steps: int) -> list[float]:
     """Train ``steps`` in one go (run "a") and in two halves with a resume (run "b"), the
     second half reading its batches in the loop (no reader threads); assert both logged
-    the same losses and return them."""
+    the same losses and return them. Run "b" is also killed once after its checkpoint
+    at the half, having logged a step more: the steps it logs again are not doubled."""
     train(corpus, tmp_path / "a", cfg, steps=steps, log=lambda _m: None)
-    train(corpus, tmp_path / "b", cfg, steps=steps // 2, log=lambda _m: None)
+    b = tmp_path / "b"
+    train(corpus, b, cfg, steps=steps // 2, log=lambda _m: None)
+    at_half = (b / "checkpoint.pt").read_bytes()
+    train(corpus, b, cfg, steps=steps // 2 + 1, resume=True, log=lambda _m: None)
+    (b / "checkpoint.pt").write_bytes(at_half)  # as if killed before the next checkpoint
     in_the_loop = dataclasses.replace(cfg, loader_workers=0)
-    train(corpus, tmp_path / "b", in_the_loop, steps=steps, resume=True, log=lambda _m: None)
+    train(corpus, b, in_the_loop, steps=steps, resume=True, log=lambda _m: None)
     logs = [
         [json.loads(x)["train_bits"] for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
         for r in "ab"
@@ -184,6 +189,8 @@ def test_training_learns_and_resumes_exactly(clips, tmp_path):
     trained = Run(tmp_path / "a").model
     learned = evaluate_nll(trained, TBPTTLoader(corpus, 2, 13), "cpu")
     assert learned < untrained - 1.0, (untrained, learned)  # bits per sample
+    with pytest.raises(FeatprepError, match="holds a trained run: --resume to continue it"):
+        train(clips, tmp_path / "a", cfg, steps=170)
     with pytest.raises(FeatprepError, match="another configuration"):
         train(
             clips,
@@ -192,6 +199,18 @@ def test_training_learns_and_resumes_exactly(clips, tmp_path):
             steps=170,
             resume=True,
         )
+
+
+def test_a_run_ended_by_its_epochs_keeps_its_last_step(clips, tmp_path):
+    """The last epoch read out ends the run between checkpoints: its end is saved."""
+    cfg = TrainConfig.from_preset("small", {"features": "none", "batch_size": 2, "checkpoint_every": 10**6})
+    record = train(clips, tmp_path, cfg, epochs=1, log=lambda _m: None)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == record["step"] > 10 and record["epoch"] == 0
+    logged = [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, saved["step"] + 1))
+    # a second epoch goes on from there
+    assert train(clips, tmp_path, cfg, epochs=2, resume=True, log=lambda _m: None)["step"] > saved["step"]
 
 
 def test_non_finite_losses_stop_training(clips, tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatprepError
+from ..io import atomic_write_text
 
 #: 5 ms in HTK units (100 ns)
 FRAME_UNITS = 50000
@@ -147,7 +148,7 @@ def read_hts(path: str | Path) -> HTSLabel:
 
 
 def write_hts(path: str | Path, label: HTSLabel) -> None:
-    Path(path).write_text(label.to_text(), encoding="utf-8")
+    atomic_write_text(path, label.to_text())
 
 
 def phone_of(context: str) -> str:

@@ -16,13 +16,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ..errors import FeatprepError
+from ..io import atomic_write_text
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
 from .speakers import AudioSeeds, PaseSeeds
@@ -182,6 +183,18 @@ def evaluate_nll(model: SampleRNN, loader: TBPTTLoader, device, seeds: SpeakerSo
     return total / max(count, 1) / math.log(2)
 
 
+def _open_log(path: Path, step: int) -> TextIO:
+    """log.jsonl for appending after ``step``: a resumed run drops the records a killed
+    run wrote after its last checkpoint (it logs those steps again); a new one starts
+    it empty."""
+    kept = []
+    for line in path.read_text().splitlines(keepends=True) if step and path.is_file() else []:
+        if line.endswith("\n") and json.loads(line)["step"] <= step:  # (a kill may cut the last line)
+            kept.append(line)
+    atomic_write_text(path, "".join(kept))
+    return path.open("a")
+
+
 def _save(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
@@ -287,6 +300,8 @@ def train(
     state = [s.to(dev) for s in model.initial_state(slots)]
     step, bad, skipped = 0, 0, 0
     checkpoint = out / "checkpoint.pt"
+    if not resume and checkpoint.is_file():
+        raise FeatprepError(f"{out} holds a trained run: --resume to continue it, or another --out")
     if resume:
         if not checkpoint.is_file():
             raise FeatprepError(f"{checkpoint} does not exist: nothing to resume")
@@ -320,16 +335,38 @@ def train(
             "linguistic": recipe.get("linguistic"),
             "processes": world,
         }
-        (out / "config.json").write_text(json.dumps(run_info, indent=1))
-    log_file = (out / "log.jsonl").open("a") if rank == 0 else None
+        atomic_write_text(out / "config.json", json.dumps(run_info, indent=1))
+    log_file = _open_log(out / "log.jsonl", step) if rank == 0 else None
     board = EventWriter(out / "tensorboard") if rank == 0 else None
     record: dict[str, Any] = {}
     started = time.perf_counter()
     done_samples = 0
     waiting = False  # this rank finished its epoch and waits for the others
 
+    saved_step = step
+
     def stop() -> bool:
         return (steps is not None and step >= steps) or (epochs is not None and loader.epoch >= epochs)
+
+    def save() -> None:
+        """Every rank takes part (the loader positions and states are gathered)."""
+        loaders = _gather(loader.state_dict(), world)
+        hidden = _gather([s.cpu() for s in state], world)
+        if rank == 0:
+            payload = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "loader": loaders,
+                "hidden": hidden,
+                "rng": torch.random.get_rng_state(),
+                "step": step,
+                "skipped": skipped,
+                "config": asdict(cfg),
+            }
+            if seeds is not None and seeds.encoder is not None:
+                payload["encoder"] = seeds.encoder.state_dict()
+            _save(checkpoint, payload)
 
     try:
         while not stop():
@@ -395,24 +432,11 @@ def train(
             if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
                 audio = _write_sample(out, step, model, valid or corpus, seeds, cfg.sample_seconds)
                 board.audio(step, "sample", audio, 16000)
-            if step % cfg.checkpoint_every == 0 or stop():
-                loaders = _gather(loader.state_dict(), world)
-                hidden = _gather([s.cpu() for s in state], world)
-                if rank == 0:
-                    payload = {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "loader": loaders,
-                        "hidden": hidden,
-                        "rng": torch.random.get_rng_state(),
-                        "step": step,
-                        "skipped": skipped,
-                        "config": asdict(cfg),
-                    }
-                    if seeds is not None and seeds.encoder is not None:
-                        payload["encoder"] = seeds.encoder.state_dict()
-                    _save(checkpoint, payload)
+            if step % cfg.checkpoint_every == 0:
+                save()
+                saved_step = step
+        if step != saved_step:
+            save()  # the run's end: the step limit, or the last epoch read out
     finally:
         if log_file is not None:
             log_file.close()
