@@ -480,6 +480,17 @@ def test_audio_samples_at_intervals(clips, tmp_path):
     assert [e.step for e in clips_seen] == [3, 6]
     heard, rate = sf.read(io.BytesIO(clips_seen[0].encoded_audio_string))
     assert rate == 16000 and np.array_equal(heard, audio)
+    # killed after logging steps 7 and 8, resumed from step 6: each step shows once
+    at_six = (tmp_path / "checkpoint.pt").read_bytes()
+    train(clips, tmp_path, cfg, steps=8, resume=True, log=lambda _m: None)
+    (tmp_path / "checkpoint.pt").write_bytes(at_six)
+    train(clips, tmp_path, cfg, steps=9, resume=True, log=lambda _m: None)
+    board = EventAccumulator(str(tmp_path / "tensorboard"))
+    board.Reload()
+    logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    nll = board.Scalars("train/nll_bits_per_sample")
+    assert [e.step for e in nll] == [r["step"] for r in logged] == list(range(1, 10))
+    np.testing.assert_allclose([e.value for e in nll], [r["train_bits"] for r in logged], rtol=1e-6)
 
 
 def test_pase_trained_speakers(pase_corpus, tmp_path):

@@ -51,13 +51,15 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _event(step: int, *, summary: bytes = b"", version: str = "") -> bytes:
+def _event(step: int, *, summary: bytes = b"", version: str = "", session_start: bool = False) -> bytes:
     event = b"\x09" + struct.pack("<d", time.time())  # wall_time, field 1, double
     event += _varint(2 << 3) + _varint(step)  # step, field 2, varint
     if version:
         event += _field(3, version.encode())
     if summary:
         event += _field(5, summary)
+    if session_start:  # session_log, field 7: SessionLog status (field 1) START (1)
+        event += _field(7, _varint(1 << 3) + _varint(1))
     return event
 
 
@@ -74,6 +76,12 @@ class EventWriter:
         length = struct.pack("<Q", len(event))
         self._file.write(length + struct.pack("<I", _masked_crc(length)))
         self._file.write(event + struct.pack("<I", _masked_crc(event)))
+
+    def restart(self, step: int) -> None:
+        """A resumed run logs again from ``step``: TensorBoard drops what a killed run
+        wrote from that step on (a session START purges the steps at and after it)."""
+        self._write(_event(step, session_start=True))
+        self._file.flush()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         summary = b"".join(

@@ -338,6 +338,8 @@ def train(
         atomic_write_text(out / "config.json", json.dumps(run_info, indent=1))
     log_file = _open_log(out / "log.jsonl", step) if rank == 0 else None
     board = EventWriter(out / "tensorboard") if rank == 0 else None
+    if board is not None and resume:
+        board.restart(step + 1)
     record: dict[str, Any] = {}
     started = time.perf_counter()
     done_samples = 0
