@@ -4,9 +4,11 @@ At the small preset (hidden 64) and the paper configuration (hidden 1024), in on
 training samples/s of featprep's model (table rows summed at the sample level, upsampling
 as one matrix product) and of the same model run the plain way (embeddings convolved over
 the window, ConvTranspose1d upsampling). Forward, backward and Adam step; the first step is a
-warm-up and not timed. CPU threads as given.
+warm-up and not timed. Each rate is the best of three runs, the two models' runs
+interleaved (a small model's step takes milliseconds: one run of a few steps is mostly
+the machine's noise). CPU threads as given.
 
-    python bench/train.py [--batch 8] [--steps 3] [--device cpu|cuda]
+    python bench/train.py [--batch 8] [--steps N] [--device cpu|cuda]  (steps: small 20, paper 3)
 """
 
 from __future__ import annotations
@@ -49,16 +51,18 @@ def training_rate(model: SampleRNN, batch: int, steps: int, device: str) -> floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, help="timed steps a run (default: small 20, paper 3)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     for preset in PRESETS:
         model = preset_model(preset).to(args.device)
-        rates = {}
-        for name in ("featprep", "plain"):
-            with plain(model) if name == "plain" else contextlib.nullcontext():
-                rates[name] = training_rate(model, args.batch, args.steps, args.device)
+        steps = args.steps or {"small": 20, "paper": 3}[preset]
+        rates = {"featprep": 0.0, "plain": 0.0}
+        for _ in range(3):
+            for name in rates:
+                with plain(model) if name == "plain" else contextlib.nullcontext():
+                    rates[name] = max(rates[name], training_rate(model, args.batch, steps, args.device))
         print(f"{preset:>5} (hidden {model.cfg.hidden}) train batch {args.batch}: "
               f"featprep {rates['featprep']:9.0f} samples/s, plain {rates['plain']:9.0f}, "
               f"ratio {rates['featprep'] / rates['plain']:.2f}")  # fmt: skip

@@ -100,6 +100,22 @@ def test_carried_state_equals_one_long_chunk():
     torch.testing.assert_close(kept[0], state[0])
 
 
+def test_tap_sums_backward_as_embedding_bag():
+    """The sample level's first layer: PyTorch's embedding_bag gradient, summed per tap."""
+    from featprep.samplernn.model import _TapSum
+
+    torch.manual_seed(0)
+    window, levels, n = 5, 7, 40
+    rows = torch.randint(0, levels, (n, window)) + torch.arange(window) * levels
+    table = torch.randn(window * levels, 3, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(n, 3, dtype=torch.float64)
+    summed = torch.nn.functional.embedding_bag(rows, table, mode="sum")
+    assert torch.equal(_TapSum.apply(rows, table), summed)
+    (ours,) = torch.autograd.grad(_TapSum.apply(rows, table), table, upstream)
+    (theirs,) = torch.autograd.grad(summed, table, upstream)
+    torch.testing.assert_close(ours, theirs)
+
+
 def test_mu_law_round_trip():
     x = torch.linspace(-1, 1, 1001)
     q = mu_law_encode(x)
