@@ -6,7 +6,8 @@ as one matrix product) and of the same model run the plain way (embeddings convo
 the window, ConvTranspose1d upsampling). Forward, backward and Adam step; the first step is a
 warm-up and not timed. Each rate is the best of three runs, the two models' runs
 interleaved (a small model's step takes milliseconds: one run of a few steps is mostly
-the machine's noise). CPU threads as given.
+the machine's noise). glibc keeps freed memory for reuse, as in ``featprep train``
+(``keep_freed_memory``; ``--default-malloc`` to measure without). CPU threads as given.
 
     python bench/train.py [--batch 8] [--steps N] [--device cpu|cuda]  (steps: small 20, paper 3)
 """
@@ -23,6 +24,7 @@ from samplernn_models import PRESETS, peak_rss_mb, preset_model
 from torch.nn import functional as F
 
 from featprep.samplernn.model import SampleRNN, quantise
+from featprep.samplernn.train import keep_freed_memory
 
 
 def training_rate(model: SampleRNN, batch: int, steps: int, device: str) -> float:
@@ -53,8 +55,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, help="timed steps a run (default: small 20, paper 3)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc as it is")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    kept = not args.default_malloc and keep_freed_memory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"glibc keeps freed memory: {'yes' if kept else 'no'}")  # fmt: skip
     for preset in PRESETS:
         model = preset_model(preset).to(args.device)
         steps = args.steps or {"small": 20, "paper": 3}[preset]

@@ -397,12 +397,13 @@ def train(
     Several processes: torchrun --nproc_per_node N --no-python featprep train ...
     """
     from .recipe import parse_override
-    from .samplernn.train import TrainConfig
+    from .samplernn.train import TrainConfig, keep_freed_memory
     from .samplernn.train import train as run
 
     if steps is None and epochs is None:
         raise click.UsageError("give --steps or --epochs")
     cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))
+    keep_freed_memory()
     record = run(directory, out, cfg, steps=steps, epochs=epochs, device=device, resume=resume, log=_echo)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         click.echo(json.dumps(record))
