@@ -77,8 +77,7 @@ _TORCH = _Math(_linear, torch.sigmoid, torch.tanh)
 class _Tier:
     """One frame tier as plain tensors, or numpy views of them (:meth:`numpy`): (out, in)
     matrices, as ``F.linear`` takes them. In PyTorch from batch 2 a step runs PyTorch's
-    fused RNN cells; otherwise the cells below, on ``math`` (PyTorch's gate orders: GRU
-    r, z, n; LSTM i, f, g, o)."""
+    fused RNN cells; otherwise the cells written out below, on ``math``."""
 
     size: int
     ratio: int
@@ -143,24 +142,31 @@ class _Tier:
         layers = len(self.cells)
         fused = m is _TORCH and len(x) > 1
         for k, cell in enumerate(self.cells):
-            h = state[k]
-            if self.lstm and fused:
-                state[k], state[layers + k] = torch.lstm_cell(x, (h, state[layers + k]), *cell)
-            elif fused:
-                state[k] = torch.gru_cell(x, h, *cell)
+            if self.lstm:
+                h, c = state[k], state[layers + k]
+                new = torch.lstm_cell(x, (h, c), *cell) if fused else _lstm_cell(m, x, h, c, cell)
+                state[k], state[layers + k] = new
             else:
-                gates, hidden, n = m.affine(x, cell[0], cell[2]), m.affine(h, cell[1], cell[3]), h.shape[1]
-                if self.lstm:
-                    gates += hidden
-                    i, f, g, o = (gates[:, j * n : (j + 1) * n] for j in range(4))
-                    c = m.sigmoid(f) * state[layers + k] + m.sigmoid(i) * m.tanh(g)
-                    state[k], state[layers + k] = m.sigmoid(o) * m.tanh(c), c
-                else:
-                    rz = m.sigmoid(gates[:, : 2 * n] + hidden[:, : 2 * n])
-                    new = m.tanh(gates[:, 2 * n :] + rz[:, :n] * hidden[:, 2 * n :])
-                    state[k] = new + rz[:, n:] * (h - new)
+                state[k] = torch.gru_cell(x, state[k], *cell) if fused else _gru_cell(m, x, state[k], cell)
             x = state[k]
         return m.affine(x, *self.upsample).reshape(x.shape[0], self.ratio, -1)
+
+
+def _gru_cell(m: _Math, x: _Array, h: _Array, cell: tuple[_Array, ...]) -> _Array:
+    """PyTorch's GRU cell (gates r, z, n) in ``m``'s arithmetic."""
+    gates, hidden, n = m.affine(x, cell[0], cell[2]), m.affine(h, cell[1], cell[3]), h.shape[1]
+    rz = m.sigmoid(gates[:, : 2 * n] + hidden[:, : 2 * n])
+    new = m.tanh(gates[:, 2 * n :] + rz[:, :n] * hidden[:, 2 * n :])
+    return new + rz[:, n:] * (h - new)
+
+
+def _lstm_cell(m: _Math, x: _Array, h: _Array, c: _Array, cell: tuple[_Array, ...]) -> tuple[_Array, _Array]:
+    """PyTorch's LSTM cell (gates i, f, g, o) in ``m``'s arithmetic: (hidden, cell state)."""
+    gates, n = m.affine(x, cell[0], cell[2]), h.shape[1]
+    gates += m.affine(h, cell[1], cell[3])
+    i, f, g, o = (gates[:, j * n : (j + 1) * n] for j in range(4))
+    c = m.sigmoid(f) * c + m.sigmoid(i) * m.tanh(g)
+    return m.sigmoid(o) * m.tanh(c), c
 
 
 class _PushedTaps:
@@ -248,7 +254,7 @@ class _NumpyMLP:
     """The sample-level MLP in numpy (on the CPU), two calls a layer: the input carries a
     constant 1 in its last column, which holds each bias as the last row of an augmented
     matrix and passes itself on (ReLU keeps it 1). At batch 1 the matrices are kept
-    (out, in) and multiply the row as a vector (see _NumpyTier)."""
+    (out, in) and multiply the row as a vector (see _linear)."""
 
     def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> None:
         self.layers = []
@@ -260,8 +266,9 @@ class _NumpyMLP:
             if not last:
                 aug[-1, -1] = 1.0
             if batch == 1:
-                aug = np.ascontiguousarray(aug.T)
-            self.layers.append((aug, np.empty((batch, aug.shape[1 if batch > 1 else 0]), np.float32)))
+                aug = np.ascontiguousarray(aug.T)  # (out, in)
+            width = aug.shape[0] if batch == 1 else aug.shape[1]
+            self.layers.append((aug, np.empty((batch, width), np.float32)))
         if batch == 1:
             self.dot = lambda h, w, out: np.dot(w, h[0], out=out[0])
         else:  # np.dot: 0.3 us less a call than np.matmul
