@@ -409,6 +409,13 @@ def train(
         click.echo(json.dumps(record))
 
 
+_GENERATION_DEVICE = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CUDA when present.",
+)
 _DTYPE = click.option(
     "--dtype",
     type=click.Choice(["float32", "bfloat16"]),
@@ -449,6 +456,7 @@ _DTYPE = click.option(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances generated at once.")
 @_DTYPE
+@_GENERATION_DEVICE
 @_reports_errors
 def generate(
     run_folder: Path,
@@ -461,12 +469,14 @@ def generate(
     seed: int,
     batch_size: int,
     dtype: str,
+    device: str,
 ) -> None:
     """Generate speech for labels or text with a trained run, as a corpus speaker or, for
     pase_seed runs, as the speaker of a recording (--seed-wav). Several --labels/--text
     are generated in batches."""
     import torch
 
+    from .device import resolve_device
     from .io import atomic_write_bytes, wav_bytes
     from .labels.frontend import merlin_normalise, text_to_labels
     from .labels.hts import read_hts
@@ -485,7 +495,7 @@ def generate(
         utterances += [merlin_normalise(label) for label in text_to_labels(list(text))]
     conditioning = [trained.conditioning(label, speaker) for label in utterances]  # no speaker: global
     requests = [(features, who, frames) for features, frames in conditioning]
-    generator = Generator(trained.model, dtype=getattr(torch, dtype))
+    generator = Generator(trained.model.to(resolve_device(device)), dtype=getattr(torch, dtype))
     single = len(names) == 1 and out.suffix.lower() == ".wav"
     (out.parent if single else out).mkdir(parents=True, exist_ok=True)
     audio = generate_many(generator, requests, batch_size=batch_size, temperature=temperature, seed=seed)
@@ -503,6 +513,7 @@ def generate(
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances generated at once.")
 @_DTYPE
+@_GENERATION_DEVICE
 @_reports_errors
 def evaluate(
     run_folder: Path,
@@ -512,6 +523,7 @@ def evaluate(
     temperature: float,
     batch_size: int,
     dtype: str,
+    device: str,
 ) -> None:
     """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json)."""
     import torch
@@ -527,6 +539,7 @@ def evaluate(
         temperature=temperature,
         batch_size=batch_size,
         dtype=getattr(torch, dtype),
+        device=device,
     )
 
     def number(value: float | None, spec: str) -> str:

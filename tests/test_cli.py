@@ -217,6 +217,15 @@ def test_train_and_generate_commands(demo_corpus, tmp_path):
     _one_error_line(
         featprep("generate", tmp_path / "run", "--text", "Hi.", "--speaker", "zzz", "--out", wav), "zzz"
     )
+    # on the GPU where there is one; where there is none, --device cuda says so in one line
+    import torch
+
+    on_cuda = featprep("generate", tmp_path / "run", "--text", "Hi.", "--speaker", "dfa", "--out", wav,
+                       "--device", "cuda", "--temperature", "0")  # fmt: skip
+    if torch.cuda.is_available():
+        assert on_cuda.returncode == 0 and len(sf.read(wav)[0]) == len(audio), on_cuda.stderr
+    else:
+        _one_error_line(on_cuda, "--device cuda", "no CUDA device")
 
 
 def test_evaluate_command(tmp_path, demo_corpus):
@@ -238,7 +247,7 @@ def test_evaluate_command(tmp_path, demo_corpus):
         assert re.fullmatch(r"[a-z]+_arctic_[ab]\d{4}", u["utterance"]) and u["utterance"] in r.stdout
     # one at a time, greedy, in bfloat16: the same utterances and lengths
     r = featprep("evaluate", run, "--max-utterances", "2", "--max-seconds", "0.3", "--batch-size", "1",
-                 "--temperature", "0", "--dtype", "bfloat16")  # fmt: skip
+                 "--temperature", "0", "--dtype", "bfloat16", "--device", "cpu")  # fmt: skip
     assert r.returncode == 0, r.stderr
     again = json.loads((run / "eval_test.json").read_text())
     assert [u["frames"] for u in again["utterances"]] == [u["frames"] for u in result["utterances"]]

@@ -15,19 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import FeatprepError
 from .model import HOP, PaseEncoder
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` = CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise FeatprepError("--device cuda asked for, but PyTorch sees no CUDA device")
-    if device not in ("cpu", "cuda"):
-        raise FeatprepError(f'device must be "auto", "cpu" or "cuda", found {device!r}')
-    return torch.device(device)
 
 
 def padded_length(num_samples: int) -> int:

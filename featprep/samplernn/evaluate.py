@@ -20,6 +20,7 @@ import torch
 
 from .. import SAMPLE_RATE
 from ..acoustic import f0, mel_cepstrum
+from ..device import resolve_device
 from ..errors import FeatprepError
 from .data import Corpus, TBPTTLoader
 from .generate import Generator, generate_many
@@ -64,11 +65,15 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 16,
     dtype: torch.dtype = torch.float32,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of a trained run on ``split``: per utterance and their means.
+    """Metrics of a trained run on ``split``: per utterance and over the split.
 
-    Utterances are generated ``batch_size`` at a time (see ``generate_many``)."""
+    Utterances are generated ``batch_size`` at a time (see ``generate_many``) on
+    ``device`` (auto: CUDA when present)."""
     run = Run(run_folder)
+    dev = resolve_device(device)
+    run.model.to(dev)
     info = run.info
     stream = info["features"]
     try:
@@ -87,7 +92,7 @@ def evaluate(
     )
     batch = min(8, len(corpus.utterances))
     seeds = run.speaker_source()
-    nll = evaluate_nll(run.model, TBPTTLoader(corpus, batch, info["train"]["seq_len"]), "cpu", seeds)
+    nll = evaluate_nll(run.model, TBPTTLoader(corpus, batch, info["train"]["seq_len"]), dev, seeds)
     rows, errors = [], []
     for u, n, audio in zip(utterances, lengths, generated, strict=True):
         errors.append(frame_errors(corpus.audio(u, 0, n * 80), audio))

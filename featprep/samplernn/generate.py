@@ -370,6 +370,7 @@ class Generator:
         if temperature < 0:
             raise FeatprepError(f"temperature {temperature}: expected >= 0")
         batch = speakers.shape[0] if speakers is not None else features.shape[0]
+        features, speakers = (None if t is None else t.to(self.device) for t in (features, speakers))
         top, window, levels = model.top_frame, model.cfg.ratios[0], model.cfg.levels
         cond = model.conditioning(features, speakers, frames)
         tier_cond = [

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..device import resolve_device
 from ..errors import FeatprepError
 from ..io import atomic_write_text
 from .data import Corpus, TBPTTLoader
@@ -274,10 +275,7 @@ def train(
     the mean over all ranks' targets, and only rank 0 writes the log and checkpoints.
     """
     directory, out = Path(directory), Path(out)
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    rank, world, dev = _distributed(dev)
+    rank, world, dev = _distributed(resolve_device(device))
     if cfg.batch_size % world:
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
     features = None if cfg.features == "none" else cfg.features
