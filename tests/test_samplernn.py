@@ -432,48 +432,47 @@ def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
 
 
 def test_distributed_training_with_two_processes(clips, tmp_path):
-    """torchrun, gloo, 2 CPU processes: disjoint utterances, an uneven epoch end, resume."""
+    """torchrun, gloo, 2 CPU processes: disjoint utterances, an uneven epoch end, resume,
+    and a run bounded by epochs, stopped and resumed while one rank waits for the other."""
     import os
     import subprocess
     import sys
 
-    def run(steps, *extra):
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29517",
-        ]
-        options = ["--preset", "small", "--steps", str(steps), "--device", "cpu"]
+    def run(out, *options):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        launcher += ["--master_port", "29517"]
         sets = ["--set", "features=none", "--set", "batch_size=2", "--set", "checkpoint_every=10"]
-        cmd = [
-            *launcher,
-            "-m",
-            "featprep",
-            "train",
-            clips,
-            "--out",
-            tmp_path / "run",
-            *options,
-            *sets,
-            *extra,
-        ]
+        cmd = [*launcher, "-m", "featprep", "train", clips, "--out", tmp_path / out, "--preset", "small"]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run(
+            [str(c) for c in [*cmd, "--device", "cpu", *sets, *options]],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
-        return r
+        return [json.loads(x) for x in (tmp_path / out / "log.jsonl").read_text().splitlines()]
 
-    run(30)
+    run("run", "--steps", "30")
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     orders = [set(state["order"]) for state in saved["loader"]]
     assert len(orders) == 2 and orders[0].isdisjoint(orders[1]) and orders[0] | orders[1] == {0, 1}
-    run(80, "--resume")  # the two utterances differ in length: one rank waits at the epoch end
-    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    records = run("run", "--steps", "80", "--resume")  # the clips differ in length: one rank waits
     assert [r["step"] for r in records] == list(range(1, 81))
     assert records[-1]["epoch"] >= 1 and all(np.isfinite(r["train_bits"]) for r in records)
+    # --epochs: every rank leaves at the same step (a rank that finished first used to
+    # leave alone and the other waited for it forever)
+    short, long = sorted(math.ceil(u.n_frames / 13) for u in Corpus(clips, ("train",), None).utterances)
+    assert long > short + 1
+    whole = run("whole", "--epochs", "2")
+    assert [r["step"] for r in whole] == list(range(1, 2 * long + 1)) and whole[-1]["epoch"] == 1
+    assert torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["step"] == 2 * long
+    run("parts", "--steps", str(short + 1))  # its checkpoint: one rank waiting
+    loaders = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["loader"]
+    assert any(position["waiting"] for position in loaders)
+    parts = run("parts", "--epochs", "2", "--resume")
+    assert [r["train_bits"] for r in parts] == [r["train_bits"] for r in whole]
 
 
 def test_audio_samples_at_intervals(clips, tmp_path):

@@ -315,6 +315,7 @@ def train(
     )
     state = [s.to(dev) for s in model.initial_state(slots)]
     step, bad, skipped = 0, 0, 0
+    waiting = False  # this rank finished its epoch and waits for the others
     checkpoint = out / "checkpoint.pt"
     if not resume and checkpoint.is_file():
         raise FeatprepError(f"{out} holds a trained run: --resume to continue it, or another --out")
@@ -337,6 +338,7 @@ def train(
         state = [s.to(dev) for s in saved["hidden"][rank]]
         torch.random.set_rng_state(saved["rng"])
         step, skipped = saved["step"], saved["skipped"]
+        waiting = saved["loader"][rank].get("waiting", False)
     out.mkdir(parents=True, exist_ok=True)  # once the options and the corpus are known good
     if rank == 0:
         from ..manifest import read_manifest
@@ -359,16 +361,19 @@ def train(
     record: dict[str, Any] = {}
     started = time.perf_counter()
     done_samples = 0
-    waiting = False  # this rank finished its epoch and waits for the others
-
     saved_step = step
 
+    def epoch() -> int:
+        """The epoch all ranks are in: a waiting rank's loader has begun the next one."""
+        return loader.epoch - waiting
+
     def stop() -> bool:
-        return (steps is not None and step >= steps) or (epochs is not None and loader.epoch >= epochs)
+        # the same on every rank, so that all leave the loop at the same step
+        return (steps is not None and step >= steps) or (epochs is not None and epoch() >= epochs)
 
     def save() -> None:
         """Every rank takes part (the loader positions and states are gathered)."""
-        loaders = _gather(loader.state_dict(), world)
+        loaders = _gather({**loader.state_dict(), "waiting": waiting}, world)
         hidden = _gather([s.cpu() for s in state], world)
         if rank == 0:
             payload = {
@@ -426,7 +431,7 @@ def train(
             done_samples += int(total)
             record = {
                 "step": step,
-                "epoch": loader.epoch,
+                "epoch": epoch(),
                 "train_bits": total_nll / total / math.log(2),
                 "grad_norm": grad_norm,
                 "lr": optimizer.param_groups[0]["lr"],
