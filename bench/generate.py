@@ -6,7 +6,10 @@ the plain loop at batch 1, all in one run, each rate the best of three. The Gene
 built once (its set-up time is printed apart: it is paid once per model, not per
 utterance). CPU threads as given.
 
-    python bench/generate.py [--seconds 0.5] [--device cpu|cuda]
+    python bench/generate.py [--seconds 0.5] [--device cpu|cuda] [--temperature 1]
+
+``--temperature 0`` (greedy) leaves out the sampling noise, which at batch 64 of the
+small model costs about as much as the network on two CPU threads.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=0.5, help="of audio per utterance")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--temperature", type=float, default=1.0, help="of featprep's generation")
     args = ap.parse_args()
     frames = max(2, round(args.seconds * 200))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"{frames * 80 / 16000:.2f} s per utterance")  # fmt: skip
+          f"{frames * 80 / 16000:.2f} s per utterance, temperature {args.temperature}")  # fmt: skip
     for preset in PRESETS:
         model = preset_model(preset).to(args.device)
         plain_frames = max(2, frames // 8)  # the plain loop is slow; its rate does not depend on length
@@ -54,7 +58,7 @@ def main() -> None:
         print(f"{preset:>5} (hidden {model.cfg.hidden}): plain loop batch 1 {plain:9.0f} samples/s")
         for dtype in (torch.float32, torch.bfloat16):
             start = time.perf_counter()
-            generator = Generator(model, dtype=dtype)
+            generator = partial(Generator(model, dtype=dtype), temperature=args.temperature)
             setup = time.perf_counter() - start
             for batch in (1, 64):
                 ours = rate(generator, model, batch, frames, args.device)
