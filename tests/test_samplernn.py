@@ -229,6 +229,17 @@ def test_a_run_ended_by_its_epochs_keeps_its_last_step(clips, tmp_path):
     assert train(clips, tmp_path, cfg, epochs=2, resume=True, log=lambda _m: None)["step"] > saved["step"]
 
 
+def test_a_checkpoint_that_fails_to_save_leaves_the_last_one(tmp_path):
+    from featprep.samplernn.train import _save
+
+    path = tmp_path / "checkpoint.pt"
+    _save(path, {"step": 1})
+    with pytest.raises(Exception, match="pickle"):
+        _save(path, {"step": 2, "unpicklable": lambda: None})
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
+
+
 def test_glibc_keeps_freed_memory():
     from featprep.samplernn.train import keep_freed_memory
 

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from ..device import resolve_device
 from ..errors import FeatprepError
-from ..io import atomic_write_text
+from ..io import atomic_path, atomic_write_text
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
 from .speakers import AudioSeeds, PaseSeeds
@@ -215,9 +215,8 @@ def _open_log(path: Path, step: int) -> TextIO:
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _distributed(dev: torch.device) -> tuple[int, int, torch.device]:
