@@ -1,9 +1,11 @@
 """Normalisers built from ``stats/<stream>.npz`` (written by ``normstats``).
 
-``zscore`` (per speaker; speakers marked ``fallback`` use the global statistics) or
-``minmax`` (Merlin's input normalisation to [0.01, 0.99], global min and max of the
-training data). Binary columns (question answers, the voicing flag) and constant columns
-pass through unchanged. Every transform has its inverse, for generation.
+``zscore`` (per speaker; speakers marked ``fallback`` use the global statistics, and so
+does a column constant in a speaker's rows, whose z-score is undefined: scaled by the
+variance floor, any other value of it became ~1e4) or ``minmax`` (Merlin's input
+normalisation to [0.01, 0.99], global min and max of the training data). Binary columns
+(question answers, the voicing flag) and constant columns pass through unchanged. Every
+transform has its inverse, for generation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FeatprepError
-from .normstats import GLOBAL
+from .normstats import GLOBAL, speaker_constant_columns
 
 METHODS = ("zscore", "minmax")
 
@@ -45,9 +47,11 @@ class Normaliser:
                 raise FeatprepError(f"speaker {speaker!r} has no {stream} statistics in {path}")
             if not data["fallback"][speakers.index(speaker)]:
                 row = speakers.index(speaker)
-        if method == "zscore":
-            return cls(data["mean"][row], data["std"][row], keep)
         g = speakers.index(GLOBAL)
+        if method == "zscore":
+            flat = speaker_constant_columns(data)[row]
+            mean = np.where(flat, data["mean"][g], data["mean"][row])
+            return cls(mean, np.where(flat, data["std"][g], data["std"][row]), keep)
         lo, hi = data["min"][g], data["max"][g]
         span = np.where(hi > lo, hi - lo, 1.0) / 0.98
         return cls(lo - 0.01 * span, span, keep)

@@ -81,6 +81,12 @@ def _check_agreement(merged: dict[str, dict[str, Moments]], again: dict[str, dic
                 )
 
 
+def speaker_constant_columns(stats: Any) -> np.ndarray:
+    """(speakers + global, columns): columns constant in a speaker's rows, neither binary
+    nor constant overall; a normaliser takes the global statistics for them."""
+    return (stats["min"] == stats["max"]) & ~(stats["binary"] | stats["constant"])
+
+
 def _kaldi_matrix(m: Moments) -> str:
     sums = np.append(m.mean * m.count, m.count.max() if m.count.size else 0.0)
     squares = np.append(m.m2 + m.count * m.mean**2, 0.0)
@@ -153,11 +159,17 @@ def normstats(
         atomic_write_text(
             out / f"cmvn_{stream}.ark", "".join(f"{s}  {_kaldi_matrix(per[s])}\n" for s in speakers)
         )
-        for s, small in zip(speakers, fallback, strict=True):
+        flat = speaker_constant_columns(arrays)
+        for i, (s, small) in enumerate(zip(speakers, fallback, strict=True)):
             if small:
                 summary["warnings"].append(
                     f"{stream}: speaker {s} has {int(per[s].count.max())} rows < {min_frames}: "
                     "global statistics used"
+                )
+            elif flat[i].any():
+                summary["warnings"].append(
+                    f"{stream}: speaker {s} has {int(flat[i].sum())} column(s) constant in its rows "
+                    f"({', '.join(map(str, np.flatnonzero(flat[i])[:5]))}): global statistics used for them"
                 )
         summary["streams"][stream] = {
             "dim": int(total.mean.size),

@@ -92,6 +92,31 @@ def test_small_speakers_fall_back_to_global(corpus):
     np.testing.assert_array_equal(own.shift, glob.shift)
 
 
+def test_a_column_constant_in_a_speakers_rows_takes_the_global_statistics(corpus, tmp_path):
+    """Scaled by the variance floor, any other value of such a column became ~1e4 (a demo
+    speaker's valid NLL was 45 bits per sample): the global mean and std stand in."""
+    summary = normstats(corpus, min_frames=0)
+    said = [w for w in summary["warnings"] if "constant in its rows" in w and w.startswith("ling_num:")]
+    real = np.load(corpus / "stats" / "ling_num.npz")
+    varies = ~(real["binary"] | real["constant"])
+    assert len(said) == int((real["min"][:-1] == real["max"][:-1])[:, varies].any(axis=1).sum()) >= 1
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus / "stats", copy / "stats")
+    data = dict(np.load(copy / "stats" / "ling_num.npz"))
+    moving = np.flatnonzero(~(data["binary"] | data["constant"]))
+    column, speaker = moving[0], data["speakers"][0]
+    data["max"][0, column] = data["min"][0, column]  # speaker 0 saw one value in its rows
+    data["std"][0, column] = 1e-4  # its std at the variance floor
+    np.savez(copy / "stats" / "ling_num.npz", **data)
+    own, glob = Normaliser.load(copy, "ling_num", speaker), Normaliser.load(copy, "ling_num")
+    assert own.scale[column] == glob.scale[column] and own.shift[column] == glob.shift[column]
+    # the demo's own data has such columns too; every other column keeps the speaker's
+    flat = data["min"][0] == data["max"][0]
+    expected = np.where(flat, data["std"][-1], data["std"][0]).astype(np.float32)
+    np.testing.assert_array_equal(own.scale[moving], expected[moving])
+    assert (~flat[moving]).sum() > 30 and flat[moving].sum() >= 1
+
+
 def test_normalisers(corpus):
     normstats(corpus, min_frames=0)
     data = np.load(corpus / "stats" / "acoustic.npz")
