@@ -398,8 +398,9 @@ def train(
                 except StopIteration:
                     waiting = True
             if waiting:
-                # the epoch ends when every rank has finished it; until then, empty batches
-                if _all_sum([0.0 if waiting else 1.0], world, dev)[0] == 0:
+                # the epoch ends when every rank has finished it (each still reading adds
+                # 1, below); until then, empty batches
+                if _all_sum([0.0], world, dev)[0] == 0:
                     waiting = False
                     state = [s.to(dev) for s in model.initial_state(slots)]
                     continue
