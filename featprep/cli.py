@@ -44,7 +44,19 @@ jobs_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; Ctrl-C ends any command with one line and exit code 130 (the
+    shell's code for SIGINT), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="featprep")
 def main() -> None:
     """Speech corpora (VCTK, CMU Arctic) to training shards for multi-speaker SampleRNN."""
@@ -85,10 +97,6 @@ def prepare(
     """
     from .pipeline import prepare as run
 
-    if (shard_index is None) != (num_shards is None):
-        raise click.UsageError("--shard-index and --num-shards go together")
-    if num_shards is not None and not 0 <= shard_index < num_shards:
-        raise click.UsageError(f"--shard-index must be in [0, {num_shards}), found {shard_index}")
     report = run(
         corpus,
         root,

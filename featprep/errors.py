@@ -13,6 +13,10 @@ class CorpusError(FeatprepError):
     """A corpus root is missing or does not have the expected layout."""
 
 
+class ArgumentError(FeatprepError):
+    """A library function was called with arguments it cannot work with."""
+
+
 class OutputError(FeatprepError):
     """The output location cannot be written, or holds something unexpected."""
 

@@ -6,23 +6,106 @@ import contextlib
 import hashlib
 import io
 import os
+import re
+import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .errors import FeatprepError, OutputError
+
+#: temporaries of `atomic_path`: ``.<name>.tmp-<host>-<pid>``
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>.*)-(?P<pid>\d+)$")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary name beside ``path`` to write to; renamed into place when the block
-    ends, removed if it raises."""
+    ends, removed if it raises. The name holds the host and process id of the writer, so
+    that `remove_dead_temporaries` can tell a killed writer's temporary from a live one's."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_dead_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the `atomic_path` temporaries in ``folder`` whose writer (a process of this
+    host) no longer runs, as a killed ``train`` or ``normstats`` leaves them (a whole
+    checkpoint's size); returns what was removed. Another host's are left alone."""
+    folder, host, removed = Path(folder), socket.gethostname(), []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _TEMPORARY.match(entry.name)
+        if m and m["host"] == host and not _alive(int(m["pid"])) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def load_weights(
+    path: str | Path, what: str = "checkpoint", map_location: Any = "cpu", error: type = FeatprepError
+) -> Any:
+    """``torch.load(path, weights_only=True)``: no code in the file ever runs. A missing,
+    damaged or truncated file, or one holding pickled objects, is one line (``error``)."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except pickle.UnpicklingError:
+        raise error(
+            f"{path}: not a {what}: it holds Python objects that do not load with weights_only=True "
+            "(featprep never runs code from a file)"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for a damaged file
+        raise error(
+            f"{path}: not a PyTorch weights file that loads with weights_only=True: damaged or truncated "
+            f"({type(e).__name__})"
+        ) from None
+
+
+def check_output_dir(path: str | Path, what: str = "output directory") -> None:
+    """Raise `OutputError` unless ``path`` is a writable folder or could be made one.
+
+    Creates nothing: a command checks where it will write before it does any work, and
+    makes its folder only when it has something to put there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+                pass
+        except OSError as e:
+            raise OutputError(f"{what} {path} is not writable: {e.strerror or e}") from None
+        return
+    if path.exists() or path.is_symlink():
+        raise OutputError(f"{what} {path} is not writable: it exists and is not a folder")
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{what} {path} is not writable: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path} is not writable: no permission to create it in {existing}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

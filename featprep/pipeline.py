@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,12 +26,13 @@ from tqdm import tqdm
 from .acoustic import AcousticStage
 from .audio.stage import AudioStage
 from .check import check
-from .corpora import discover
-from .errors import NoValidUtterances, OutputError, Rejected
+from .corpora import CORPORA, discover
+from .errors import ArgumentError, CorpusError, NoValidUtterances, Rejected
+from .io import check_output_dir
 from .labels.stage import LabelStage, LinguisticStage
 from .manifest import write_manifest, write_rejected
 from .pase.stage import PaseStage
-from .recipe import load_recipe
+from .recipe import check_recipe_paths, load_recipe
 from .records import Rejection
 from .shards import TMP_PREFIX, ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
@@ -129,13 +129,18 @@ def process_shard(
     return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
 
 
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        raise OutputError(f"output directory {out} is not writable: {e.strerror or e}") from None
+def _check_arguments(corpus: str, jobs: int, shard_index: int | None, num_shards: int | None) -> None:
+    if corpus not in CORPORA:
+        raise ArgumentError(f"unknown corpus {corpus!r}; expected one of {list(CORPORA)}")
+    if not isinstance(jobs, int) or isinstance(jobs, bool):
+        raise ArgumentError(f"jobs must be an integer (-1: one per core), found {jobs!r}")
+    if (shard_index is None) != (num_shards is None):
+        raise ArgumentError("shard_index and num_shards (--shard-index, --num-shards) go together")
+    if num_shards is not None:
+        if not isinstance(num_shards, int) or num_shards < 1:
+            raise ArgumentError(f"num_shards must be an integer >= 1, found {num_shards!r}")
+        if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+            raise ArgumentError(f"shard_index must be in [0, {num_shards}), found {shard_index!r}")
 
 
 def _clean_stale(out: Path, plans: list[ShardPlan]) -> None:
@@ -230,12 +235,19 @@ def prepare(
 
     Returns
     -------
-    A `PrepareReport`. Raises `NoValidUtterances` when nothing survives.
+    A `PrepareReport`. Raises `NoValidUtterances` when nothing survives. The arguments,
+    the whole recipe (with the paths it names) and the output folder are checked before
+    any file of the corpus is read; the output folder is made when there is something
+    to write.
     """
     say = log or (lambda _msg: None)
+    _check_arguments(corpus, jobs, shard_index, num_shards)
     resolved = load_recipe(corpus, recipe, overrides)
+    if not Path(root).is_dir():
+        raise CorpusError(f"corpus root {root} does not exist or is not a directory")
+    check_recipe_paths(resolved, root)
     out = Path(out) if out is not None else Path("manifests") / corpus
-    _check_writable(out)
+    check_output_dir(out)
     root = str(Path(root).resolve())
     jobs = max(1, jobs if jobs > 0 else (os.cpu_count() or 1))
 
@@ -251,6 +263,7 @@ def prepare(
     report.unused = sum(1 for u in utterances if u.id not in splits)
     plans = plan_shards(splits, utterances, resolved["shards"]["max_seconds"])
     if not plans:
+        out.mkdir(parents=True, exist_ok=True)
         write_rejected(out / "rejected.tsv", rejections)
         raise NoValidUtterances(
             f"no valid utterance in {root}: {len(rejections)} rejected, see {out}/rejected.tsv"

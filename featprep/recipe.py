@@ -3,7 +3,10 @@
 The built-in recipe of a corpus (``recipes/<corpus>.toml`` laid over
 ``recipes/common.toml``, shipped as package data) is also its schema: a user recipe or an
 override may only set keys that exist there, with a value of the same kind.
-Tables listed in `OPEN_TABLES` take any key (a speaker table, say).
+Tables listed in `OPEN_TABLES` take any key (a speaker table, say). Every value is then
+checked against its rule in `featprep.recipe_schema` (ranges, choices), and
+`check_recipe_paths` checks the files and folders a recipe names against a corpus root,
+all before any file of the corpus is read.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
+from .errors import FeatprepError, RecipeError
+from .recipe_schema import check_recipe
 
 OPEN_TABLES = ("speakers.gender",)
 
@@ -49,7 +53,7 @@ def _same_kind(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _set(recipe: dict[str, Any], key: str, value: Any, origin: str) -> None:
+def _set(recipe: dict[str, Any], key: str, value: Any, origin: str, origins: dict[str, str]) -> None:
     parts = key.split(".")
     table = recipe
     for i, part in enumerate(parts[:-1]):
@@ -58,6 +62,7 @@ def _set(recipe: dict[str, Any], key: str, value: Any, origin: str) -> None:
             raise RecipeError(f"{origin}: unknown recipe key {key!r} (no table {'.'.join(parts[: i + 1])!r})")
         table = sub
     parent, leaf = ".".join(parts[:-1]), parts[-1]
+    origins[key] = origin
     if parent in OPEN_TABLES:
         table[leaf] = value
         return
@@ -115,8 +120,11 @@ def load_recipe(corpus: str, path: str | Path | None = None, overrides: Iterable
 
     Returns
     -------
-    The resolved recipe as nested dicts (what ``manifest.json`` records).
+    The resolved recipe as nested dicts (what ``manifest.json`` records). Raises
+    `RecipeError` naming the key (and where it was set) for an unknown key, a value of
+    the wrong kind or outside its range (`featprep.recipe_schema`).
     """
+    origins: dict[str, str] = {}
     recipe = _read_toml(builtin_recipe_path("common"))
     _merge(recipe, _read_toml(builtin_recipe_path(corpus)))
     if path is not None:
@@ -124,8 +132,37 @@ def load_recipe(corpus: str, path: str | Path | None = None, overrides: Iterable
         if user.get("corpus", corpus) != corpus:
             raise RecipeError(f"recipe {path} is for corpus {user['corpus']!r}, not {corpus!r}")
         for key, value in _flatten(user):
-            _set(recipe, key, value, f"recipe {path}")
+            _set(recipe, key, value, f"recipe {path}", origins)
     for text in overrides:
         key, value = parse_override(text)
-        _set(recipe, key, value, f"--set {text}")
+        _set(recipe, key, value, f"--set {text}", origins)
+    check_recipe(dict(_flatten(recipe)), origins)
     return recipe
+
+
+def check_recipe_paths(recipe: dict[str, Any], root: str | Path) -> None:
+    """Check the files and folders ``recipe`` names, for a corpus at ``root``.
+
+    ``labels.dir`` (sources ``dir`` and ``festival``) is read relative to the corpus root
+    (an absolute path stays as it is) and must be a folder; the question set must load
+    when there are labels; ``pase.checkpoint``, when given, must be a file. Raises
+    `RecipeError` naming the key, its value and the path looked at.
+    """
+    labels = recipe["labels"]
+    if labels["source"] in ("dir", "festival"):
+        folder = Path(root) / labels["dir"]
+        if not folder.is_dir():
+            relative = "" if Path(labels["dir"]).is_absolute() else " (relative to the corpus root)"
+            raise RecipeError(
+                f"labels.dir = {labels['dir']!r}{relative} is not a folder: {folder} does not exist"
+            )
+    if labels["source"] != "none":
+        from .labels.questions import load_questions
+
+        try:
+            load_questions(recipe["linguistic"]["questions"])
+        except FeatprepError as e:
+            raise RecipeError(f"linguistic.questions = {recipe['linguistic']['questions']!r}: {e}") from None
+    checkpoint = recipe["pase"]["checkpoint"]
+    if checkpoint and not Path(checkpoint).is_file():
+        raise RecipeError(f"pase.checkpoint = {checkpoint!r}: {Path(checkpoint).resolve()} is not a file")

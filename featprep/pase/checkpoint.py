@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FeatprepError
-from ..io import sha256_file
+from ..io import load_weights, sha256_file
 from .model import ARCHITECTURES, PaseEncoder
 
 
@@ -43,16 +43,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def load_state(model: PaseEncoder, path: str | Path) -> None:
     """Load a checkpoint file into ``model``; errors name the first bad key and shapes."""
     path = Path(path)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"PASE checkpoint {path} does not exist") from None
-    except Exception as e:  # torch raises several kinds for a damaged or unsafe file
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
-        raise CheckpointError(
-            f"{path}: not a PyTorch weights file that loads with weights_only=True "
-            f"({type(e).__name__}: {first})"
-        ) from None
+    raw = load_weights(path, "PASE checkpoint", error=CheckpointError)
     state = _unwrap(raw, path)
     expected = model.state_dict()
     for key, tensor in expected.items():

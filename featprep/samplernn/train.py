@@ -23,9 +23,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .. import FRAME_SHIFT
 from ..device import resolve_device
 from ..errors import FeatprepError
 from ..io import atomic_path, atomic_write_text
+from ..pase.architectures import ARCHITECTURES
+from ..recipe_schema import Rule, choice, flag, integers, number, text
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
 from .speakers import AudioSeeds, PaseSeeds
@@ -69,6 +72,19 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False
 
+    def __post_init__(self) -> None:
+        """Every option of the right kind and in its range, checked where it is made, so
+        that a notebook's config fails as the command line's does: one line naming it."""
+        for name, rule in TRAIN_RULES.items():
+            value = getattr(self, name)
+            if not rule.test(value):
+                raise FeatprepError(f"training option {name!r} must be {rule.expected}, found {value!r}")
+        if math.prod(self.ratios) != FRAME_SHIFT:
+            raise FeatprepError(
+                f"training option 'ratios' {self.ratios}: their product must be {FRAME_SHIFT} "
+                "(the top tier reads one 5 ms frame)"
+            )
+
     @classmethod
     def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
         if preset not in PRESETS:
@@ -79,6 +95,38 @@ class TrainConfig:
         if unknown:
             raise FeatprepError(f"unknown training option {unknown[0]!r}; known: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+#: the valid values of each `TrainConfig` option
+TRAIN_RULES: dict[str, Rule] = {
+    "features": text(r"\S+", "a feature spec (ling, compact, acoustic, none, A+B[c,..], ...)"),
+    "speaker_mode": choice("none", "embedding", "pase_seed", "pase_trained"),
+    "seed_seconds": number(0.1),
+    "pase_arch": choice(*ARCHITECTURES),
+    "pase_checkpoint": text(),
+    "hidden": number(1, integer=True),
+    "layers": number(1, integer=True),
+    "tier_hidden": integers(1),
+    "tier_layers": integers(1),
+    "rnn": choice("gru", "lstm"),
+    "embedding": number(1, integer=True),
+    "ratios": integers(1, empty=False),
+    "quantisation": choice("mu-law", "linear"),
+    "batch_size": number(1, integer=True),
+    "seq_len": number(1, integer=True),
+    "loader_workers": number(0, integer=True),
+    "lr": number(0.0, above=True),
+    "clip_norm": number(0.0, above=True),
+    "plateau_patience": number(0, integer=True),
+    "plateau_factor": number(0.0, 1.0, above=True, below=True),
+    "valid_every": number(1, integer=True),
+    "checkpoint_every": number(1, integer=True),
+    "max_bad_steps": number(1, integer=True),
+    "sample_every": number(0, integer=True),
+    "sample_seconds": number(0.0, above=True),
+    "seed": number(0, integer=True),
+    "bf16": flag(),
+}
 
 
 class SpeakerSource:
