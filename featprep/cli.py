@@ -408,8 +408,6 @@ def train(
     from .samplernn.train import TrainConfig, keep_freed_memory
     from .samplernn.train import train as run
 
-    if steps is None and epochs is None:
-        raise click.UsageError("give --steps or --epochs")
     cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))
     keep_freed_memory()
     record = run(directory, out, cfg, steps=steps, epochs=epochs, device=device, resume=resume, log=_echo)
@@ -484,32 +482,22 @@ def generate(
     are generated in batches."""
     import torch
 
-    from .device import resolve_device
-    from .io import atomic_write_bytes, wav_bytes
-    from .labels.frontend import merlin_normalise, text_to_labels
-    from .labels.hts import read_hts
-    from .samplernn.generate import Generator, generate_many
-    from .samplernn.run import Run
+    from .samplernn.run import generate_to
 
-    if not labels and not text:
-        raise click.UsageError("give --labels or --text")
-    if (speaker is None) == (seed_wav is None):
-        raise click.UsageError("give --speaker or --seed-wav")
-    trained = Run(run_folder)
-    who = trained.speaker_input(speaker) if speaker else trained.speaker_from_wav(seed_wav)
-    names = [p.stem for p in labels] + [f"text-{i + 1:03d}" for i in range(len(text))]
-    utterances = [read_hts(p) for p in labels]
-    if text:
-        utterances += [merlin_normalise(label) for label in text_to_labels(list(text))]
-    conditioning = [trained.conditioning(label, speaker) for label in utterances]  # no speaker: global
-    requests = [(features, who, frames) for features, frames in conditioning]
-    generator = Generator(trained.model.to(resolve_device(device)), dtype=getattr(torch, dtype))
-    single = len(names) == 1 and out.suffix.lower() == ".wav"
-    (out.parent if single else out).mkdir(parents=True, exist_ok=True)
-    audio = generate_many(generator, requests, batch_size=batch_size, temperature=temperature, seed=seed)
-    for name, samples in zip(names, audio, strict=True):
-        target = out if single else out / f"{name}.wav"
-        atomic_write_bytes(target, wav_bytes(samples, 16000))
+    written = generate_to(
+        run_folder,
+        out,
+        labels=labels,
+        texts=text,
+        speaker=speaker,
+        seed_wav=seed_wav,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
+        dtype=getattr(torch, dtype),
+        device=device,
+    )
+    for target, samples in written:
         click.echo(f"{target}: {len(samples) / 16000:.2f} s")
 
 
@@ -536,7 +524,6 @@ def evaluate(
     """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json)."""
     import torch
 
-    from .io import atomic_write_text
     from .samplernn.evaluate import evaluate as run
 
     result = run(
@@ -563,5 +550,3 @@ def evaluate(
         f"F0 RMSE {number(result['f0_rmse_hz'], '.1f')} Hz ({result['f0_frames']} frames voiced in both), "
         f"V/UV error {result['vuv_error']:.3f}"
     )
-    text = json.dumps(result, indent=1, allow_nan=False)  # strict JSON: undefined figures are null
-    atomic_write_text(run_folder / f"eval_{split}.json", text + "\n")

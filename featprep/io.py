@@ -60,6 +60,22 @@ def remove_dead_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
+def read_npz(path: str | Path, hint: str, error: type = FeatprepError) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read now (no pickles). A damaged or truncated
+    file is one line (``error``) ending in ``hint`` (what to do about it); a missing one
+    raises `FileNotFoundError` for the caller to word."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise error(f"{path} is damaged or truncated ({type(e).__name__}): {hint}") from None
+
+
 def load_weights(
     path: str | Path, what: str = "checkpoint", map_location: Any = "cpu", error: type = FeatprepError
 ) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FeatprepError
+from .io import read_npz
 from .normstats import GLOBAL, speaker_constant_columns
 
 METHODS = ("zscore", "minmax")
@@ -36,7 +37,7 @@ class Normaliser:
         if method not in METHODS:
             raise FeatprepError(f"normalisation must be one of {list(METHODS)}, found {method!r}")
         try:
-            data = np.load(path)
+            data = read_npz(path, f"run featprep normstats {directory} again")
         except FileNotFoundError:
             raise FeatprepError(f"{path} does not exist: run featprep normstats {directory} first") from None
         speakers = data["speakers"].tolist()

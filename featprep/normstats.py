@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import FeatprepError
-from .io import atomic_write_bytes, atomic_write_text
+from .errors import ArgumentError, FeatprepError
+from .io import atomic_write_bytes, atomic_write_text, check_output_dir, remove_dead_temporaries
 from .manifest import read_manifest
 from .shards import open_shard
 from .stats import Moments, StatisticsUnavailable, load_statistics, merge, merge_all, shard_statistics
@@ -108,6 +109,17 @@ def normstats(
     and column, never averaged) or when ``recompute`` disagrees with the merged values.
     """
     directory = Path(directory)
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not splits or not all(isinstance(s, str) and s for s in splits):
+        raise ArgumentError(f"splits must name one or more splits, e.g. ('train',), found {splits!r}")
+    if not isinstance(min_frames, int) or isinstance(min_frames, bool) or min_frames < 0:
+        raise ArgumentError(f"min_frames must be an integer >= 0, found {min_frames!r}")
+    if not isinstance(variance_floor, int | float) or not 0 < variance_floor < math.inf:
+        raise ArgumentError(f"variance_floor must be a number > 0, found {variance_floor!r}")
+    out = directory / "stats"
+    read_manifest(directory)  # a prepared corpus, before its stats/ folder is looked at
+    check_output_dir(out, "statistics folder")
+    remove_dead_temporaries(out)
     stats = recomputed_statistics(directory, splits) if recompute else merged_statistics(directory, splits)
     problems = [
         f"{stream}: speaker {speaker}: {int(m.nonfinite.sum())} NaN/Inf values "
@@ -123,7 +135,6 @@ def normstats(
         with contextlib.suppress(StatisticsUnavailable):
             _check_agreement(merged_statistics(directory, splits), stats)
 
-    out = directory / "stats"
     out.mkdir(exist_ok=True)
     summary: dict[str, Any] = {
         "splits": list(splits),

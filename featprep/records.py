@@ -10,6 +10,7 @@ REASONS: dict[str, str] = {
     "excluded_speaker": "speaker excluded by the recipe (discover)",
     "missing_text": "audio without a transcript (discover)",
     "empty_text": "transcript is empty or whitespace (discover)",
+    "bad_id": "utterance or speaker id with characters unsafe in files and tables (discover)",
     "text_encoding": "transcript is not valid UTF-8 (discover)",
     "missing_audio": "transcript without audio (discover)",
     "duplicate_id": "utterance id seen before; the first in path order is kept (check)",

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FeatprepError
+from .io import read_npz
 
 #: values per chunk (rows x columns): bounds the float64 working copy to 16 MB
 CHUNK_VALUES = 1 << 21
@@ -188,19 +189,21 @@ class StatisticsUnavailable(FeatprepError):
 
 def load_statistics(path: Path) -> dict[str, dict[str, Moments]]:
     out: dict[str, dict[str, Moments]] = {}
-    with np.load(path) as data:
-        for stream in sorted({k.split("/")[0] for k in data.files}):
-            if f"{stream}/values" not in data.files or f"{stream}/speakers" not in data.files:
-                raise StatisticsUnavailable(
-                    f"{path}: statistics in a layout this featprep does not know: prepare the corpus "
-                    "again, or run normstats with --recompute"
-                )
-            names = data[f"{stream}/speakers"].tolist()
-            values = data[f"{stream}/values"]
-            out[stream] = {
-                s: Moments(*values[i, :5], values[i, 5].astype(bool), values[i, 6].astype(np.int64))
-                for i, s in enumerate(names)
-            }
+    data = read_npz(
+        path, "prepare the corpus again, or run normstats with --recompute", StatisticsUnavailable
+    )
+    for stream in sorted({k.split("/")[0] for k in data}):
+        if f"{stream}/values" not in data or f"{stream}/speakers" not in data:
+            raise StatisticsUnavailable(
+                f"{path}: statistics in a layout this featprep does not know: prepare the corpus "
+                "again, or run normstats with --recompute"
+            )
+        names = data[f"{stream}/speakers"].tolist()
+        values = data[f"{stream}/values"]
+        out[stream] = {
+            s: Moments(*values[i, :5], values[i, 5].astype(bool), values[i, 6].astype(np.int64))
+            for i, s in enumerate(names)
+        }
     return out
 
 

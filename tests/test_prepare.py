@@ -61,7 +61,9 @@ def test_every_reason_code_is_produced(prepared):
     codes = set()
     for name in ("vctk-0.80", "cmu_arctic"):
         codes |= {r.code for r in read_rejected(out / name / "rejected.tsv")}
-    assert codes == set(REASONS)
+    # bad_id takes a file name with a tab or newline, which the demo does not ship (many tools
+    # choke on it): test_failures.py makes one
+    assert codes == set(REASONS) - {"bad_id"}
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):

@@ -12,7 +12,9 @@ strict JSON readers reject.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,9 @@ import torch
 from .. import SAMPLE_RATE
 from ..acoustic import f0, mel_cepstrum
 from ..device import resolve_device
-from ..errors import FeatprepError
+from ..errors import ArgumentError, FeatprepError
+from ..io import atomic_write_text, check_output_dir
+from ..splits import SPLITS
 from .data import Corpus, TBPTTLoader
 from .generate import Generator, generate_many
 from .run import Run
@@ -56,7 +60,7 @@ def summarise(errors: list[dict[str, np.ndarray]]) -> dict[str, float | int | No
 
 
 def evaluate(
-    run_folder: str,
+    run_folder: str | Path,
     *,
     split: str = "test",
     max_utterances: int | None = None,
@@ -67,10 +71,23 @@ def evaluate(
     dtype: torch.dtype = torch.float32,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of a trained run on ``split``: per utterance and over the split.
+    """Metrics of a trained run on ``split``: per utterance and over the split, also
+    written to ``RUN/eval_<split>.json`` (strict JSON: an undefined figure is null).
 
     Utterances are generated ``batch_size`` at a time (see ``generate_many``) on
-    ``device`` (auto: CUDA when present)."""
+    ``device`` (auto: CUDA when present). The arguments and the run folder's
+    writability are checked before anything is generated."""
+    if split not in SPLITS:
+        raise ArgumentError(f"split must be one of {list(SPLITS)}, found {split!r}")
+    if max_utterances is not None and (not isinstance(max_utterances, int) or max_utterances < 1):
+        raise ArgumentError(f"max_utterances must be an integer >= 1, found {max_utterances!r}")
+    if max_seconds is not None and not 0 < max_seconds < math.inf:
+        raise ArgumentError(f"max_seconds must be a number > 0, found {max_seconds!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"batch size {batch_size}: expected at least 1")
+    if not 0 <= temperature < math.inf:
+        raise ArgumentError(f"temperature {temperature}: expected >= 0")
+    check_output_dir(run_folder, "run folder")
     run = Run(run_folder)
     dev = resolve_device(device)
     run.model.to(dev)
@@ -99,4 +116,7 @@ def evaluate(
         rows.append({"utterance": u.utterance, "speaker": corpus.speakers[u.speaker], "frames": n})
         rows[-1].update(summarise(errors[-1:]))
     nll_bits = nll if math.isfinite(nll) else None  # a diverged model's
-    return {"split": split, "nll_bits": nll_bits, "utterances": rows, **summarise(errors)}
+    result = {"split": split, "nll_bits": nll_bits, "utterances": rows, **summarise(errors)}
+    text = json.dumps(result, indent=1, allow_nan=False)  # strict JSON: undefined figures are null
+    atomic_write_text(Path(run_folder) / f"eval_{split}.json", text + "\n")
+    return result

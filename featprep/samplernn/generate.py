@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -510,8 +511,10 @@ def generate_many(
     longest request; generation is causal, so the padding never reaches a request's own
     samples. Batch i draws its noise from ``seed + i``.
     """
-    if batch_size < 1:
+    if not isinstance(batch_size, int) or batch_size < 1:
         raise FeatprepError(f"batch size {batch_size}: expected at least 1")
+    if not 0 <= temperature < math.inf:  # here, not at the first batch: the caller may write first
+        raise FeatprepError(f"temperature {temperature}: expected >= 0")
     return _batches(generator, iter(requests), batch_size, temperature, seed)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import FeatprepError
+from ..device import resolve_device
+from ..errors import ArgumentError, FeatprepError, OutputError
+from ..io import load_weights
 from ..labels.compact import label_compact_features, manifest_vocabularies
 from ..labels.hts import HTSLabel
 from ..labels.linguistic import linguistic_features
@@ -33,12 +36,22 @@ class Run:
             raise FeatprepError(
                 f"{self.folder} is not a training run (no config.json): run featprep train"
             ) from None
+        except ValueError as e:
+            raise FeatprepError(f"{self.folder}/config.json is damaged: {e}") from None
         checkpoint = self.folder / "checkpoint.pt"
         if not checkpoint.is_file():
             raise FeatprepError(f"{checkpoint} does not exist: the run has not saved a checkpoint yet")
         self.model = SampleRNN(ModelConfig(**self.info["model"]))
-        self.model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+        self.model.load_state_dict(self._saved(checkpoint, "model"))
         self.model.eval()
+
+    @staticmethod
+    def _saved(checkpoint: Path, part: str) -> dict[str, torch.Tensor]:
+        """One part (``model``, ``encoder``) of a training checkpoint, read as weights only."""
+        saved = load_weights(checkpoint, "training checkpoint")
+        if not isinstance(saved, dict) or not isinstance(saved.get(part), dict):
+            raise FeatprepError(f"{checkpoint} is not a featprep training checkpoint (no {part!r})")
+        return saved[part]
 
     def speaker_index(self, speaker: str) -> int:
         speakers = self.info["speakers"]
@@ -61,8 +74,7 @@ class Run:
                 mode, Path(self.info["corpus"]), self.info["speakers"], cfg, torch.device("cpu")
             )
             if source.encoder is not None:
-                saved = torch.load(self.folder / "checkpoint.pt", map_location="cpu", weights_only=True)
-                source.encoder.load_state_dict(saved["encoder"])
+                source.encoder.load_state_dict(self._saved(self.folder / "checkpoint.pt", "encoder"))
                 source.encoder.eval()
             self._source = source
         return self._source
@@ -141,3 +153,61 @@ class Run:
     @cached_property
     def _normalisers(self) -> Normalisers:
         return Normalisers(self.info["corpus"])
+
+
+def generate_to(
+    run_folder: str | Path,
+    out: str | Path,
+    *,
+    labels: Sequence[str | Path] = (),
+    texts: Sequence[str] = (),
+    speaker: str | None = None,
+    seed_wav: str | Path | None = None,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+    device: str = "auto",
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """Generate one utterance per label file and per text with a trained run (``featprep
+    generate``), as a corpus ``speaker`` or, for pase_seed runs, as the speaker of
+    ``seed_wav``. Returns an iterator that generates and writes them batch by batch,
+    yielding each wav written (16 kHz) with its samples.
+
+    One utterance with ``out`` ending in ``.wav`` is written there; otherwise ``out`` is a
+    folder of ``LABELS-STEM.wav`` and ``text-NNN.wav``. The arguments and the output
+    location are checked before anything is generated.
+    """
+    from ..io import atomic_write_bytes, check_output_dir, wav_bytes
+    from ..labels.frontend import merlin_normalise, text_to_labels
+    from ..labels.hts import read_hts
+    from .generate import Generator, generate_many
+
+    labels, texts, out = [Path(p) for p in labels], list(texts), Path(out)
+    if not labels and not texts:
+        raise ArgumentError("give labels or texts (--labels, --text) to generate")
+    if (speaker is None) == (seed_wav is None):
+        raise ArgumentError("give a speaker or a seed recording (--speaker or --seed-wav), not both")
+    names = [p.stem for p in labels] + [f"text-{i + 1:03d}" for i in range(len(texts))]
+    single = len(names) == 1 and out.suffix.lower() == ".wav"
+    if single and out.is_dir():
+        raise OutputError(f"output {out} is a folder, not a .wav file")
+    check_output_dir(out.parent if single else out)
+    trained = Run(run_folder)
+    who = trained.speaker_input(speaker) if speaker is not None else trained.speaker_from_wav(seed_wav)
+    utterances = [read_hts(p) for p in labels]
+    if texts:
+        utterances += [merlin_normalise(label) for label in text_to_labels(texts)]
+    conditioning = [trained.conditioning(label, speaker) for label in utterances]  # no speaker: global
+    requests = [(features, who, frames) for features, frames in conditioning]
+    generator = Generator(trained.model.to(resolve_device(device)), dtype=dtype)
+    audio = generate_many(generator, requests, batch_size=batch_size, temperature=temperature, seed=seed)
+    targets = [out] if single else [out / f"{name}.wav" for name in names]
+
+    def write() -> Iterator[tuple[Path, np.ndarray]]:
+        for target, samples in zip(targets, audio, strict=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, wav_bytes(samples, 16000))
+            yield target, samples
+
+    return write()

@@ -14,6 +14,8 @@ import ctypes
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,8 +27,8 @@ from torch.nn import functional as F
 
 from .. import FRAME_SHIFT
 from ..device import resolve_device
-from ..errors import FeatprepError
-from ..io import atomic_path, atomic_write_text
+from ..errors import ArgumentError, FeatprepError
+from ..io import atomic_path, atomic_write_text, check_output_dir, load_weights, remove_dead_temporaries
 from ..pase.architectures import ARCHITECTURES
 from ..recipe_schema import Rule, choice, flag, integers, number, text
 from .data import Corpus, TBPTTLoader
@@ -322,16 +324,15 @@ def train(
     the mean over all ranks' targets, and only rank 0 writes the log and checkpoints.
     """
     directory, out = Path(directory), Path(out)
+    _check_bounds(cfg, steps, epochs)
+    check_output_dir(out, "run folder")
+    remove_dead_temporaries(out)
     rank, world, dev = _distributed(resolve_device(device))
     if cfg.batch_size % world:
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
     features = None if cfg.features == "none" else cfg.features
     corpus = Corpus(directory, ("train",), features)
     valid = Corpus(directory, ("valid",), features) if _has_split(directory, "valid") else None
-    if cfg.speaker_mode not in ("none", "embedding", "pase_seed", "pase_trained"):
-        raise FeatprepError(
-            f"speaker_mode must be none, embedding, pase_seed or pase_trained, found {cfg.speaker_mode!r}"
-        )
     seeds = (
         SpeakerSource(cfg.speaker_mode, directory, corpus.speakers, cfg, dev)
         if cfg.speaker_mode in ("pase_seed", "pase_trained")
@@ -366,10 +367,20 @@ def train(
     checkpoint = out / "checkpoint.pt"
     if not resume and checkpoint.is_file():
         raise FeatprepError(f"{out} holds a trained run: --resume to continue it, or another --out")
-    if resume:
-        if not checkpoint.is_file():
+    if resume and not checkpoint.is_file():
+        # killed before its first checkpoint: nothing was kept, so the same run starts afresh
+        started = _started_options(out)
+        if started is None:
             raise FeatprepError(f"{checkpoint} does not exist: nothing to resume")
-        saved = torch.load(checkpoint, map_location=dev, weights_only=True)
+        if _compared(started) != _compared(asdict(cfg)):
+            raise FeatprepError(f"{out} was started with another configuration; resume with the same options")
+        if rank == 0:
+            log(f"{out} has no checkpoint yet (stopped before its first): starting it afresh")
+        resume = False
+    if resume:
+        saved = load_weights(checkpoint, "training checkpoint", map_location=dev)
+        if not isinstance(saved, dict) or not set(saved) >= _CHECKPOINT_KEYS:
+            raise FeatprepError(f"{checkpoint} is not a featprep training checkpoint")
         if _compared(saved["config"]) != _compared(asdict(cfg)):
             raise FeatprepError(
                 f"{checkpoint} was trained with another configuration; resume with the same options"
@@ -414,9 +425,13 @@ def train(
         """The epoch all ranks are in: a waiting rank's loader has begun the next one."""
         return loader.epoch - waiting
 
+    interrupted = False  # Ctrl-C on any rank: every rank stops after the same step
+
     def stop() -> bool:
         # the same on every rank, so that all leave the loop at the same step
-        return (steps is not None and step >= steps) or (epochs is not None and epoch() >= epochs)
+        return (
+            interrupted or (steps is not None and step >= steps) or (epochs is not None and epoch() >= epochs)
+        )
 
     def save() -> None:
         """Every rank takes part (the loader positions and states are gathered)."""
@@ -438,6 +453,7 @@ def train(
                 payload["encoder"] = seeds.encoder.state_dict()
             _save(checkpoint, payload)
 
+    ctrl_c = _CtrlC(log if rank == 0 else lambda _m: None)
     try:
         while not stop():
             if not waiting:
@@ -461,7 +477,10 @@ def train(
                 vectors = seeds.draw(batch.speakers.numpy(), np.random.default_rng([cfg.seed, step, rank]))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and dev.type == "cuda"):
                 nll, n, new_state = chunk_loss(model, batch, state, dev, vectors, forward=net)
-            total_nll, total = _all_sum([float(nll.detach()), float(n)], world, dev)
+            total_nll, total, asked = _all_sum(
+                [float(nll.detach()), float(n), float(ctrl_c.asked)], world, dev
+            )
+            interrupted = asked > 0
             state = [s.detach() for s in new_state]
             optimizer.zero_grad(set_to_none=True)
             if total == 0 or not math.isfinite(total_nll):
@@ -507,12 +526,60 @@ def train(
                 save()
                 saved_step = step
         if step != saved_step:
-            save()  # the run's end: the step limit, or the last epoch read out
+            save()  # the run's end: the step limit, the last epoch read out, or Ctrl-C
     finally:
+        ctrl_c.close()
         if log_file is not None:
             log_file.close()
             board.close()
+    if interrupted:
+        if rank == 0:
+            log(f"interrupted at step {step}: {checkpoint} saved; --resume continues from it")
+        raise KeyboardInterrupt
     return record
+
+
+_CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "loader", "hidden", "rng", "step", "skipped", "config"}
+
+
+class _CtrlC:
+    """Ctrl-C (SIGINT) during training: the first asks for a stop after the current step,
+    with a checkpoint to resume from exactly; a second stops at once. Only the main
+    thread can take signals: elsewhere Ctrl-C keeps its usual effect."""
+
+    def __init__(self, log) -> None:
+        self.asked, self._log, self._previous = False, log, None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        self._log("interrupted: stopping after this step with a checkpoint (Ctrl-C again: at once, without)")
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _check_bounds(cfg: TrainConfig, steps: int | None, epochs: int | None) -> None:
+    if not isinstance(cfg, TrainConfig):
+        raise ArgumentError(f"cfg must be a TrainConfig, found {type(cfg).__name__}")
+    if steps is None and epochs is None:
+        raise ArgumentError("give steps or epochs (--steps, --epochs): a run without either never ends")
+    for name, value in (("steps", steps), ("epochs", epochs)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ArgumentError(f"{name} must be an integer >= 1, found {value!r}")
+
+
+def _started_options(out: Path) -> dict[str, Any] | None:
+    """The training options of the run started in ``out`` (its config.json), if any."""
+    try:
+        return json.loads((out / "config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _compared(config: dict[str, Any]) -> dict[str, Any]:
