@@ -316,10 +316,11 @@ def pase(
 
     from .audio import downmix, read_audio, resample
     from .errors import FeatprepError, Rejected
-    from .io import atomic_write_bytes
+    from .io import atomic_write_bytes, check_output_dir
     from .pase import load_encoder
     from .pase.extract import extract
 
+    check_output_dir(out)
     encoder = load_encoder(arch, checkpoint=checkpoint, random_init_seed=random_init)
     waves = []
     for path in wavs:

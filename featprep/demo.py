@@ -25,7 +25,7 @@ import soxr
 from . import __version__
 from .errors import FeatprepError
 from .festival import run_script, scheme_string
-from .io import atomic_write_text
+from .io import atomic_write_text, check_output_dir
 from .labels.frontend import merlin_normalise, utterance_to_labels
 from .labels.hts import write_hts
 from .labels.xwaves import Segment, format_xwaves, read_xwaves
@@ -343,6 +343,7 @@ def build_corpus(
     utterances in ``festival/utts/`` and boundaries in ``lab/``.
     """
     out = Path(out).resolve()  # Festival scripts name files by absolute path
+    check_output_dir(out.parent, "demo folder")  # the corpus is built beside out, then renamed
     stamp = json.dumps(
         {
             "version": __version__,

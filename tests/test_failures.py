@@ -247,20 +247,19 @@ def test_a_failed_prepare_leaves_no_output_folder(demo_corpus, tmp_path):
     assert files_under(tmp_path) == before
 
 
-@pytest.mark.parametrize("command", ["train", "generate"])
-def test_train_and_generate_refuse_an_unwritable_out_first(tmp_path, command):
-    """The corpus / run does not exist: the output location is what is reported."""
+@pytest.mark.parametrize("command", ["train", "generate", "pase", "demo"])
+def test_commands_refuse_an_unwritable_out_before_work(tmp_path, command):
+    """The corpus, run or input does not exist: the output location is what is reported."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    if command == "train":
-        r = featprep(
-            "train", tmp_path / "no-corpus", "--out", blocker / "run", "--steps", "1", "--preset", "small"
-        )
-    else:
-        r = featprep(
-            "generate", tmp_path / "no-run", "--text", "Hi.", "--speaker", "x", "--out", blocker / "x.wav"
-        )
-    one_line(r, "not writable", str(blocker))
+    nothing = tmp_path / "nothing"
+    args = {
+        "train": ["train", nothing, "--out", blocker / "run", "--steps", "1"],
+        "generate": ["generate", nothing, "--text", "Hi.", "--speaker", "x", "--out", blocker / "x.wav"],
+        "pase": ["pase", nothing, "--random-init", "1", "--out", blocker / "frames"],
+        "demo": ["demo", "--out", blocker / "demo"],
+    }[command]  # fmt: skip
+    one_line(featprep(*args), "not writable", str(blocker))
 
 
 def test_normstats_refuses_an_unwritable_stats_folder(clips, tmp_path):
