@@ -259,7 +259,9 @@ def test_commands_refuse_an_unwritable_out_before_work(tmp_path, command):
         "pase": ["pase", nothing, "--random-init", "1", "--out", blocker / "frames"],
         "demo": ["demo", "--out", blocker / "demo"],
     }[command]  # fmt: skip
-    one_line(featprep(*args), "not writable", str(blocker))
+    before = files_under(tmp_path)
+    one_line(featprep(*args, cwd=tmp_path), "not writable", str(blocker))
+    assert files_under(tmp_path) == before
 
 
 def test_normstats_refuses_an_unwritable_stats_folder(clips, tmp_path):

@@ -64,5 +64,6 @@ def _reject_unsafe_ids(found: Discovery) -> Discovery:
         detail = f"id {bad!r} has characters other than letters, digits, '_', '.', '-' (or starts with one)"
         found.rejections.append(Rejection(utt.id, utt.speaker, "discover", "bad_id", detail, utt.audio_path))
     found.utterances = kept
-    found.speakers = [s for s in found.speakers if any(u.speaker == s.id for u in kept)]
+    speaking = {u.speaker for u in kept}
+    found.speakers = [s for s in found.speakers if s.id in speaking]
     return found

@@ -548,9 +548,11 @@ class _CtrlC:
     thread can take signals: elsewhere Ctrl-C keeps its usual effect."""
 
     def __init__(self, log) -> None:
-        self.asked, self._log, self._previous = False, log, None
+        self.asked, self._log, self._installed = False, log, False
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            # None: a handler not set from Python; Python's own is the one to put back
+            self._previous = signal.signal(signal.SIGINT, self._handle) or signal.default_int_handler
+            self._installed = True
 
     def _handle(self, _signum: int, _frame: Any) -> None:
         if self.asked:
@@ -559,9 +561,9 @@ class _CtrlC:
         self._log("interrupted: stopping after this step with a checkpoint (Ctrl-C again: at once, without)")
 
     def close(self) -> None:
-        if self._previous is not None:
+        if self._installed:
             signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+            self._installed = False
 
 
 def _check_bounds(cfg: TrainConfig, steps: int | None, epochs: int | None) -> None:
