@@ -28,7 +28,7 @@ from .audio.stage import AudioStage
 from .check import check
 from .corpora import CORPORA, discover
 from .errors import ArgumentError, CorpusError, NoValidUtterances, Rejected
-from .io import check_output_dir
+from .io import check_output_dir, remove_dead_temporaries
 from .labels.stage import LabelStage, LinguisticStage
 from .manifest import write_manifest, write_rejected
 from .pase.stage import PaseStage
@@ -248,6 +248,7 @@ def prepare(
     check_recipe_paths(resolved, root)
     out = Path(out) if out is not None else Path("manifests") / corpus
     check_output_dir(out)
+    remove_dead_temporaries(out)  # of manifest.json or rejected.tsv, by a killed run
     root = str(Path(root).resolve())
     jobs = max(1, jobs if jobs > 0 else (os.cpu_count() or 1))
 

@@ -385,9 +385,10 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it(clips, tr
     (run / "checkpoint.pt").unlink()  # config.json written, killed before the first checkpoint
     with pytest.raises(FeatprepError, match="started with another configuration"):
         train(clips, run, run_config(hidden=32), steps=2, resume=True, log=lambda _m: None)
-    said = []
+    said, handler = [], signal.getsignal(signal.SIGINT)
     record = train(clips, run, run_config(), steps=2, resume=True, log=said.append)
     assert record["step"] == 2 and (run / "checkpoint.pt").is_file()
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C is the caller's again
     assert any("starting it afresh" in s for s in said)
     with pytest.raises(FeatprepError, match="nothing to resume"):
         train(clips, tmp_path / "empty", run_config(), steps=2, resume=True, log=lambda _m: None)
