@@ -24,7 +24,7 @@ import soxr
 
 from . import __version__
 from .errors import FeatprepError
-from .festival import run_script, scheme_string
+from .festival import run_script, scheme_path, scheme_string, voice_command
 from .io import atomic_write_text
 from .labels.frontend import merlin_normalise, utterance_to_labels
 from .labels.hts import write_hts
@@ -76,7 +76,7 @@ class DemoSpeaker:
     pitch_factor: float = 1.0
 
     def setup_scheme(self) -> str:
-        lines = [f"(voice_{self.voice})"]
+        lines = [voice_command(self.voice)]
         if self.voice.endswith("_hts"):
             lines.append(
                 f'(set! hts_engine_params (append hts_engine_params (list \'("-r" {1 / self.stretch:.4f}))))'
@@ -157,8 +157,8 @@ def synthesize(speaker: DemoSpeaker, texts: dict[str, str], workdir: Path) -> di
     for key in texts:
         script.append(
             f"(set! utt (utt.synth (Utterance Text {scheme_string(texts[key])})))\n"
-            f'(utt.save.wave utt "{key}.wav" \'riff)\n(utt.save.segs utt "{key}.segs")\n'
-            f'(utt.save utt "{key}.utt")'
+            f"(utt.save.wave utt {scheme_path(key + '.wav')} 'riff)\n"
+            f"(utt.save.segs utt {scheme_path(key + '.segs')})\n(utt.save utt {scheme_path(key + '.utt')})"
         )
     run_script("\n".join(script) + "\n", workdir)
     out = {}
@@ -285,10 +285,8 @@ class _Writer:
         for src, scale, lead, outs in self.retime:
             for o in outs:
                 o.parent.mkdir(parents=True, exist_ok=True)
-            targets = " ".join(scheme_string(str(o)) for o in outs)
-            script.append(
-                f"(featprep_retime {scheme_string(str(src))} {scale:.9f} {lead:.9f} (list {targets}))"
-            )
+            targets = " ".join(scheme_path(o) for o in outs)
+            script.append(f"(featprep_retime {scheme_path(src)} {scale:.9f} {lead:.9f} (list {targets}))")
         run_script("\n".join(script) + "\n", self.root / "festival" / "retime")
         truth_utts = [outs[0] for _, _, _, outs in self.retime]
         for utt, label in zip(truth_utts, utterance_to_labels(truth_utts), strict=True):

@@ -61,7 +61,8 @@ def test_every_reason_code_is_produced(prepared):
     codes = set()
     for name in ("vctk-0.80", "cmu_arctic"):
         codes |= {r.code for r in read_rejected(out / name / "rejected.tsv")}
-    assert codes == set(REASONS)
+    # Festival's limits (arctic label source) are produced in tests/test_festival_inputs.py
+    assert codes == set(REASONS) - {"text_too_long", "festival_timeout"}
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):
