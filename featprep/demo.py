@@ -82,6 +82,9 @@ class DemoSpeaker:
                 f'(set! hts_engine_params (append hts_engine_params (list \'("-r" {1 / self.stretch:.4f}))))'
             )
         else:
+            # CMU Arctic's front-end (labels.voice, like every Arctic voice) reduces no vowel;
+            # the diphone voices would, and lab/ would then hold phones it never predicts
+            lines.append("(set! postlex_vowel_reduce_cart_tree nil)")
             lines.append(
                 f"(set! int_lr_params '((target_f0_mean {self.f0_mean}) (target_f0_std 14) "
                 "(model_f0_mean 170) (model_f0_std 34)))"
@@ -151,12 +154,28 @@ class Synth:
     utt_file: Path
 
 
+#: ked_diphone's synthesis cuts every ``er`` in two and names the second half ``r`` (a
+#: segment of no syllable) to use its er-r diphone: the half goes back to the ``er``, so
+#: the saved segments are the phones of the words, as an aligner would label them
+_MERGE_INSERTED = """
+(define (featprep_merge_inserted utt)
+  (mapcar
+    (lambda (s)
+      (if (and (not (string-equal (item.name s) "pau")) (not (item.relation s 'SylStructure)))
+          (begin
+            (item.set_feat (item.prev s) "end" (item.feat s "end"))
+            (item.delete s))))
+    (utt.relation.items utt 'Segment))
+  utt)
+"""
+
+
 def synthesize(speaker: DemoSpeaker, texts: dict[str, str], workdir: Path) -> dict[str, Synth]:
     """Synthesise ``texts`` (key -> text) with one Festival process."""
-    script = [speaker.setup_scheme()]
+    script = [_MERGE_INSERTED, speaker.setup_scheme()]
     for key in texts:
         script.append(
-            f"(set! utt (utt.synth (Utterance Text {scheme_string(texts[key])})))\n"
+            f"(set! utt (featprep_merge_inserted (utt.synth (Utterance Text {scheme_string(texts[key])}))))\n"
             f"(utt.save.wave utt {scheme_path(key + '.wav')} 'riff)\n"
             f"(utt.save.segs utt {scheme_path(key + '.segs')})\n(utt.save utt {scheme_path(key + '.utt')})"
         )
