@@ -107,9 +107,10 @@ def run_script(script: str, workdir: Path, *, timeout: float = 600.0) -> str:
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise FestivalTimeout(f"festival did not finish {path} within {timeout:g} s") from None
+        # no path in the message: it ends in rejected.tsv, which must not name a temporary folder
+        raise FestivalTimeout(f"festival did not finish within {timeout:g} s") from None
     output = proc.stdout + proc.stderr
     if proc.returncode != 0 or "SIOD ERROR" in output:
         first = next((ln for ln in output.splitlines() if "ERROR" in ln), output[-200:])
-        raise FeatprepError(f"festival failed on {path}: {first.strip()}")
+        raise FeatprepError(f"festival failed: {first.strip()}")  # no temporary path: see above
     return proc.stdout
