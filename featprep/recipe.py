@@ -146,7 +146,8 @@ def check_recipe_paths(recipe: dict[str, Any], root: str | Path) -> None:
     ``labels.dir`` (sources ``dir`` and ``festival``) is read relative to the corpus root
     (an absolute path stays as it is) and must be a folder; the question set must load
     when there are labels; ``pase.checkpoint``, when given, must be a file. Raises
-    `RecipeError` naming the key, its value and the path looked at.
+    `RecipeError` naming the key, its value and the path looked at. With the ``arctic``
+    source, ``labels.voice`` must be an installed Festival voice.
     """
     labels = recipe["labels"]
     if labels["source"] in ("dir", "festival"):
@@ -156,6 +157,13 @@ def check_recipe_paths(recipe: dict[str, Any], root: str | Path) -> None:
             raise RecipeError(
                 f"labels.dir = {labels['dir']!r}{relative} is not a folder: {folder} does not exist"
             )
+    if labels["source"] == "arctic":
+        from .festival import voice_command
+
+        try:
+            voice_command(labels["voice"], setting="labels.voice")
+        except FeatprepError as e:
+            raise RecipeError(str(e)) from None
     if labels["source"] != "none":
         from .labels.questions import load_questions
 

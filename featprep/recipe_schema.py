@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import SAMPLE_RATE
+from .acoustic import F0_METHODS
 from .errors import RecipeError
 from .labels.linguistic import FRAME_FEATURES
 from .labels.sources import SOURCES
@@ -174,8 +175,11 @@ SCHEMA: dict[str, Rule] = {
     ),
     "labels.silence": names(empty=False),
     "labels.merlin_normalise": flag(),
-    "labels.voice": text(r"[A-Za-z0-9_]+", "a Festival voice name (letters, digits, _)"),
+    # the pattern of featprep.festival.voice_command; check_recipe_paths asks Festival
+    "labels.voice": text(r"[a-z][a-z0-9_]*", "a Festival voice name (lower-case letters, digits, _)"),
     "labels.max_phone_edits": number(0, integer=True),
+    "labels.max_text_chars": number(1, integer=True),
+    "labels.festival_timeout": number(0.0, above=True),
     "labels.margin_seconds": number(0.0),
     "labels.max_end_error": number(0.0),
     "labels.max_boundary_error": number(0.0),
@@ -189,7 +193,7 @@ SCHEMA: dict[str, Rule] = {
     "linguistic.vocab.tone": names(empty=False, unique=True),
     # acoustic
     "acoustic.enabled": flag(),
-    "acoustic.f0_method": choice("rapt", "swipe"),
+    "acoustic.f0_method": choice(*F0_METHODS),
     "acoustic.mcep_order": number(1, integer=True),
     "acoustic.alpha": number(-1.0, 1.0, above=True, below=True),
     "acoustic.fft_size": Rule("a power of two from 64 to 65536", _power_of_two),

@@ -21,6 +21,8 @@ REASONS: dict[str, str] = {
     "missing_label": "no label file for the utterance (labels)",
     "bad_label": "label file unreadable, malformed or without edge silences (labels, linguistic)",
     "label_mismatch": "labels do not fit the audio or the transcript (labels, audio)",
+    "text_too_long": "transcript longer than labels.max_text_chars, not given to Festival (labels)",
+    "festival_timeout": "Festival did not finish the utterance within labels.festival_timeout (labels)",
     "nan_inf": "audio has NaN or infinite samples (audio)",
     "digital_silence": "every sample is zero (audio)",
     "near_silent": "peak level below the recipe's threshold (audio)",

@@ -176,6 +176,17 @@ def test_files_a_recipe_names_must_exist_before_work(demo_corpus, tmp_path, over
     assert not (tmp_path / "out").exists()
 
 
+def test_an_arctic_voice_that_is_not_installed_is_reported_before_work(demo_corpus, tmp_path):
+    with pytest.raises(RecipeError, match="labels.voice 'kal_diphonex' is not installed; Festival has"):
+        prepare(
+            "cmu_arctic",
+            demo_corpus / "cmu_arctic",
+            tmp_path / "out",
+            overrides=["labels.voice=kal_diphonex"],
+        )
+    assert not (tmp_path / "out").exists()
+
+
 # -- library entry points check their own arguments --------------------------------------
 
 

@@ -5,8 +5,9 @@ import pytest
 from nnmnkwii.frontend import merlin as nnmnkwii_merlin
 from nnmnkwii.io import hts as nnmnkwii_hts
 
-from featprep.labels.hts import LabelError, parse_hts, read_hts
-from featprep.labels.linguistic import duration_targets, linguistic_features
+from featprep.errors import FeatprepError
+from featprep.labels.hts import HTSLabel, LabelError, parse_hts, read_hts
+from featprep.labels.linguistic import default_subphone_features, duration_targets, linguistic_features
 from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import QuestionError, load_questions, parse_questions, wildcards2regex
 
@@ -196,3 +197,18 @@ def test_featprep_question_set_reads_every_numeric_field():
             expected = [float(parsed[f]) if parsed[f].isdigit() else -1.0 for f in fields]
             assert row.tolist() == expected, (lab, context)
     assert load_questions("featprep_hts").names == qs.names  # found by name
+
+
+def test_auto_frame_features_follow_the_alignment(questions):
+    state, phone = read_hts(STATE_LAB), read_hts(PHONE_LAB)
+    np.testing.assert_array_equal(
+        linguistic_features(state, questions), linguistic_features(state, questions, subphone_features="full")
+    )
+    np.testing.assert_array_equal(
+        linguistic_features(phone, questions),
+        linguistic_features(phone, questions, subphone_features="coarse_coding"),
+    )
+    unaligned = HTSLabel(phone.contexts)
+    assert default_subphone_features(unaligned) is None
+    with pytest.raises(FeatprepError, match="ask for phone-level rows"):
+        linguistic_features(unaligned, questions)

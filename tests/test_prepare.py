@@ -61,9 +61,10 @@ def test_every_reason_code_is_produced(prepared):
     codes = set()
     for name in ("vctk-0.80", "cmu_arctic"):
         codes |= {r.code for r in read_rejected(out / name / "rejected.tsv")}
+    # Festival's limits (arctic label source) are produced in tests/test_festival_inputs.py;
     # bad_id takes a file name with a tab or newline, which the demo does not ship (many tools
-    # choke on it): test_failures.py makes one
-    assert codes == set(REASONS) - {"bad_id"}
+    # choke on it): tests/test_failures.py makes one
+    assert codes == set(REASONS) - {"text_too_long", "festival_timeout", "bad_id"}
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):
@@ -98,6 +99,30 @@ def test_label_defects_are_rejected_with_labels(prepared, truth):
                 assert rejected[row[key]] == row["expected"], (name, row)
             if row["expected"] == "too_short":  # the demo made no labels for it
                 assert rejected[row[key]] == "missing_label", (name, row)
+
+
+def test_arctic_label_source_keeps_every_good_utterance(demo_corpus, truth, tmp_path):
+    """cmu_arctic's default label source: lab/ boundaries on the front-end's contexts.
+
+    The demo's diphone speakers reduced vowels the front-end (labels.voice) does not
+    reduce, and ked_diphone's synthesis added an r after every er: five good utterances
+    were label_mismatch.
+    """
+    prepare(
+        "cmu_arctic",
+        demo_corpus / "cmu_arctic",
+        tmp_path,
+        overrides=ARCTIC_GENDERS + ["acoustic.enabled=false"],
+    )
+    rejected = {r.utterance: r for r in read_rejected(tmp_path / "rejected.tsv")}
+    kept = set()
+    for shard in read_manifest(tmp_path)["shards"]:
+        kept |= set(open_shard(tmp_path / shard["name"])[0]["utterance"])
+    for row in truth:
+        if row["expected"] == "ok":
+            assert row["arctic"] in kept, rejected[row["arctic"]]
+        if row["expected"] == "label_mismatch":  # lab/ of another, shorter utterance
+            assert rejected[row["arctic"]].code == "label_mismatch", row
 
 
 def test_alignment_contract_and_layout(prepared):

@@ -426,6 +426,13 @@ def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
     vector = run.speaker_input("dfa")
     assert vector.shape == (1, 100)
     np.testing.assert_array_equal(vector[0].numpy(), seeds.fixed(run.speaker_index("dfa")))
+    known = ", ".join(run.info["speakers"])
+    with pytest.raises(FeatprepError) as e:
+        run.speaker_index("p225")
+    assert (
+        str(e.value)
+        == f"speaker 'p225' is not in this run; it knows {len(run.info['speakers'])} speakers: {known}"
+    )
     draws = np.stack([seeds.draw(np.array([0]), np.random.default_rng(i))[0] for i in range(5)])
     assert draws.shape == (5, 100) and len({d.tobytes() for d in draws}) > 1  # redrawn windows differ
     assert generate(run.model, None, vector, 2).shape == (1, 160)
