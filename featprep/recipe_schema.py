@@ -175,8 +175,8 @@ SCHEMA: dict[str, Rule] = {
     ),
     "labels.silence": names(empty=False),
     "labels.merlin_normalise": flag(),
-    # the pattern of featprep.festival.voice_command; check_recipe_paths asks Festival
-    "labels.voice": text(r"[a-z][a-z0-9_]*", "a Festival voice name (lower-case letters, digits, _)"),
+    # with the arctic source, check_recipe_paths has featprep.festival.voice_command check it
+    "labels.voice": text(),
     "labels.max_phone_edits": number(0, integer=True),
     "labels.max_text_chars": number(1, integer=True),
     "labels.festival_timeout": number(0.0, above=True),
