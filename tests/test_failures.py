@@ -421,3 +421,40 @@ def test_an_utterance_id_with_a_newline_is_rejected_at_discovery(tmp_path):
     write_rejected(tmp_path / "rejected.tsv", found.rejections)
     assert len((tmp_path / "rejected.tsv").read_text().splitlines()) == 3  # header + one row each
     assert {r.code for r in read_rejected(tmp_path / "rejected.tsv")} == {"bad_id"}
+
+
+def test_ctrl_c_under_torchrun_saves_one_checkpoint_at_a_step_all_ranks_share(clips, tmp_path):
+    """torchrun passes Ctrl-C to its workers: the ranks agree on the step (through the loss
+    reduction), save together and a resumed run logs what an uninterrupted one does."""
+
+    def torchrun(out: Path, *options: str) -> subprocess.Popen:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        launcher += ["--master_port", "29541", "-m", "featprep", "train", clips, "--out", out]
+        return subprocess.Popen(
+            [str(c) for c in [*launcher, "--preset", "small", "--device", "cpu", *cli_sets(), *options]],
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+
+    def finished(proc: subprocess.Popen) -> None:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+
+    run = tmp_path / "run"
+    proc = torchrun(run, "--steps", "100000")
+    log = run / "log.jsonl"
+    deadline = time.monotonic() + 180
+    while not (log.is_file() and log.read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the launcher and its workers
+    _, err = proc.communicate(timeout=300)
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert err.count(f"interrupted at step {saved['step']}:") == 1  # rank 0 speaks for both
+    assert len(saved["loader"]) == 2 and saved["step"] == log.read_text().count("\n")
+    steps = saved["step"] + 3
+    finished(torchrun(run, "--steps", str(steps), "--resume"))
+    finished(torchrun(tmp_path / "whole", "--steps", str(steps)))
+    logs = [[json.loads(x)["train_bits"] for x in (r / "log.jsonl").read_text().splitlines()]
+            for r in (run, tmp_path / "whole")]  # fmt: skip
+    assert len(logs[0]) == steps and logs[0] == logs[1]
