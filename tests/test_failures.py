@@ -21,6 +21,7 @@ import torch
 from featprep.corpora import discover
 from featprep.errors import ArgumentError, FeatprepError, OutputError, RecipeError
 from featprep.manifest import read_rejected, write_rejected
+from featprep.normalise import Normaliser
 from featprep.normstats import normstats
 from featprep.pipeline import prepare
 from featprep.recipe import _flatten, _merge, _read_toml, builtin_recipe_path, load_recipe
@@ -338,6 +339,10 @@ def test_a_damaged_shard_statistics_file(clips, tmp_path):
     with pytest.raises(StatisticsUnavailable, match="damaged or truncated"):
         normstats(corpus)
     one_line(featprep("normstats", corpus), str(stats), "--recompute")
+    merged = corpus / "stats" / "audio.npz"  # what train's normalisers read
+    merged.write_bytes(merged.read_bytes()[:-50])
+    with pytest.raises(FeatprepError, match=f"{merged} is damaged or truncated .*: run featprep normstats"):
+        Normaliser.load(corpus, "audio")
 
 
 @pytest.mark.parametrize("damage", ["pickled", "truncated", "not_a_checkpoint"])
