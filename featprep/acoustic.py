@@ -14,18 +14,13 @@ one matrix product, equal to ``pysptk.sp2mc`` frame by frame.
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-with warnings.catch_warnings():
-    # pysptk 1.0.1 imports pkg_resources, whose deprecation warning means nothing to users
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    import pysptk
-
 from . import FRAME_SHIFT, SAMPLE_RATE
+from .compat import pysptk
 from .errors import FeatprepError, Rejected
 from .stage import ArraySpec, Item, Stage
 
