@@ -18,18 +18,13 @@ F0 depends on whatever the heap holds next to that array, and identical calls di
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-with warnings.catch_warnings():
-    # pysptk 1.0.1 imports pkg_resources, whose deprecation warning means nothing to users
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    import pysptk
-
 from . import FRAME_SHIFT, SAMPLE_RATE
+from .compat import pysptk
 from .errors import FeatprepError, Rejected
 from .stage import ArraySpec, Item, Stage
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -525,7 +527,8 @@ def run_demo(
 ) -> list[str]:
     """Build the demo corpus under ``out/corpus`` and prepare its three layouts.
 
-    Returns the summary lines of each prepare run.
+    Returns the summary lines of each prepare run, then the commands that go on from the
+    CMU Arctic layout (normstats, train, generate, evaluate) with the demo's paths.
     """
     from .manifest import read_manifest
     from .pipeline import prepare
@@ -545,4 +548,30 @@ def run_demo(
         manifest = read_manifest(out / "manifests" / target)
         streams = ", ".join(f"{f['name']} ({f['dim']} x {f['dtype']})" for f in manifest["features"])
         lines.append(f"streams: audio (int16, 16 kHz), {streams}")
-    return lines
+    return lines + _next_commands(out)
+
+
+def _next_commands(out: Path) -> list[str]:
+    """What to run next on the demo's CMU Arctic layout, ready to paste."""
+    from .manifest import read_manifest
+
+    data, run = out / "manifests" / "cmu_arctic", out / "runs" / "cmu_arctic"
+    speaker = next(s["id"] for s in read_manifest(data)["speakers"] if s["role"] == "modeling")
+    # the featprep beside this Python (.venv/bin/featprep after make demo), unless that is
+    # the one on PATH anyway
+    beside = Path(sys.executable).parent / "featprep"
+    command = "featprep"
+    if beside.is_file() and shutil.which("featprep") != str(beside):
+        command = str(beside.relative_to(Path.cwd()) if beside.is_relative_to(Path.cwd()) else beside)
+    commands = [
+        ["normstats", data],
+        ["train", data, "--out", run, "--preset", "small", "--steps", 100],
+        ["generate", run, "--text", "Please call Stella.", "--speaker", speaker, "--out", out / "stella.wav"],
+        ["evaluate", run, "--max-utterances", 2, "--max-seconds", 0.5],
+    ]
+    return [
+        "",
+        f"== next: train on {data} (labels, acoustic features, PASE)",
+        f"Its PASE embeddings come from random weights ({', '.join(DEMO_PASE)}): they test the",
+        "plumbing and carry no speaker information; a real run names pase.checkpoint.",
+    ] + [shlex.join([command, *map(str, c)]) for c in commands]

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 
@@ -207,6 +208,17 @@ def test_demo_command_from_a_relative_folder(tmp_path):
         assert f"== {layout}" in r.stdout
         assert featprep("validate", tmp_path / "demo" / "manifests" / layout).returncode == 0
     assert "pase (100 x float16)" in r.stdout
+    # it ends with the next commands, their paths the demo's, and they run (a shorter train)
+    about, *lines = r.stdout.split("\n== next: ")[1].strip().splitlines()
+    assert about == "train on demo/manifests/cmu_arctic (labels, acoustic features, PASE)"
+    assert "random weights" in " ".join(lines[:2])
+    commands = [shlex.split(line) for line in lines[2:]]
+    assert [c[1] for c in commands] == ["normstats", "train", "generate", "evaluate"]
+    commands[1][commands[1].index("--steps") + 1] = "2"
+    for c in commands:
+        done = subprocess.run(c, capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, (c, done.stderr)
+    assert (tmp_path / "demo" / "runs" / "cmu_arctic" / "checkpoint.pt").is_file()
     again = featprep("demo", "--out", "demo", "--utterances", "2", cwd=tmp_path)
     assert "already built" in again.stderr and "already complete" in again.stdout
 

@@ -337,3 +337,29 @@ def test_pase_stage_on_real_clips(real_arctic, tmp_path):
     # without weights there is no PASE stream at all
     prepare("cmu_arctic", real_arctic, tmp_path / "off", overrides=["labels.source=none"])
     assert "pase" not in {f["name"] for f in read_manifest(tmp_path / "off")["features"]}
+
+
+def test_stages_are_set_up_once_per_run_and_leave_torch_threads_alone(real_arctic, tmp_path, monkeypatch):
+    """In one process (jobs=1) the stages serve every shard: the PASE weights are loaded
+    once, each stage set up once; the caller's torch thread count stays its own."""
+    import torch
+
+    from featprep.pase import checkpoint
+    from featprep.pipeline import STAGES
+
+    loads, setups = [], []
+    load_encoder = checkpoint.load_encoder
+    monkeypatch.setattr(checkpoint, "load_encoder", lambda *a, **k: loads.append(a) or load_encoder(*a, **k))
+    for cls in STAGES:
+        setup = cls.setup
+        monkeypatch.setattr(cls, "setup", lambda self, setup=setup: setups.append(self.name) or setup(self))
+    sets = ["labels.source=none", "pase.arch=pase", "pase.random_init_seed=0", "shards.max_seconds=1"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)
+    try:
+        report = prepare("cmu_arctic", real_arctic, tmp_path, overrides=sets, jobs=1)
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
+    assert report.shards_written == 2
+    assert len(loads) == 1 and sorted(setups) == sorted(cls.name for cls in STAGES)

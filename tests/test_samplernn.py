@@ -637,3 +637,23 @@ def test_training_on_compact_and_f0_conditioning(labelled_corpus, tmp_path, feat
             run.conditioning(label, "dfa")
     result = evaluate_run(str(tmp_path), max_utterances=1, max_seconds=0.05)
     assert len(result["utterances"]) == 1
+
+
+def test_train_says_what_it_trains_and_where_its_checkpoint_is(clips, tmp_path):
+    cfg = TrainConfig.from_preset("small", {"features": "none", "checkpoint_every": 2})
+    lines: list[str] = []
+    train(clips, tmp_path / "run", cfg, steps=3, log=lines.append)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    parameters = sum(t.numel() for t in saved["model"].values())
+    rows = sum(
+        s["rows"]
+        for s in json.loads((clips / "manifest.json").read_text())["shards"]
+        if s["split"] == "train"
+    )
+    head, corpus, folder = lines[:3]
+    assert head.startswith("train: device ") and head.endswith(
+        f", {parameters:,} parameters, features none, speaker embedding, until step 3"
+    )
+    assert corpus.startswith(f"corpus {clips}: train {rows} utterances, 2 speakers")
+    assert folder == f"run folder {tmp_path / 'run'}: checkpoint.pt every 2 steps and at the end"
+    assert lines[-1] == f"checkpoint: {tmp_path / 'run' / 'checkpoint.pt'} (step 3)"
