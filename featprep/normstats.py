@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from .errors import FeatprepError
-from .io import atomic_write_bytes, atomic_write_text
-from .manifest import read_manifest
+from .integrity import shards_digest, verify_corpus
+from .io import atomic_write_bytes, atomic_write_text, sha256_file
+from .manifest import read_manifest, shard_paths
 from .shards import open_shard
 from .stats import Moments, StatisticsUnavailable, load_statistics, merge, merge_all, shard_statistics
 
@@ -38,7 +39,7 @@ def _selected_shards(directory: Path, manifest: dict[str, Any], splits: tuple[st
     unknown = sorted(set(splits) - known - {"train", "valid", "test"})
     if unknown:
         raise FeatprepError(f"unknown split(s) {unknown}; this corpus has {sorted(known)}")
-    shards = [directory / s["name"] for s in manifest["shards"] if s["split"] in splits and s["rows"] > 0]
+    shards = [path for s, path in shard_paths(directory, manifest, splits) if s["rows"] > 0]
     if not shards:
         raise FeatprepError(f"{directory}: no shard in split(s) {list(splits)}")
     return shards
@@ -101,13 +102,21 @@ def normstats(
     min_frames: int = 2000,
     variance_floor: float = 1e-8,
     recompute: bool = False,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Merge (or recompute) the statistics and write ``stats/``; returns the summary.
+
+    The shards of ``splits`` are checked first (`featprep.integrity.verify_corpus`; sha256
+    of every file unless ``verify`` is False). ``summary.json`` records which shards the
+    statistics come from and the sha256 of each file written, so that readers refuse them
+    once the corpus is prepared again.
 
     Raises `FeatprepError` when an array holds NaN or Inf (reported per stream, speaker
     and column, never averaged) or when ``recompute`` disagrees with the merged values.
     """
     directory = Path(directory)
+    _selected_shards(directory, read_manifest(directory), splits)  # unknown splits first
+    manifest = verify_corpus(directory, splits=splits, hashes=verify)
     stats = recomputed_statistics(directory, splits) if recompute else merged_statistics(directory, splits)
     problems = [
         f"{stream}: speaker {speaker}: {int(m.nonfinite.sum())} NaN/Inf values "
@@ -127,6 +136,7 @@ def normstats(
     out.mkdir(exist_ok=True)
     summary: dict[str, Any] = {
         "splits": list(splits),
+        "shards_digest": shards_digest(manifest, splits),
         "min_frames": min_frames,
         "variance_floor": variance_floor,
         "recomputed": recompute,
@@ -179,5 +189,8 @@ def normstats(
             "constant_columns": int(constant.sum()),
             "fallback": [s for s, f in zip(speakers, fallback, strict=True) if f],
         }
+    # written last: a run killed before it leaves files whose hashes no summary vouches for
+    written = [name for stream in sorted(stats) for name in (f"{stream}.npz", f"cmvn_{stream}.ark")]
+    summary["files"] = {name: sha256_file(out / name) for name in written}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary

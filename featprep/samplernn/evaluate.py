@@ -66,18 +66,20 @@ def evaluate(
     batch_size: int = 16,
     dtype: torch.dtype = torch.float32,
     device: str = "auto",
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Metrics of a trained run on ``split``: per utterance and over the split.
 
     Utterances are generated ``batch_size`` at a time (see ``generate_many``) on
-    ``device`` (auto: CUDA when present)."""
+    ``device`` (auto: CUDA when present). The split's shards are checked first (sha256
+    of every file unless ``verify`` is False)."""
     run = Run(run_folder)
     dev = resolve_device(device)
     run.model.to(dev)
     info = run.info
     stream = info["features"]
     try:
-        corpus = Corpus(info["corpus"], (split,), stream)
+        corpus = Corpus(info["corpus"], (split,), stream, verify=verify)
     except FeatprepError as e:
         raise FeatprepError(f"cannot evaluate on {split!r}: {e}") from None
     utterances = corpus.utterances[: max_utterances or len(corpus.utterances)]

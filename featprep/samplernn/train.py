@@ -263,6 +263,7 @@ def train(
     epochs: int | None = None,
     device: str = "auto",
     resume: bool = False,
+    verify: bool = True,
     log=print,
 ) -> dict[str, Any]:
     """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``.
@@ -278,8 +279,9 @@ def train(
     if cfg.batch_size % world:
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
     features = None if cfg.features == "none" else cfg.features
-    corpus = Corpus(directory, ("train",), features)
-    valid = Corpus(directory, ("valid",), features) if _has_split(directory, "valid") else None
+    # checked before the first step; verify=False skips the sha256 of every file
+    corpus = Corpus(directory, ("train",), features, verify=verify)
+    valid = Corpus(directory, ("valid",), features, verify=verify) if _has_split(directory, "valid") else None
     if cfg.speaker_mode not in ("none", "embedding", "pase_seed", "pase_trained"):
         raise FeatprepError(
             f"speaker_mode must be none, embedding, pase_seed or pase_trained, found {cfg.speaker_mode!r}"
