@@ -68,7 +68,28 @@ def check_corpus(
     Raises `OutputError` when there is no readable manifest at all.
     """
     directory = Path(directory)
+    return _check(directory, read_manifest(directory), splits, hashes, full, progress)
+
+
+def verify_corpus(
+    directory: str | Path, *, splits: tuple[str, ...] | None = None, hashes: bool = True
+) -> dict[str, Any]:
+    """`check_corpus` for a reader: the manifest checked, or `CorruptCorpus` with the
+    first problem in one line."""
+    directory = Path(directory)
     manifest = read_manifest(directory)
+    raise_first(directory, _check(directory, manifest, splits, hashes, False, None))
+    return manifest
+
+
+def _check(
+    directory: Path,
+    manifest: dict[str, Any],
+    splits: tuple[str, ...] | None,
+    hashes: bool,
+    full: bool,
+    progress: Callable[[int], Any] | None,
+) -> list[str]:
     problems = _manifest_problems(manifest)
     if problems:
         return [f"manifest.json: {p}" for p in problems]
@@ -92,15 +113,6 @@ def check_corpus(
         if (directory / "stats").exists():
             problems += statistics_problems(directory, manifest)
     return problems
-
-
-def verify_corpus(
-    directory: str | Path, *, splits: tuple[str, ...] | None = None, hashes: bool = True
-) -> dict[str, Any]:
-    """`check_corpus` for a reader: the manifest, or `CorruptCorpus` with the first problem."""
-    problems = check_corpus(directory, splits=splits, hashes=hashes)
-    raise_first(directory, problems)
-    return read_manifest(directory)
 
 
 def raise_first(directory: str | Path, problems: list[str]) -> None:
@@ -241,10 +253,10 @@ def _contract_problems(
     out = []
     if len(index) != shard["rows"]:
         out.append(f"index has {len(index)} rows, manifest.json says {shard['rows']}")
-    other = sorted(set(index["split"]) - {shard["split"]})
+    other = sorted(set(index["split"]) - {shard["split"]}, key=str)
     if other:
         out.append(f"index has rows of split(s) {other} in a {shard['split']} shard")
-    strangers = sorted(set(index["speaker"]) - speakers)
+    strangers = sorted(set(index["speaker"]) - speakers, key=str)
     if strangers:
         out.append(f"speaker(s) {', '.join(map(str, strangers[:5]))} not in the manifest's speaker table")
     for utt in index["utterance"]:

@@ -83,7 +83,7 @@ def write_manifest(
     kept: dict[str, Counter] = defaultdict(Counter)
     seconds: dict[str, Counter] = defaultdict(Counter)
     for shard in shards:
-        _count_speakers(path.parent / shard["name"], kept, seconds)
+        _count_speakers(inside(path.parent, shard["name"], "shard name"), kept, seconds)
     speaker_rows = []
     for s in speakers:
         row = s.to_dict()

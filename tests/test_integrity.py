@@ -220,6 +220,9 @@ def test_a_manifest_cannot_send_readers_outside(copy, tmp_path, how):
         (copy / SHARD / "audio.npy").symlink_to(outside / "shard-000000" / "audio.npy")
     assert any(said in p for p in validate(copy))
     assert said in train_error(copy, tmp_path)
+    if how == "file link":  # the notebook's reader too
+        with pytest.raises(CorruptCorpus, match=said):
+            open_shard(copy / SHARD)
     for verify in (True, False):
         with pytest.raises(CorruptCorpus, match=said):
             normstats(copy, verify=verify)
@@ -373,6 +376,12 @@ def test_files_and_folders_without_read_permission(demo_corpus, corpus):
             assert _as_nobody(_discovered, corpus, str(root), recipe) == (
                 f"cannot list the corpus folder {top}: Permission denied"
             )
+            if corpus == "vctk":
+                locked.append(root / "speaker-info.txt")
+                os.chmod(locked[-1], 0)
+                assert _as_nobody(_discovered, corpus, str(root), recipe) == (
+                    f"cannot read {locked[-1]}: Permission denied"
+                )
         finally:
             for path in [*locked, top]:
                 os.chmod(path, 0o755)

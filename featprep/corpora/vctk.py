@@ -46,7 +46,11 @@ def read_speaker_info(path: Path) -> dict[str, Speaker]:
     speakers: dict[str, Speaker] = {}
     if not path.is_file():
         return speakers
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
+    for line in text.splitlines():
         fields = line.split()
         if len(fields) < 3 or fields[0] == "ID":
             continue
