@@ -14,9 +14,8 @@ setup: $(STAMP) festival
 # requirement would pull a multi-GB CUDA build. GPU users: see README, "Installing".
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "setuptools<81" wheel
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,align]"
 	touch $@
 
 festival:

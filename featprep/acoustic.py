@@ -2,7 +2,7 @@
 
 For an utterance of ``n`` frames (``len(audio) == 80 n``) every stream has exactly ``n``
 rows. Frame ``i`` is analysed around sample ``80 i + 40`` (the middle of its 80 samples):
-F0 by RAPT or SWIPE' with an 80-sample hop, the mel-cepstrum from a Blackman window of
+F0 by RAPT with an 80-sample hop, the mel-cepstrum from a Blackman window of
 ``window_seconds`` centred there (signal edges reflected).
 
 Columns: ``lf0`` (natural log of F0, linearly interpolated through unvoiced frames and
@@ -10,24 +10,26 @@ held flat before the first and after the last voiced frame), ``vuv`` (1 voiced, 
 ``mcep_0 .. mcep_M`` (``sp2mc`` of the power spectrum: the cepstrum of the log spectrum,
 frequency-warped by ``alpha``). The warping is linear, so it is applied to all frames as
 one matrix product, equal to ``pysptk.sp2mc`` frame by frame.
+
+SWIPE' is not offered: SPTK's implementation (pysptk 1.0.1) interpolates the spectrum at
+ERB frequencies above its last FFT bin (``splinv`` past the end of the bin array), so its
+F0 depends on whatever the heap holds next to that array, and identical calls differ.
 """
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-with warnings.catch_warnings():
-    # pysptk 1.0.1 imports pkg_resources, whose deprecation warning means nothing to users
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    import pysptk
-
 from . import FRAME_SHIFT, SAMPLE_RATE
+from .compat import pysptk
 from .errors import FeatprepError, Rejected
 from .stage import ArraySpec, Item, Stage
+
+#: F0 trackers that give identical output for identical input (see the module notes)
+F0_METHODS = ("rapt",)
 
 
 def f0(
@@ -35,17 +37,22 @@ def f0(
 ) -> np.ndarray:
     """F0 in Hz (0 = unvoiced), one value per 80-sample frame: ``len(audio) // 80`` values."""
     n = len(audio) // FRAME_SHIFT
-    if method == "rapt":
-        # RAPT expects 16-bit sample values
-        values = pysptk.rapt(
-            (audio * 32768.0).astype(np.float32), sr, FRAME_SHIFT, min=f0_min, max=f0_max, otype="f0"
-        )
-    elif method == "swipe":
-        values = pysptk.swipe(audio.astype(np.float64), sr, FRAME_SHIFT, min=f0_min, max=f0_max, otype="f0")
-    else:
-        raise FeatprepError(f'acoustic.f0_method must be "rapt" or "swipe", found {method!r}')
+    check_f0_method(method)
+    # RAPT expects 16-bit sample values
+    values = pysptk.rapt(
+        (audio * 32768.0).astype(np.float32), sr, FRAME_SHIFT, min=f0_min, max=f0_max, otype="f0"
+    )
     values = np.asarray(values, np.float64)[:n]
     return np.pad(values, (0, n - len(values)))
+
+
+def check_f0_method(method: str) -> None:
+    """Raise `FeatprepError` unless ``method`` is one of `F0_METHODS`."""
+    if method not in F0_METHODS:
+        why = ""
+        if method == "swipe":
+            why = " (SWIPE' was removed: pysptk's gives different F0 for identical input)"
+        raise FeatprepError(f"acoustic.f0_method must be one of {list(F0_METHODS)}, found {method!r}{why}")
 
 
 def interpolate_lf0(f0_hz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,10 +137,7 @@ class AcousticStage(Stage):
     ) -> None:
         super().__init__(recipe, corpus_root, genders)
         self.cfg = recipe["acoustic"]
-        if self.cfg["f0_method"] not in ("rapt", "swipe"):
-            raise FeatprepError(
-                f'acoustic.f0_method must be "rapt" or "swipe", found {self.cfg["f0_method"]!r}'
-            )
+        check_f0_method(self.cfg["f0_method"])
 
     def outputs(self) -> list[ArraySpec]:
         if not self.cfg["enabled"]:

@@ -172,10 +172,11 @@ def demo(out: Path, utterances: int, jobs: int, seed: int) -> None:
 )
 @click.option(
     "--subphone-features",
-    default="full",
+    default="auto",
     show_default=True,
     type=click.Choice(
         [
+            "auto",
             "full",
             "minimal_frame",
             "state_only",
@@ -186,7 +187,9 @@ def demo(out: Path, utterances: int, jobs: int, seed: int) -> None:
             "none",
         ]
     ),
-    help="Merlin frame features; phone-aligned labels: minimal_phoneme, coarse_coding, none.",
+    help="Merlin frame features; auto: full for state-aligned labels, coarse_coding for "
+    "phone-aligned ones, phone-level rows for labels without times. Phone-aligned labels "
+    "take minimal_phoneme, coarse_coding, none.",
 )
 @click.option(
     "--phone-level", is_flag=True, help="One row per phone, question columns only (duration model input)."
@@ -203,12 +206,26 @@ def linguistic(label: Path, questions: str, subphone_features: str, phone_level:
 
     from .io import atomic_write_bytes
     from .labels.hts import read_hts
-    from .labels.linguistic import linguistic_features
+    from .labels.linguistic import default_subphone_features, linguistic_features
     from .labels.matching import CompiledQuestions
     from .labels.questions import load_questions
 
+    labels = read_hts(label)
+    if subphone_features == "auto" and not phone_level:
+        chosen = default_subphone_features(labels)
+        kind = (
+            "state-aligned"
+            if labels.state_aligned
+            else "phone-aligned"
+            if labels.aligned
+            else "without times"
+        )
+        phone_level = chosen is None
+        _echo(
+            f"{label}: labels {kind}: " + ("one row per phone" if phone_level else f"frame features {chosen}")
+        )
     features = linguistic_features(
-        read_hts(label),
+        labels,
         CompiledQuestions(load_questions(questions)),
         subphone_features=subphone_features,
         add_frame_features=not phone_level,

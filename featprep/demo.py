@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ import soxr
 
 from . import __version__
 from .errors import FeatprepError
-from .festival import run_script, scheme_string
+from .festival import run_script, scheme_path, scheme_string, voice_command
 from .io import atomic_write_text
 from .labels.frontend import merlin_normalise, utterance_to_labels
 from .labels.hts import write_hts
@@ -76,12 +78,15 @@ class DemoSpeaker:
     pitch_factor: float = 1.0
 
     def setup_scheme(self) -> str:
-        lines = [f"(voice_{self.voice})"]
+        lines = [voice_command(self.voice)]
         if self.voice.endswith("_hts"):
             lines.append(
                 f'(set! hts_engine_params (append hts_engine_params (list \'("-r" {1 / self.stretch:.4f}))))'
             )
         else:
+            # CMU Arctic's front-end (labels.voice, like every Arctic voice) reduces no vowel;
+            # the diphone voices would, and lab/ would then hold phones it never predicts
+            lines.append("(set! postlex_vowel_reduce_cart_tree nil)")
             lines.append(
                 f"(set! int_lr_params '((target_f0_mean {self.f0_mean}) (target_f0_std 14) "
                 "(model_f0_mean 170) (model_f0_std 34)))"
@@ -151,14 +156,30 @@ class Synth:
     utt_file: Path
 
 
+#: ked_diphone's synthesis cuts every ``er`` in two and names the second half ``r`` (a
+#: segment of no syllable) to use its er-r diphone: the half goes back to the ``er``, so
+#: the saved segments are the phones of the words, as an aligner would label them
+_MERGE_INSERTED = """
+(define (featprep_merge_inserted utt)
+  (mapcar
+    (lambda (s)
+      (if (and (not (string-equal (item.name s) "pau")) (not (item.relation s 'SylStructure)))
+          (begin
+            (item.set_feat (item.prev s) "end" (item.feat s "end"))
+            (item.delete s))))
+    (utt.relation.items utt 'Segment))
+  utt)
+"""
+
+
 def synthesize(speaker: DemoSpeaker, texts: dict[str, str], workdir: Path) -> dict[str, Synth]:
     """Synthesise ``texts`` (key -> text) with one Festival process."""
-    script = [speaker.setup_scheme()]
+    script = [_MERGE_INSERTED, speaker.setup_scheme()]
     for key in texts:
         script.append(
-            f"(set! utt (utt.synth (Utterance Text {scheme_string(texts[key])})))\n"
-            f'(utt.save.wave utt "{key}.wav" \'riff)\n(utt.save.segs utt "{key}.segs")\n'
-            f'(utt.save utt "{key}.utt")'
+            f"(set! utt (featprep_merge_inserted (utt.synth (Utterance Text {scheme_string(texts[key])}))))\n"
+            f"(utt.save.wave utt {scheme_path(key + '.wav')} 'riff)\n"
+            f"(utt.save.segs utt {scheme_path(key + '.segs')})\n(utt.save utt {scheme_path(key + '.utt')})"
         )
     run_script("\n".join(script) + "\n", workdir)
     out = {}
@@ -285,10 +306,8 @@ class _Writer:
         for src, scale, lead, outs in self.retime:
             for o in outs:
                 o.parent.mkdir(parents=True, exist_ok=True)
-            targets = " ".join(scheme_string(str(o)) for o in outs)
-            script.append(
-                f"(featprep_retime {scheme_string(str(src))} {scale:.9f} {lead:.9f} (list {targets}))"
-            )
+            targets = " ".join(scheme_path(o) for o in outs)
+            script.append(f"(featprep_retime {scheme_path(src)} {scale:.9f} {lead:.9f} (list {targets}))")
         run_script("\n".join(script) + "\n", self.root / "festival" / "retime")
         truth_utts = [outs[0] for _, _, _, outs in self.retime]
         for utt, label in zip(truth_utts, utterance_to_labels(truth_utts), strict=True):
@@ -507,7 +526,8 @@ def run_demo(
 ) -> list[str]:
     """Build the demo corpus under ``out/corpus`` and prepare its three layouts.
 
-    Returns the summary lines of each prepare run.
+    Returns the summary lines of each prepare run, then the commands that go on from the
+    CMU Arctic layout (normstats, train, generate, evaluate) with the demo's paths.
     """
     from .manifest import read_manifest
     from .pipeline import prepare
@@ -527,4 +547,30 @@ def run_demo(
         manifest = read_manifest(out / "manifests" / target)
         streams = ", ".join(f"{f['name']} ({f['dim']} x {f['dtype']})" for f in manifest["features"])
         lines.append(f"streams: audio (int16, 16 kHz), {streams}")
-    return lines
+    return lines + _next_commands(out)
+
+
+def _next_commands(out: Path) -> list[str]:
+    """What to run next on the demo's CMU Arctic layout, ready to paste."""
+    from .manifest import read_manifest
+
+    data, run = out / "manifests" / "cmu_arctic", out / "runs" / "cmu_arctic"
+    speaker = next(s["id"] for s in read_manifest(data)["speakers"] if s["role"] == "modeling")
+    # the featprep beside this Python (.venv/bin/featprep after make demo), unless that is
+    # the one on PATH anyway
+    beside = Path(sys.executable).parent / "featprep"
+    command = "featprep"
+    if beside.is_file() and shutil.which("featprep") != str(beside):
+        command = str(beside.relative_to(Path.cwd()) if beside.is_relative_to(Path.cwd()) else beside)
+    commands = [
+        ["normstats", data],
+        ["train", data, "--out", run, "--preset", "small", "--steps", 100],
+        ["generate", run, "--text", "Please call Stella.", "--speaker", speaker, "--out", out / "stella.wav"],
+        ["evaluate", run, "--max-utterances", 2, "--max-seconds", 0.5],
+    ]
+    return [
+        "",
+        f"== next: train on {data} (labels, acoustic features, PASE)",
+        f"Its PASE embeddings come from random weights ({', '.join(DEMO_PASE)}): they test the",
+        "plumbing and carry no speaker information; a real run names pase.checkpoint.",
+    ] + [shlex.join([command, *map(str, c)]) for c in commands]

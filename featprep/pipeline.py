@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,22 @@ STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticSt
 
 def build_stages(recipe: dict[str, Any], root: str, genders: dict[str, str] | None = None) -> list[Stage]:
     return [cls(recipe, root, genders) for cls in STAGES]
+
+
+#: a worker process's stages: (run token, stages built and set up on its first shard of that run)
+_worker_stages: tuple[str, list[Stage]] | None = None
+
+
+def _stages_of_worker(recipe: dict[str, Any], root: str, genders: dict[str, str], run: str) -> list[Stage]:
+    """The stages of prepare run ``run`` in this worker process, built and set up once per run
+    (PASE weights read and hashed, question sets compiled once, not per shard)."""
+    global _worker_stages
+    if _worker_stages is None or _worker_stages[0] != run:
+        stages = build_stages(recipe, root, genders)
+        for stage in stages:
+            stage.setup()
+        _worker_stages = (run, stages)
+    return _worker_stages[1]
 
 
 def stage_outputs(stages: list[Stage]) -> tuple[list[ArraySpec], dict[str, pa.DataType]]:
@@ -93,21 +110,17 @@ class PrepareReport:
 
 def process_shard(
     plan: ShardPlan,
-    recipe: dict[str, Any],
-    root: str,
+    stages: list[Stage],
     out_dir: Path,
     fingerprint: str,
-    genders: dict[str, str],
     progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every stage on every utterance of a shard and write it; returns shard.json.
+    """Run every stage (set up already) on every utterance of a shard and write it; returns
+    shard.json.
 
     ``progress`` is called with 1 after each utterance (a bar's update, or a queue's put
     when the shard runs in a worker process).
     """
-    stages = build_stages(recipe, root, genders)
-    for stage in stages:
-        stage.setup()
     for stage in stages:
         stage.begin_shard(plan.utterances)
     specs, columns = stage_outputs(stages)
@@ -181,8 +194,22 @@ def _progress(total: int, jobs: int, enabled: bool) -> Iterator[Any]:
             bar.close()
 
 
+def _process_shard_in_worker(
+    plan: ShardPlan,
+    recipe: dict[str, Any],
+    root: str,
+    genders: dict[str, str],
+    run: str,
+    out_dir: Path,
+    fingerprint: str,
+    progress: Callable[[int], Any] | None,
+) -> dict[str, Any]:
+    return process_shard(plan, _stages_of_worker(recipe, root, genders, run), out_dir, fingerprint, progress)
+
+
 def _run_shards(
     todo: list[tuple[ShardPlan, str]],
+    stages: list[Stage],
     recipe: dict[str, Any],
     root: str,
     out: Path,
@@ -190,15 +217,25 @@ def _run_shards(
     jobs: int,
     progress: bool,
 ) -> list[dict[str, Any]]:
+    """Process the shards of ``todo``: in this process with ``stages`` (set up here, once),
+    or in ``jobs`` worker processes that build and set up their own once each."""
     total = sum(len(p.utterances) for p, _ in todo)
     with _progress(total, jobs, progress) as tick:
         if jobs == 1:
-            return [process_shard(p, recipe, root, out, fp, genders, tick) for p, fp in todo]
-        # One BLAS/torch thread per worker: the parallelism is across shards.
+            for stage in stages:
+                stage.setup()
+            return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
+        # One BLAS/torch thread per worker (joblib sets the limits, torch's included, in
+        # each worker it starts): the parallelism is across shards.
+        run = uuid.uuid4().hex
         with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
-            run = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
-            jobs_ = (joblib.delayed(process_shard)(p, recipe, root, out, fp, genders, tick) for p, fp in todo)
-            return list(run(jobs_))
+            shards = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
+            return list(
+                shards(
+                    joblib.delayed(_process_shard_in_worker)(p, recipe, root, genders, run, out, fp, tick)
+                    for p, fp in todo
+                )
+            )
 
 
 def prepare(
@@ -275,7 +312,7 @@ def prepare(
         else:
             report.shards_pending += 1
     say(f"{len(plans)} shards: {len(infos)} complete, {len(todo)} to do")
-    for info in _run_shards(todo, resolved, root, out, genders, jobs, progress):
+    for info in _run_shards(todo, stages, resolved, root, out, genders, jobs, progress):
         infos[info["name"]] = info
         report.shards_written += 1
 

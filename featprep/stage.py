@@ -74,8 +74,9 @@ class Item:
 class Stage:
     """Base of a per-utterance stage. Subclasses set `name` and implement `process`.
 
-    ``setup`` runs once per worker process (load models, compile question sets) so that
-    per-utterance work stays small.
+    One instance serves every shard a process runs in a prepare run: ``setup`` runs once
+    there (load models, compile question sets) so that per-shard and per-utterance work
+    stays small; ``begin_shard`` resets what belongs to one shard.
     """
 
     name: ClassVar[str]

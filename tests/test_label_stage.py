@@ -62,6 +62,30 @@ def test_transfer_boundaries_handles_pauses():
         transfer_boundaries(label, segments[:10] + segments[12:], silences=["sil", "pau"], max_edits=5)
 
 
+def test_label_mismatch_names_the_phones_on_both_sides():
+    label = read_hts(PHONE_LAB)
+    phones = [c.split("-", 1)[1].split("+", 1)[0] for c in label.contexts]
+    segments = [
+        (s, e, "pau" if p == "sil" else p)
+        for s, e, p in zip(label.start / 1e7, label.end / 1e7, phones, strict=True)
+    ]
+    speech = [p for p in phones if p != "sil"]
+    # the speaker's lab/ has an r after the 6th speech phone that Festival did not predict
+    k = [i for i, p in enumerate(phones) if p != "sil"][5]
+    extra = segments[: k + 1] + [(segments[k][1], segments[k][1], "r")] + segments[k + 1 :]
+    with pytest.raises(Rejected) as r:
+        transfer_boundaries(label, extra, silences=["sil", "pau"], max_edits=3)
+    assert r.value.code == "label_mismatch"
+    assert r.value.detail == (
+        f"lab/ phones differ from Festival's after {' '.join(speech[3:6])!r}: Festival has [], lab/ has ['r']"
+    )
+    # substitutions beyond max_phone_edits are listed Festival -> lab/
+    changed = [(s, e, "ax" if i in (2, 4) else p) for i, (s, e, p) in enumerate(segments)]
+    with pytest.raises(Rejected) as r:
+        transfer_boundaries(label, changed, silences=["sil", "pau"], max_edits=1)
+    assert f"2 phones differ between Festival and lab/ ({phones[2]}->ax, {phones[4]}->ax;" in r.value.detail
+
+
 def test_compact_features_follow_the_context():
     label = read_hts(PHONE_LAB)
     frames = label.frames()

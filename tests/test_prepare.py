@@ -63,7 +63,8 @@ def test_every_reason_code_is_produced(prepared):
     codes = set()
     for name in ("vctk-0.80", "cmu_arctic"):
         codes |= {r.code for r in read_rejected(out / name / "rejected.tsv")}
-    assert codes == set(REASONS) - DISCOVERY_FAULTS
+    # Festival's limits (arctic label source) are produced in tests/test_festival_inputs.py
+    assert codes == set(REASONS) - {"text_too_long", "festival_timeout"} - DISCOVERY_FAULTS
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):
@@ -98,6 +99,30 @@ def test_label_defects_are_rejected_with_labels(prepared, truth):
                 assert rejected[row[key]] == row["expected"], (name, row)
             if row["expected"] == "too_short":  # the demo made no labels for it
                 assert rejected[row[key]] == "missing_label", (name, row)
+
+
+def test_arctic_label_source_keeps_every_good_utterance(demo_corpus, truth, tmp_path):
+    """cmu_arctic's default label source: lab/ boundaries on the front-end's contexts.
+
+    The demo's diphone speakers reduced vowels the front-end (labels.voice) does not
+    reduce, and ked_diphone's synthesis added an r after every er: five good utterances
+    were label_mismatch.
+    """
+    prepare(
+        "cmu_arctic",
+        demo_corpus / "cmu_arctic",
+        tmp_path,
+        overrides=ARCTIC_GENDERS + ["acoustic.enabled=false"],
+    )
+    rejected = {r.utterance: r for r in read_rejected(tmp_path / "rejected.tsv")}
+    kept = set()
+    for shard in read_manifest(tmp_path)["shards"]:
+        kept |= set(open_shard(tmp_path / shard["name"])[0]["utterance"])
+    for row in truth:
+        if row["expected"] == "ok":
+            assert row["arctic"] in kept, rejected[row["arctic"]]
+        if row["expected"] == "label_mismatch":  # lab/ of another, shorter utterance
+            assert rejected[row["arctic"]].code == "label_mismatch", row
 
 
 def test_alignment_contract_and_layout(prepared):
@@ -312,3 +337,29 @@ def test_pase_stage_on_real_clips(real_arctic, tmp_path):
     # without weights there is no PASE stream at all
     prepare("cmu_arctic", real_arctic, tmp_path / "off", overrides=["labels.source=none"])
     assert "pase" not in {f["name"] for f in read_manifest(tmp_path / "off")["features"]}
+
+
+def test_stages_are_set_up_once_per_run_and_leave_torch_threads_alone(real_arctic, tmp_path, monkeypatch):
+    """In one process (jobs=1) the stages serve every shard: the PASE weights are loaded
+    once, each stage set up once; the caller's torch thread count stays its own."""
+    import torch
+
+    from featprep.pase import checkpoint
+    from featprep.pipeline import STAGES
+
+    loads, setups = [], []
+    load_encoder = checkpoint.load_encoder
+    monkeypatch.setattr(checkpoint, "load_encoder", lambda *a, **k: loads.append(a) or load_encoder(*a, **k))
+    for cls in STAGES:
+        setup = cls.setup
+        monkeypatch.setattr(cls, "setup", lambda self, setup=setup: setups.append(self.name) or setup(self))
+    sets = ["labels.source=none", "pase.arch=pase", "pase.random_init_seed=0", "shards.max_seconds=1"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)
+    try:
+        report = prepare("cmu_arctic", real_arctic, tmp_path, overrides=sets, jobs=1)
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
+    assert report.shards_written == 2
+    assert len(loads) == 1 and sorted(setups) == sorted(cls.name for cls in STAGES)

@@ -426,6 +426,13 @@ def test_pase_seed_speakers(pase_corpus, tmp_path, clips):
     vector = run.speaker_input("dfa")
     assert vector.shape == (1, 100)
     np.testing.assert_array_equal(vector[0].numpy(), seeds.fixed(run.speaker_index("dfa")))
+    known = ", ".join(run.info["speakers"])
+    with pytest.raises(FeatprepError) as e:
+        run.speaker_index("p225")
+    assert (
+        str(e.value)
+        == f"speaker 'p225' is not in this run; it knows {len(run.info['speakers'])} speakers: {known}"
+    )
     draws = np.stack([seeds.draw(np.array([0]), np.random.default_rng(i))[0] for i in range(5)])
     assert draws.shape == (5, 100) and len({d.tobytes() for d in draws}) > 1  # redrawn windows differ
     assert generate(run.model, None, vector, 2).shape == (1, 160)
@@ -630,3 +637,23 @@ def test_training_on_compact_and_f0_conditioning(labelled_corpus, tmp_path, feat
             run.conditioning(label, "dfa")
     result = evaluate_run(str(tmp_path), max_utterances=1, max_seconds=0.05)
     assert len(result["utterances"]) == 1
+
+
+def test_train_says_what_it_trains_and_where_its_checkpoint_is(clips, tmp_path):
+    cfg = TrainConfig.from_preset("small", {"features": "none", "checkpoint_every": 2})
+    lines: list[str] = []
+    train(clips, tmp_path / "run", cfg, steps=3, log=lines.append)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    parameters = sum(t.numel() for t in saved["model"].values())
+    rows = sum(
+        s["rows"]
+        for s in json.loads((clips / "manifest.json").read_text())["shards"]
+        if s["split"] == "train"
+    )
+    head, corpus, folder = lines[:3]
+    assert head.startswith("train: device ") and head.endswith(
+        f", {parameters:,} parameters, features none, speaker embedding, until step 3"
+    )
+    assert corpus.startswith(f"corpus {clips}: train {rows} utterances, 2 speakers")
+    assert folder == f"run folder {tmp_path / 'run'}: checkpoint.pt every 2 steps and at the end"
+    assert lines[-1] == f"checkpoint: {tmp_path / 'run' / 'checkpoint.pt'} (step 3)"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatprepError
-from ..festival import run_script, scheme_string
+from ..festival import run_script, scheme_path, scheme_string, voice_command
 from .context import set_phones
 from .hts import HTSLabel, phone_of
 
@@ -67,31 +67,39 @@ def _parse_dump(path: Path) -> HTSLabel:
     return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64))
 
 
-def _run(commands: list[str], voice: str | None, workdir: Path | None) -> list[HTSLabel]:
+def _run(commands: list[str], voice: str | None, workdir: Path | None, timeout: float) -> list[HTSLabel]:
     with tempfile.TemporaryDirectory(prefix="featprep-festival-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
         script = [_DUMP]
         if voice:
-            script.append(f"(voice_{voice})")
+            script.append(voice_command(voice))
         for i, command in enumerate(commands):
             script.append(f'{command}\n(featprep_dump utt "{i}.feats")')
-        run_script("\n".join(script) + "\n", work)
+        run_script("\n".join(script) + "\n", work, timeout=timeout)
         return [_parse_dump(work / f"{i}.feats") for i in range(len(commands))]
 
 
 def text_to_labels(
-    texts: Iterable[str], *, voice: str = DEFAULT_VOICE, workdir: Path | None = None
+    texts: Iterable[str],
+    *,
+    voice: str = DEFAULT_VOICE,
+    workdir: Path | None = None,
+    timeout: float = 600.0,
 ) -> list[HTSLabel]:
     """Full-context labels of each text, timed by Festival's predicted durations.
 
     The times are Festival's duration model's, not an alignment to any recording; drop
-    them (``HTSLabel(label.contexts)``) for unaligned labels.
+    them (``HTSLabel(label.contexts)``) for unaligned labels. ``voice`` must be an
+    installed Festival voice; one Festival run of more than ``timeout`` seconds raises
+    `FestivalTimeout`.
     """
     commands = [f"(set! utt (Utterance Text {scheme_string(t)}))\n{_ANALYSE}" for t in texts]
-    return _run(commands, voice, workdir)
+    return _run(commands, voice, workdir, timeout)
 
 
-def utterance_to_labels(utt_files: Iterable[str | Path], *, workdir: Path | None = None) -> list[HTSLabel]:
+def utterance_to_labels(
+    utt_files: Iterable[str | Path], *, workdir: Path | None = None, timeout: float = 600.0
+) -> list[HTSLabel]:
     """Full-context labels of saved Festival utterances (``.utt``), with their own timing.
 
     This is how labels of synthesised speech (the demo corpus) or of corpora shipped
@@ -102,8 +110,8 @@ def utterance_to_labels(utt_files: Iterable[str | Path], *, workdir: Path | None
         path = Path(f).resolve()
         if not path.is_file():
             raise FeatprepError(f"Festival utterance {path} does not exist")
-        commands.append(f"(set! utt (utt.load nil {scheme_string(str(path))}))")
-    return _run(commands, None, workdir)
+        commands.append(f"(set! utt (utt.load nil {scheme_path(path)}))")
+    return _run(commands, None, workdir, timeout)
 
 
 def merlin_normalise(label: HTSLabel, *, silence: str = "pau", edge: str = "sil") -> HTSLabel:

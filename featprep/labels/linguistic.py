@@ -96,6 +96,18 @@ def _check_mode(label: HTSLabel, mode: str) -> None:
         )
 
 
+def default_subphone_features(label: HTSLabel) -> str | None:
+    """The frame features Merlin would use for ``label``.
+
+    ``full`` for state-aligned labels (Merlin's default), ``coarse_coding`` for
+    phone-aligned ones (what Merlin's phone-alignment recipes use), None for labels
+    without times: those give phone-level rows only.
+    """
+    if not label.aligned:
+        return None
+    return "full" if label.state_aligned else "coarse_coding"
+
+
 def phone_contexts(label: HTSLabel) -> list[str]:
     """One context per phone (the first state's, for state-aligned labels)."""
     if not label.state_aligned:
@@ -112,16 +124,17 @@ def linguistic_features(
     label: HTSLabel,
     questions: CompiledQuestions,
     *,
-    subphone_features: str = "full",
+    subphone_features: str = "auto",
     add_frame_features: bool = True,
 ) -> np.ndarray:
     """Merlin's linguistic feature matrix of one utterance, float32.
 
     Parameters
     ----------
-    label : aligned labels (state- or phone-aligned).
+    label : labels; frame rows need times (state- or phone-aligned).
     questions : a compiled question set.
-    subphone_features : a Merlin ``subphone_feats`` mode (see the module notes).
+    subphone_features : a Merlin ``subphone_feats`` mode (see the module notes), or
+        ``"auto"``: `default_subphone_features` of the labels.
     add_frame_features : rows per 5 ms frame (True) or one row per phone (False; the
         duration model's input, question columns only).
 
@@ -133,7 +146,12 @@ def linguistic_features(
     if not add_frame_features:
         return phone_rows
     if not label.aligned:
-        raise FeatprepError("frame features need aligned labels (start and end times)")
+        raise FeatprepError(
+            "frame features need aligned labels (start and end times); these have none: "
+            "ask for phone-level rows (question columns only)"
+        )
+    if subphone_features == "auto":
+        subphone_features = default_subphone_features(label)
     _check_mode(label, subphone_features)
     frames = label.frames()
     if np.any(frames < 0):

@@ -71,23 +71,26 @@ def transfer_boundaries(
     theirs = [p for _, _, p in segments]
     ours_speech = [i for i, p in enumerate(ours) if p not in silences]
     theirs_speech = [i for i, p in enumerate(theirs) if p not in silences]
-    matcher = difflib.SequenceMatcher(
-        a=[ours[i] for i in ours_speech], b=[theirs[i] for i in theirs_speech], autojunk=False
-    )
-    edits = 0
+    ours_names = [ours[i] for i in ours_speech]
+    theirs_names = [theirs[i] for i in theirs_speech]
+    matcher = difflib.SequenceMatcher(a=ours_names, b=theirs_names, autojunk=False)
+    substituted = []
     for op, a0, a1, b0, b1 in matcher.get_opcodes():
         if op == "equal":
             continue
         if op != "replace" or a1 - a0 != b1 - b0:
+            where = f"after {' '.join(ours_names[max(0, a0 - 3) : a0])!r}" if a0 else "at the start"
             raise Rejected(
                 "label_mismatch",
-                f"lab/ phones differ from Festival's: {op} {ours_speech[a0:a1]} vs {theirs[b0:b1]}",
+                f"lab/ phones differ from Festival's {where}: Festival has {ours_names[a0:a1]}, "
+                f"lab/ has {theirs_names[b0:b1]}",
             )
-        edits += a1 - a0
-    if edits > max_edits:
+        substituted += [f"{a}->{b}" for a, b in zip(ours_names[a0:a1], theirs_names[b0:b1], strict=True)]
+    if len(substituted) > max_edits:
         raise Rejected(
             "label_mismatch",
-            f"{edits} phones differ between lab/ and Festival (labels.max_phone_edits = {max_edits})",
+            f"{len(substituted)} phones differ between Festival and lab/ ({', '.join(substituted)}; "
+            f"labels.max_phone_edits = {max_edits})",
         )
     lab_start = {i: round(segments[theirs_speech[k]][0] * 1e7) for k, i in enumerate(ours_speech)}
     lab_end = {i: round(segments[theirs_speech[k]][1] * 1e7) for k, i in enumerate(ours_speech)}

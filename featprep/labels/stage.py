@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from .. import SAMPLE_RATE
 from ..errors import FeatprepError, Rejected
+from ..festival import FestivalTimeout, voice_command
 from ..records import Utterance
 from ..stage import ArraySpec, Item, Stage
 from .compact import FIELD_VOCABULARY, NUMERIC_COLUMNS, label_compact_features, vocabularies
@@ -49,6 +50,9 @@ class LabelStage(Stage):
         self.cfg = recipe["labels"]
         if self.cfg["source"] not in SOURCES:
             raise FeatprepError(f"labels.source must be one of {list(SOURCES)}, found {self.cfg['source']!r}")
+        if self.cfg["source"] == "arctic":
+            # the voice is pasted into Festival's script: only an installed voice's name passes
+            voice_command(self.cfg["voice"], setting="labels.voice")
         self._batch: dict[str, HTSLabel | Rejected] = {}
 
     def begin_shard(self, utterances: list[Utterance]) -> None:
@@ -67,13 +71,19 @@ class LabelStage(Stage):
                 present.append((utt, path))
             else:
                 self._batch[utt.id] = Rejected("missing_label", f"no {path}")
-        self._run_batch(present, lambda paths: utterance_to_labels(paths))
+        self._run_batch(present, lambda paths, timeout: utterance_to_labels(paths, timeout=timeout))
 
     def _batch_arctic(self, utterances: list[Utterance]) -> None:
         present = []
+        limit = self.cfg["max_text_chars"]
         for utt in utterances:
             lab = Path(self.corpus_root) / utt.custom["lab"] if utt.custom.get("lab") else None
-            if lab is None or not lab.is_file():
+            if len(utt.text) > limit:
+                # Festival's text analysis grows faster than the text: refuse before running it
+                self._batch[utt.id] = Rejected(
+                    "text_too_long", f"{len(utt.text)} characters (labels.max_text_chars = {limit})"
+                )
+            elif lab is None or not lab.is_file():
                 self._batch[utt.id] = Rejected("missing_label", f"no lab/ phone labels for {utt.audio_path}")
             else:
                 present.append((utt, lab))
@@ -81,7 +91,7 @@ class LabelStage(Stage):
         frontends: dict[str, HTSLabel | Rejected] = {}
         self._run_batch(
             [(u, u.text) for u, _ in present],
-            lambda texts: text_to_labels(texts, voice=voice),
+            lambda texts, timeout: text_to_labels(texts, voice=voice, timeout=timeout),
             into=frontends,
         )
         for utt, lab in present:
@@ -100,17 +110,26 @@ class LabelStage(Stage):
                 self._batch[utt.id] = Rejected("bad_label", str(e))
 
     def _run_batch(self, jobs: list, run, into: dict | None = None) -> None:
-        """One Festival run for the whole shard; on failure, one per utterance to find it."""
+        """One Festival run for the whole shard; on failure, one per utterance to find it.
+
+        ``run(inputs, timeout)`` labels a list of inputs; each run gets
+        ``labels.festival_timeout`` seconds per input, and an utterance whose own run fails
+        or times out is rejected (``bad_label`` / ``festival_timeout``).
+        """
         into = self._batch if into is None else into
         if not jobs:
             return
+        per_utterance = self.cfg["festival_timeout"]
         try:
-            for (utt, _), label in zip(jobs, run([j for _, j in jobs]), strict=True):
+            labels = run([j for _, j in jobs], per_utterance * len(jobs))
+            for (utt, _), label in zip(jobs, labels, strict=True):
                 into[utt.id] = label
         except FeatprepError:
             for utt, job in jobs:
                 try:
-                    into[utt.id] = run([job])[0]
+                    into[utt.id] = run([job], per_utterance)[0]
+                except FestivalTimeout as e:
+                    into[utt.id] = Rejected("festival_timeout", str(e))
                 except FeatprepError as e:
                     into[utt.id] = Rejected("bad_label", str(e))
 

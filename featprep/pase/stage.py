@@ -68,12 +68,6 @@ class PaseStage(Stage):
     def version(self) -> str:
         return f"1:{self.encoder.source}" if self.active else "off"
 
-    def setup(self) -> None:
-        if self.active and self.cfg["device"] != "cuda":
-            import torch
-
-            torch.set_num_threads(1)  # prepare parallelises across shards
-
     def process(self, item: Item) -> None:
         """Nothing per utterance: the shard's utterances are encoded together."""
 

@@ -43,8 +43,12 @@ class Run:
     def speaker_index(self, speaker: str) -> int:
         speakers = self.info["speakers"]
         if speaker not in speakers:
+            # every name of a short list; the first 10 and a count of the rest of a long one
+            shown = ", ".join(speakers[:10]) + (
+                f" and {len(speakers) - 10} more" if len(speakers) > 10 else ""
+            )
             raise FeatprepError(
-                f"speaker {speaker!r} is not in this run; it knows {', '.join(speakers[:10])}..."
+                f"speaker {speaker!r} is not in this run; it knows {len(speakers)} speakers: {shown}"
             )
         return speakers.index(speaker)
 

@@ -355,6 +355,21 @@ def train(
             "processes": world,
         }
         atomic_write_text(out / "config.json", json.dumps(run_info, indent=1))
+        n_params = sum(p.numel() for p in trained)
+        bounds = [f"step {steps}"] * (steps is not None) + [f"epoch {epochs}"] * (epochs is not None)
+        log(
+            f"train: device {dev}" + (f" x {world} processes" if world > 1 else "") + f", {n_params:,} "
+            f"parameters, features {features or 'none'}, speaker {cfg.speaker_mode}"
+            + (f", until {' or '.join(bounds)}" if bounds else "")
+        )
+        log(
+            f"corpus {directory}: train {len(corpus.utterances)} utterances, {len(corpus.speakers)} speakers"
+            + (f", valid {len(valid.utterances)}" if valid is not None else ", no valid split")
+        )
+        log(
+            f"run folder {out}: checkpoint.pt every {cfg.checkpoint_every} steps and at the end"
+            + (f", resumed at step {step}" if resume else "")
+        )
     log_file = _open_log(out / "log.jsonl", step) if rank == 0 else None
     board = EventWriter(out / "tensorboard") if rank == 0 else None
     if board is not None and resume:
@@ -462,6 +477,8 @@ def train(
                 saved_step = step
         if step != saved_step:
             save()  # the run's end: the step limit, or the last epoch read out
+        if rank == 0:
+            log(f"checkpoint: {checkpoint} (step {step})")
     finally:
         if log_file is not None:
             log_file.close()
