@@ -113,6 +113,14 @@ def prepare(
         click.echo(line)
 
 
+_NO_VERIFY = click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip the sha256 of every shard file read (the layout and alignment checks still run; "
+    "featprep validate does the full check).",
+)
+
+
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @_reports_errors
@@ -369,8 +377,11 @@ def pase(
     help="Speakers with fewer rows use the global statistics.",
 )
 @click.option("--variance-floor", type=float, default=1e-8, show_default=True)
+@_NO_VERIFY
 @_reports_errors
-def normstats(directory: Path, splits: str, recompute: bool, min_frames: int, variance_floor: float) -> None:
+def normstats(
+    directory: Path, splits: str, recompute: bool, min_frames: int, variance_floor: float, no_verify: bool
+) -> None:
     """Per-speaker and global normalisation statistics of a prepared corpus (DIR/stats/)."""
     from .normstats import normstats as run
 
@@ -380,6 +391,7 @@ def normstats(directory: Path, splits: str, recompute: bool, min_frames: int, va
         min_frames=min_frames,
         variance_floor=variance_floor,
         recompute=recompute,
+        verify=not no_verify,
     )
     for stream, s in summary["streams"].items():
         click.echo(
@@ -407,6 +419,7 @@ def normstats(directory: Path, splits: str, recompute: bool, min_frames: int, va
 @click.option("--epochs", type=int, help="Stop after this many epochs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt exactly where it stopped.")
+@_NO_VERIFY
 @_reports_errors
 def train(
     directory: Path,
@@ -417,6 +430,7 @@ def train(
     epochs: int | None,
     device: str,
     resume: bool,
+    no_verify: bool,
 ) -> None:
     """Train the multi-speaker SampleRNN on a prepared corpus (run featprep normstats first).
 
@@ -428,7 +442,17 @@ def train(
 
     cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))
     keep_freed_memory()
-    record = run(directory, out, cfg, steps=steps, epochs=epochs, device=device, resume=resume, log=_echo)
+    record = run(
+        directory,
+        out,
+        cfg,
+        steps=steps,
+        epochs=epochs,
+        device=device,
+        resume=resume,
+        verify=not no_verify,
+        log=_echo,
+    )
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         click.echo(json.dumps(record))
 

@@ -36,3 +36,7 @@ class Rejected(Exception):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
+
+
+class CorruptCorpus(OutputError):
+    """A prepared corpus does not match its manifest or breaks the shard contract."""

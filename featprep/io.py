@@ -10,12 +10,12 @@ import re
 import socket
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from .errors import FeatprepError, OutputError
+from .errors import CorruptCorpus, FeatprepError, OutputError
 
 #: temporaries of `atomic_path`: ``.<name>.tmp-<host>-<pid>``
 _TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>.*)-(?P<pid>\d+)$")
@@ -150,3 +150,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def inside(root: str | Path, relative: object, what: str = "path") -> Path:
+    """``root / relative``, refused unless it stays inside ``root``.
+
+    ``relative`` comes from a file (a manifest's shard name, a listed file name): it must
+    be a relative POSIX path without ``..``, and once symbolic links are resolved it must
+    still lie under ``root``. Raises `CorruptCorpus` naming ``what`` otherwise.
+    """
+    root = Path(root)
+    rel = PurePosixPath(relative) if isinstance(relative, str) else None
+    if rel is None or not relative or rel.is_absolute() or ".." in rel.parts or "\\" in relative:
+        raise CorruptCorpus(f"{what} {relative!r} is not a relative path inside {root}")
+    path = root.joinpath(*rel.parts)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise CorruptCorpus(f"{what} {relative!r} leads outside {root} (to {path.resolve()})")
+    return path

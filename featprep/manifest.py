@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from . import FRAME_SHIFT, SAMPLE_RATE, __version__
 from .errors import OutputError
-from .io import atomic_write_text
+from .io import atomic_write_text, inside
 from .records import Rejection, Speaker, Utterance
 
 FORMAT = "featprep-manifest"
@@ -83,7 +83,7 @@ def write_manifest(
     kept: dict[str, Counter] = defaultdict(Counter)
     seconds: dict[str, Counter] = defaultdict(Counter)
     for shard in shards:
-        _count_speakers(path.parent / shard["name"], kept, seconds)
+        _count_speakers(inside(path.parent, shard["name"], "shard name"), kept, seconds)
     speaker_rows = []
     for s in speakers:
         row = s.to_dict()
@@ -145,3 +145,18 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise OutputError(f"{path} is not a featprep manifest (format {manifest.get('format')!r})")
     return manifest
+
+
+def shard_paths(
+    directory: str | Path, manifest: dict[str, Any], splits: tuple[str, ...] | None = None
+) -> list[tuple[dict[str, Any], Path]]:
+    """The manifest's shards (of ``splits``; all when None) with their folders.
+
+    Every name is checked to stay inside ``directory`` (`featprep.io.inside`): a manifest
+    cannot send a reader to another folder.
+    """
+    return [
+        (shard, inside(directory, shard.get("name"), "shard name"))
+        for shard in manifest["shards"]
+        if splits is None or shard.get("split") in splits
+    ]

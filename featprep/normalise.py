@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FeatprepError
+from .integrity import raise_first, statistics_problems
 from .io import read_npz
 from .normstats import GLOBAL, speaker_constant_columns
 
@@ -32,14 +33,16 @@ class Normaliser:
     def load(
         cls, directory: str | Path, stream: str, speaker: str | None = None, method: str = "zscore"
     ) -> Normaliser:
-        """The normaliser of ``stream`` for ``speaker`` (None: global)."""
+        """The normaliser of ``stream`` for ``speaker`` (None: global).
+
+        Refused (`CorruptCorpus`, one line) when the statistics were computed from other
+        shards than the corpus's manifest lists now, e.g. after ``prepare`` ran again.
+        """
         path = Path(directory) / "stats" / f"{stream}.npz"
         if method not in METHODS:
             raise FeatprepError(f"normalisation must be one of {list(METHODS)}, found {method!r}")
-        try:
-            data = read_npz(path, f"run featprep normstats {directory} again")
-        except FileNotFoundError:
-            raise FeatprepError(f"{path} does not exist: run featprep normstats {directory} first") from None
+        raise_first(directory, statistics_problems(directory, hashes=False, needed=(path.name,)))
+        data = read_npz(path, f"run featprep normstats {directory} again")
         speakers = data["speakers"].tolist()
         keep = data["binary"] | data["constant"]
         row = speakers.index(GLOBAL)

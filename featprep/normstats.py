@@ -26,8 +26,15 @@ from typing import Any
 import numpy as np
 
 from .errors import ArgumentError, FeatprepError
-from .io import atomic_write_bytes, atomic_write_text, check_output_dir, remove_dead_temporaries
-from .manifest import read_manifest
+from .integrity import shards_digest, verify_corpus
+from .io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_dir,
+    remove_dead_temporaries,
+    sha256_file,
+)
+from .manifest import read_manifest, shard_paths
 from .shards import open_shard
 from .stats import Moments, StatisticsUnavailable, load_statistics, merge, merge_all, shard_statistics
 
@@ -39,7 +46,7 @@ def _selected_shards(directory: Path, manifest: dict[str, Any], splits: tuple[st
     unknown = sorted(set(splits) - known - {"train", "valid", "test"})
     if unknown:
         raise FeatprepError(f"unknown split(s) {unknown}; this corpus has {sorted(known)}")
-    shards = [directory / s["name"] for s in manifest["shards"] if s["split"] in splits and s["rows"] > 0]
+    shards = [path for s, path in shard_paths(directory, manifest, splits) if s["rows"] > 0]
     if not shards:
         raise FeatprepError(f"{directory}: no shard in split(s) {list(splits)}")
     return shards
@@ -102,8 +109,14 @@ def normstats(
     min_frames: int = 2000,
     variance_floor: float = 1e-8,
     recompute: bool = False,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Merge (or recompute) the statistics and write ``stats/``; returns the summary.
+
+    The shards of ``splits`` are checked first (`featprep.integrity.verify_corpus`; sha256
+    of every file unless ``verify`` is False). ``summary.json`` records which shards the
+    statistics come from and the sha256 of each file written, so that readers refuse them
+    once the corpus is prepared again.
 
     Raises `FeatprepError` when an array holds NaN or Inf (reported per stream, speaker
     and column, never averaged) or when ``recompute`` disagrees with the merged values.
@@ -116,10 +129,11 @@ def normstats(
         raise ArgumentError(f"min_frames must be an integer >= 0, found {min_frames!r}")
     if not isinstance(variance_floor, int | float) or not 0 < variance_floor < math.inf:
         raise ArgumentError(f"variance_floor must be a number > 0, found {variance_floor!r}")
+    _selected_shards(directory, read_manifest(directory), splits)  # unknown splits first
     out = directory / "stats"
-    read_manifest(directory)  # a prepared corpus, before its stats/ folder is looked at
     check_output_dir(out, "statistics folder")
     remove_dead_temporaries(out)
+    manifest = verify_corpus(directory, splits=splits, hashes=verify)
     stats = recomputed_statistics(directory, splits) if recompute else merged_statistics(directory, splits)
     problems = [
         f"{stream}: speaker {speaker}: {int(m.nonfinite.sum())} NaN/Inf values "
@@ -138,6 +152,7 @@ def normstats(
     out.mkdir(exist_ok=True)
     summary: dict[str, Any] = {
         "splits": list(splits),
+        "shards_digest": shards_digest(manifest, splits),
         "min_frames": min_frames,
         "variance_floor": variance_floor,
         "recomputed": recompute,
@@ -190,5 +205,8 @@ def normstats(
             "constant_columns": int(constant.sum()),
             "fallback": [s for s, f in zip(speakers, fallback, strict=True) if f],
         }
+    # written last: a run killed before it leaves files whose hashes no summary vouches for
+    written = [name for stream in sorted(stats) for name in (f"{stream}.npz", f"cmvn_{stream}.ark")]
+    summary["files"] = {name: sha256_file(out / name) for name in written}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary

