@@ -1,0 +1,228 @@
+"""Training the aligner's phone HMMs from the corpus itself (Viterbi re-estimation).
+
+Flat start: every state begins as the global Gaussian of the (CMVN-normalised) corpus,
+and the first state sequence of each utterance divides its frames evenly: the edge
+silences get the low-energy frames before and after the speech (found on c0), the phones
+between share the rest. Then, for each mixture count 1, 2, 4, .. up to the target
+(components split in two, means moved by +-0.2 standard deviations), ``iterations``
+rounds of: estimate Gaussians, mixture weights and self-loop probabilities from the
+current state sequences (each frame to its state's best component), then realign every
+utterance with the new models. All speakers are pooled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import Rejected
+from ..hts import HTSLabel, phone_of
+from .decode import Graph, build_graph, viterbi
+from .features import DIM, apply_cmvn, cmvn_stats, mfcc_features
+from .model import N_STATES, SILENCE, SILENCES, AlignerModel, component_log_likelihoods
+
+#: self-loop probabilities stay inside this range (a state of one frame must still be
+#: allowed to stay, a long one to leave)
+_STAY = (0.05, 0.95)
+#: a mixture component (or a state) seen on fewer frames keeps its previous parameters
+_MIN_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the aligner trains: final Gaussians per state, re-estimation rounds per mixture
+    count, variance floor (fraction of the global variance), and the fixed transition
+    probabilities of the silence model."""
+
+    mixtures: int = 4
+    iterations: int = 3
+    var_floor: float = 0.01
+    skip_prob: float = 0.3
+    loop_prob: float = 0.3
+
+
+@dataclass
+class TrainingUtterance:
+    """One utterance to learn from: its speaker (for CMVN), mono audio and labels whose
+    phone sequence is what was said (times, if any, are ignored)."""
+
+    speaker: str
+    audio: np.ndarray
+    sr: int
+    label: HTSLabel
+
+
+def label_phones(label: HTSLabel) -> list[str]:
+    """The phone of each phone of ``label`` (one per five lines when state-aligned)."""
+    step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
+    return [phone_of(c) for c in label.contexts[::step]]
+
+
+def train_aligner(
+    utterances: Iterable[TrainingUtterance],
+    config: TrainingConfig = TrainingConfig(),
+    log: Callable[[str], None] | None = None,
+) -> AlignerModel:
+    """Phone HMMs trained on ``utterances`` (their features are kept, their audio is not).
+
+    An utterance that no model sequence fits (fewer frames than its phones need) is left
+    out of the round that finds it so; ``log`` hears about it and about each round's mean
+    per-frame log-likelihood.
+    """
+    say = log or (lambda _m: None)
+    raw: list[np.ndarray] = []
+    speakers: list[str] = []
+    phone_lists: list[list[str]] = []
+    for u in utterances:
+        raw.append(mfcc_features(u.audio, u.sr))
+        speakers.append(u.speaker)
+        phone_lists.append(label_phones(u.label))
+    if not raw:
+        raise ValueError("train_aligner needs at least one utterance")
+    stats = {s: cmvn_stats([f for f, t in zip(raw, speakers, strict=True) if t == s]) for s in set(speakers)}
+    feats = [apply_cmvn(f, stats[s]) for f, s in zip(raw, speakers, strict=True)]
+    del raw
+    names = sorted({SILENCE if p in SILENCES else p for ps in phone_lists for p in ps} | {SILENCE})
+    everything = np.concatenate(feats)
+    g_mean = everything.mean(axis=0, dtype=np.float64)
+    g_var = everything.var(axis=0, dtype=np.float64)
+    del everything
+    P = len(names)
+    model = AlignerModel(
+        phones=tuple(names),
+        means=np.broadcast_to(g_mean, (P, N_STATES, 1, DIM)).copy(),
+        variances=np.broadcast_to(g_var, (P, N_STATES, 1, DIM)).copy(),
+        log_weights=np.zeros((P, N_STATES, 1)),
+        log_stay=np.full((P, N_STATES), np.log(0.5)),
+        skip_prob=config.skip_prob,
+        loop_prob=config.loop_prob,
+    )
+    graphs = [build_graph(model, model.phone_index(ps)) for ps in phone_lists]
+    paths: list[np.ndarray | None] = [_flat_path(x, gr, model) for x, gr in zip(feats, graphs, strict=True)]
+    floor = config.var_floor * g_var
+    schedule = [1]
+    while schedule[-1] < config.mixtures:
+        schedule.append(min(2 * schedule[-1], config.mixtures))
+    for m in schedule:
+        if m > model.mixtures:
+            model = _split(model, m)
+        for it in range(config.iterations):
+            model = _estimate(model, feats, graphs, paths, floor)
+            paths, scores = [], []
+            for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
+                try:
+                    path, score = viterbi(gr, model.log_likelihoods(x, gr.states))
+                except Rejected as e:
+                    say(f"utterance {i} left out: {e.detail}")
+                    paths.append(None)
+                    continue
+                paths.append(path)
+                scores.append(score / len(x))
+            say(f"{m} mixture(s), round {it + 1}: mean log-likelihood per frame {np.mean(scores):.3f}")
+    return model
+
+
+def _flat_path(x: np.ndarray, graph: Graph, model: AlignerModel) -> np.ndarray:
+    """The flat-start state sequence: edge silences on the low-energy ends, even shares."""
+    T = len(x)
+    silence = graph.phones == model.phones.index(SILENCE)
+    n = len(graph.phones)
+    # c0 smoothed over 50 ms; speech is where it rises above 30% of its 5-95% range
+    energy = np.convolve(x[:, 0], np.full(10, 0.1), mode="same")
+    lo, hi = np.percentile(energy, [5, 95])
+    loud = np.flatnonzero(energy > lo + 0.3 * (hi - lo))
+    a, b = (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, T)
+    first = 1 if silence[0] and n > 1 else 0
+    last = n - 1 if silence[-1] and n > 1 else n
+    regions = [(first * N_STATES, last * N_STATES, a if first else 0, b if last < n else T)]
+    if first:
+        regions.append((0, N_STATES, 0, a))
+    if last < n:
+        regions.append((last * N_STATES, n * N_STATES, b, T))
+    path = np.empty(T, np.int64)
+    for s0, s1, t0, t1 in regions:
+        edges = np.round(np.linspace(t0, t1, s1 - s0 + 1)).astype(np.int64)
+        path[t0:t1] = np.repeat(np.arange(s0, s1), np.diff(edges))
+    return path
+
+
+def _split(model: AlignerModel, target: int) -> AlignerModel:
+    """Up to ``target`` components per state: the heaviest ones split in two."""
+    m = model.mixtures
+    P, S, _, D = model.means.shape
+    means = np.concatenate([model.means, np.zeros((P, S, target - m, D))], axis=2)
+    variances = np.concatenate([model.variances, np.ones((P, S, target - m, D))], axis=2)
+    logw = np.concatenate([model.log_weights, np.full((P, S, target - m), -np.inf)], axis=2)
+    heavy = np.argsort(-model.log_weights, axis=2, kind="stable")[:, :, : target - m]
+    p, s = np.meshgrid(np.arange(P), np.arange(S), indexing="ij")
+    for k in range(target - m):
+        src = heavy[:, :, k]
+        mu = means[p, s, src]
+        shift = 0.2 * np.sqrt(variances[p, s, src])
+        means[p, s, src] = mu - shift
+        means[:, :, m + k] = mu + shift
+        variances[:, :, m + k] = variances[p, s, src]
+        logw[p, s, src] -= np.log(2.0)
+        logw[:, :, m + k] = logw[p, s, src]
+    return AlignerModel(
+        model.phones, means, variances, logw, model.log_stay, model.skip_prob, model.loop_prob
+    )
+
+
+def _estimate(
+    model: AlignerModel,
+    feats: list[np.ndarray],
+    graphs: list[Graph],
+    paths: list[np.ndarray | None],
+    floor: np.ndarray,
+) -> AlignerModel:
+    """New Gaussians, weights and self-loops from the state sequences ``paths``."""
+    used = [i for i, p in enumerate(paths) if p is not None]
+    X = np.concatenate([feats[i] for i in used]).astype(np.float64)
+    q = np.concatenate([graphs[i].states[paths[i]] for i in used])
+    # a frame whose chain state differs from the previous frame's entered its state
+    entered = np.concatenate([np.r_[True, paths[i][1:] != paths[i][:-1]] for i in used])
+    P, S, M, D = model.means.shape
+    Q = P * S
+    occupancy = np.bincount(q, minlength=Q).astype(np.float64)
+    entries = np.bincount(q[entered], minlength=Q).astype(np.float64)
+    log_stay = model.log_stay.reshape(Q).copy()
+    seen = entries > 0
+    log_stay[seen] = np.log(np.clip(1.0 - entries[seen] / occupancy[seen], *_STAY))
+    means = model.means.reshape(Q, M, D).copy()
+    variances = model.variances.reshape(Q, M, D).copy()
+    logw = model.log_weights.reshape(Q, M).copy()
+    order = np.argsort(q, kind="stable")
+    bounds = np.searchsorted(q[order], np.arange(Q + 1))
+    for state in range(Q):
+        a, b = bounds[state], bounds[state + 1]
+        if b - a < _MIN_FRAMES:
+            continue
+        x = X[order[a:b]]
+        if M == 1:
+            comp = np.zeros(len(x), np.int64)
+        else:
+            comp = component_log_likelihoods(x, means[state], variances[state], logw[state]).argmax(axis=1)
+        onehot = np.zeros((len(x), M))
+        onehot[np.arange(len(x)), comp] = 1.0
+        count = onehot.sum(axis=0)
+        ok = count >= _MIN_FRAMES
+        if not ok.any():
+            continue
+        mu = (onehot.T @ x)[ok] / count[ok, None]
+        var = (onehot.T @ np.square(x))[ok] / count[ok, None] - np.square(mu)
+        means[state, ok] = mu
+        variances[state, ok] = np.maximum(var, floor)
+        with np.errstate(divide="ignore"):
+            logw[state] = np.where(ok, np.log(count / count[ok].sum()), -np.inf)
+    return AlignerModel(
+        model.phones,
+        means.reshape(P, S, M, D),
+        variances.reshape(P, S, M, D),
+        logw.reshape(P, S, M),
+        log_stay.reshape(P, S),
+        model.skip_prob,
+        model.loop_prob,
+    )
