@@ -92,7 +92,10 @@ class AlignerModel:
         """Read a model written by `save` (``allow_pickle`` stays off)."""
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise AlignerModelError(f"{path}: not an aligner model (a single array, not .npz)")
+            with z:
                 if str(z["format"]) != FORMAT:
                     raise AlignerModelError(f"{path}: not a {FORMAT} model (format {str(z['format'])!r})")
                 model = cls(

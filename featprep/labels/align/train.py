@@ -41,6 +41,7 @@ class TrainingConfig:
     var_floor: float = 0.01
     skip_prob: float = 0.3
     loop_prob: float = 0.3
+    predicted_durations: bool = True
 
 
 @dataclass
@@ -60,6 +61,14 @@ def label_phones(label: HTSLabel) -> list[str]:
     return [phone_of(c) for c in label.contexts[::step]]
 
 
+def _durations(label: HTSLabel) -> np.ndarray | None:
+    """Each phone's duration in ``label`` (Festival's prediction), None when unaligned."""
+    if not label.aligned:
+        return None
+    step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
+    return (label.end[step - 1 :: step] - label.start[::step]).astype(np.float64)
+
+
 def train_aligner(
     utterances: Iterable[TrainingUtterance],
     config: TrainingConfig = TrainingConfig(),
@@ -75,10 +84,12 @@ def train_aligner(
     raw: list[np.ndarray] = []
     speakers: list[str] = []
     phone_lists: list[list[str]] = []
+    durations: list[np.ndarray | None] = []
     for u in utterances:
         raw.append(mfcc_features(u.audio, u.sr))
         speakers.append(u.speaker)
         phone_lists.append(label_phones(u.label))
+        durations.append(_durations(u.label))
     if not raw:
         raise ValueError("train_aligner needs at least one utterance")
     stats = {s: cmvn_stats([f for f, t in zip(raw, speakers, strict=True) if t == s]) for s in set(speakers)}
@@ -100,7 +111,10 @@ def train_aligner(
         loop_prob=config.loop_prob,
     )
     graphs = [build_graph(model, model.phone_index(ps)) for ps in phone_lists]
-    paths: list[np.ndarray | None] = [_flat_path(x, gr, model) for x, gr in zip(feats, graphs, strict=True)]
+    paths: list[np.ndarray | None] = [
+        _flat_path(x, gr, model, d if config.predicted_durations else None)
+        for x, gr, d in zip(feats, graphs, durations, strict=True)
+    ]
     floor = config.var_floor * g_var
     schedule = [1]
     while schedule[-1] < config.mixtures:
@@ -124,8 +138,9 @@ def train_aligner(
     return model
 
 
-def _flat_path(x: np.ndarray, graph: Graph, model: AlignerModel) -> np.ndarray:
-    """The flat-start state sequence: edge silences on the low-energy ends, even shares."""
+def _flat_path(x: np.ndarray, graph: Graph, model: AlignerModel, durations: np.ndarray | None) -> np.ndarray:
+    """The flat-start state sequence: edge silences on the low-energy ends, the phones
+    between in shares proportional to ``durations`` (even shares without them)."""
     T = len(x)
     silence = graph.phones == model.phones.index(SILENCE)
     n = len(graph.phones)
@@ -143,7 +158,10 @@ def _flat_path(x: np.ndarray, graph: Graph, model: AlignerModel) -> np.ndarray:
         regions.append((last * N_STATES, n * N_STATES, b, T))
     path = np.empty(T, np.int64)
     for s0, s1, t0, t1 in regions:
-        edges = np.round(np.linspace(t0, t1, s1 - s0 + 1)).astype(np.int64)
+        share = np.ones(s1 - s0)
+        if durations is not None:
+            share = np.repeat(np.maximum(durations[s0 // N_STATES : s1 // N_STATES], 1.0), N_STATES)
+        edges = np.round(t0 + (t1 - t0) * np.r_[0.0, np.cumsum(share)] / share.sum()).astype(np.int64)
         path[t0:t1] = np.repeat(np.arange(s0, s1), np.diff(edges))
     return path
 

@@ -1,0 +1,149 @@
+"""The built-in forced aligner, against the demo corpus's Festival truth."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from featprep.errors import Rejected
+from featprep.labels.align import (
+    AlignerModel,
+    AlignerModelError,
+    TrainingConfig,
+    TrainingUtterance,
+    align,
+    boundary_errors,
+    mfcc_features,
+    phone_segments,
+    train_aligner,
+)
+from featprep.labels.align.features import num_frames
+from featprep.labels.frontend import merlin_normalise, text_to_labels
+from featprep.labels.hts import HTSLabel, read_hts, write_hts
+from featprep.labels.linguistic import linguistic_features
+from featprep.labels.matching import CompiledQuestions
+from featprep.labels.questions import load_questions
+from featprep.labels.xwaves import read_xwaves
+
+#: the demo's last good utterance of each speaker is held out of training
+HELD_OUT = 4
+
+
+class Demo:
+    """The demo's good utterances: audio (VCTK 0.80 layout), front-end labels, truth."""
+
+    def __init__(self, root: Path) -> None:
+        with open(root / "truth" / "utterances.tsv", newline="") as f:
+            self.rows = [r for r in csv.DictReader(f, delimiter="\t") if r["expected"] == "ok"]
+        self.root = root
+        self.labels = [merlin_normalise(lab) for lab in text_to_labels([r["text"] for r in self.rows])]
+
+    def audio(self, row: dict[str, str]) -> tuple[np.ndarray, int]:
+        return sf.read(self.root / "VCTK-Corpus" / "wav48" / row["vctk_speaker"] / f"{row['utterance']}.wav")
+
+    def truth(self, row: dict[str, str]) -> list:
+        return read_xwaves(self.root / "truth" / "labels" / row["vctk_speaker"] / f"{row['utterance']}.lab")
+
+    def split(self, held_out: bool) -> list[tuple[dict[str, str], HTSLabel]]:
+        return [
+            (r, lab)
+            for r, lab in zip(self.rows, self.labels, strict=True)
+            if (int(r["utterance"][-3:]) == HELD_OUT) == held_out
+        ]
+
+
+@pytest.fixture(scope="module")
+def demo(demo_corpus: Path) -> Demo:
+    return Demo(demo_corpus)
+
+
+@pytest.fixture(scope="module")
+def model(demo: Demo) -> AlignerModel:
+    return train_aligner(
+        (TrainingUtterance(r["vctk_speaker"], *demo.audio(r), lab) for r, lab in demo.split(False)),
+        TrainingConfig(mixtures=1, iterations=6),
+    )
+
+
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_frame_t_is_centred_on_the_middle_of_its_5ms(sr):
+    """A click at 5t + 2.5 ms peaks in frame t: window centres sit on the alignment grid."""
+    rng = np.random.default_rng(0)
+    for frame in (2, 100, 150):
+        audio = 1e-4 * rng.standard_normal(sr)
+        audio[round((frame * 5 + 2.5) * sr / 1000)] = 1.0
+        feats = mfcc_features(audio, sr)
+        assert feats.shape == (num_frames(len(audio), sr), 39) == (200, 39)
+        assert int(np.argmax(feats[:, 0])) == frame
+        # symmetric around the click: the window is centred, not merely near it
+        assert feats[frame - 1, 0] == pytest.approx(feats[frame + 1, 0], abs=1.0)
+
+
+def test_held_out_boundaries_near_festival_truth(demo, model):
+    """Phone boundaries of unseen utterances land near Festival's own, and far nearer than
+    the flat start (Festival's predicted durations stretched over the speech) put them."""
+    errors, start_errors = [], []
+    for row, label in demo.split(True):
+        audio, sr = demo.audio(row)
+        aligned, score = align(model, audio, sr, label)
+        assert np.isfinite(score)
+        errors.append(boundary_errors(phone_segments(aligned), demo.truth(row)))
+        lead = float(row["lead_seconds"])
+        predicted = [(s + lead, e + lead, p) for s, e, p in phone_segments(label)]
+        start_errors.append(boundary_errors(predicted, demo.truth(row)))
+    errors, start_errors = np.concatenate(errors), np.concatenate(start_errors)
+    assert len(errors) >= 0.9 * len(start_errors) > 100
+    within = float(np.mean(errors <= 0.020))
+    assert within >= 0.70, f"{within:.3f} of boundaries within 20 ms, mean {1000 * errors.mean():.1f} ms"
+    assert within >= float(np.mean(start_errors <= 0.020)) + 0.2
+    assert np.median(errors) <= 0.015
+
+
+def test_state_labels_fill_the_utterance_and_round_trip(demo, model, tmp_path):
+    row, label = demo.split(True)[0]
+    audio, sr = demo.audio(row)
+    aligned, _ = align(model, audio, sr, label)
+    frames = aligned.frames()
+    assert frames.sum() == aligned.num_frames() == num_frames(len(audio), sr)
+    assert aligned.start[0] == 0 and aligned.end[-1] == num_frames(len(audio), sr) * 50000
+    assert np.array_equal(aligned.start[1:], aligned.end[:-1])
+    assert aligned.state_aligned and aligned.contexts[::5] == label.contexts
+    np.testing.assert_array_equal(aligned.states, np.tile(np.arange(2, 7), len(label)))
+    speech = np.array([not c.split("-", 1)[1].startswith(("sil+", "pau+")) for c in label.contexts])
+    assert (frames.reshape(-1, 5)[speech] >= 1).all()  # every speech state holds a frame
+    write_hts(tmp_path / "a.lab", aligned)
+    again = read_hts(tmp_path / "a.lab")
+    assert again.contexts == aligned.contexts
+    for field in ("start", "end", "states"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(aligned, field))
+    questions = CompiledQuestions(load_questions("featprep_hts"))
+    assert linguistic_features(again, questions, subphone_features="full").shape[0] == frames.sum()
+
+
+def test_model_saves_and_loads_without_pickle(demo, model, tmp_path):
+    model.save(tmp_path / "aligner.npz")
+    loaded = AlignerModel.load(tmp_path / "aligner.npz")
+    row, label = demo.split(True)[1]
+    audio, sr = demo.audio(row)
+    first, score = align(model, audio, sr, label)
+    second, again = align(loaded, audio, sr, label)
+    assert first.to_text() == second.to_text() and score == again
+    np.save(tmp_path / "junk.npy", np.arange(3))
+    for bad in (tmp_path / "junk.npy", tmp_path / "missing.npz"):
+        with pytest.raises(AlignerModelError, match=str(bad.name)):
+            AlignerModel.load(bad)
+
+
+def test_audio_too_short_or_unknown_phone_is_rejected(demo, model):
+    row, label = demo.split(True)[0]
+    audio, sr = demo.audio(row)
+    with pytest.raises(Rejected, match="frames cannot hold") as e:
+        align(model, audio[: sr // 10], sr, label)
+    assert e.value.code == "label_mismatch"
+    odd = HTSLabel([label.contexts[0].replace("-sil+", "-qq+", 1), *label.contexts[1:]])
+    with pytest.raises(Rejected, match="no model of phone.*qq"):
+        align(model, audio, sr, odd)
