@@ -12,7 +12,7 @@ utterance with the new models. All speakers are pooled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,29 +73,25 @@ def train_aligner(
     utterances: Iterable[TrainingUtterance],
     config: TrainingConfig = TrainingConfig(),
     log: Callable[[str], None] | None = None,
+    *,
+    bootstrap: Sequence[TrainingUtterance] = (),
 ) -> AlignerModel:
     """Phone HMMs trained on ``utterances`` (their features are kept, their audio is not).
 
-    An utterance that no model sequence fits (fewer frames than its phones need) is left
-    out of the round that finds it so; ``log`` hears about it and about each round's mean
-    per-frame log-likelihood.
+    ``bootstrap``: utterances whose label times are true phone boundaries (`bootstrap`
+    module); when given, the first models are estimated from them instead of the flat
+    start. An utterance that no model sequence fits (fewer frames than its phones need) is
+    left out of the round that finds it so; ``log`` hears about it and about each round's
+    mean per-frame log-likelihood.
     """
     say = log or (lambda _m: None)
-    raw: list[np.ndarray] = []
-    speakers: list[str] = []
-    phone_lists: list[list[str]] = []
-    durations: list[np.ndarray | None] = []
-    for u in utterances:
-        raw.append(mfcc_features(u.audio, u.sr))
-        speakers.append(u.speaker)
-        phone_lists.append(label_phones(u.label))
-        durations.append(_durations(u.label))
-    if not raw:
+    feats, phone_lists, durations = _prepare(utterances)
+    if not feats:
         raise ValueError("train_aligner needs at least one utterance")
-    stats = {s: cmvn_stats([f for f, t in zip(raw, speakers, strict=True) if t == s]) for s in set(speakers)}
-    feats = [apply_cmvn(f, stats[s]) for f, s in zip(raw, speakers, strict=True)]
-    del raw
-    names = sorted({SILENCE if p in SILENCES else p for ps in phone_lists for p in ps} | {SILENCE})
+    boot_feats, boot_phones, _ = _prepare(bootstrap)
+    names = sorted(
+        {SILENCE if p in SILENCES else p for ps in phone_lists + boot_phones for p in ps} | {SILENCE}
+    )
     everything = np.concatenate(feats)
     g_mean = everything.mean(axis=0, dtype=np.float64)
     g_var = everything.var(axis=0, dtype=np.float64)
@@ -110,12 +106,19 @@ def train_aligner(
         skip_prob=config.skip_prob,
         loop_prob=config.loop_prob,
     )
-    graphs = [build_graph(model, model.phone_index(ps)) for ps in phone_lists]
-    paths: list[np.ndarray | None] = [
-        _flat_path(x, gr, model, d if config.predicted_durations else None)
-        for x, gr, d in zip(feats, graphs, durations, strict=True)
-    ]
     floor = config.var_floor * g_var
+    graphs = [build_graph(model, model.phone_index(ps)) for ps in phone_lists]
+    if boot_feats:
+        boot_graphs = [build_graph(model, model.phone_index(ps)) for ps in boot_phones]
+        known = [_known_path(len(x), u.label) for x, u in zip(boot_feats, bootstrap, strict=True)]
+        model = _estimate(model, boot_feats, boot_graphs, known, floor)
+        paths, scores = _realign(model, feats, graphs, say)
+        say(f"bootstrap models on the corpus: mean log-likelihood per frame {np.mean(scores):.3f}")
+    else:
+        paths = [
+            _flat_path(x, gr, model, d if config.predicted_durations else None)
+            for x, gr, d in zip(feats, graphs, durations, strict=True)
+        ]
     schedule = [1]
     while schedule[-1] < config.mixtures:
         schedule.append(min(2 * schedule[-1], config.mixtures))
@@ -124,18 +127,54 @@ def train_aligner(
             model = _split(model, m)
         for it in range(config.iterations):
             model = _estimate(model, feats, graphs, paths, floor)
-            paths, scores = [], []
-            for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
-                try:
-                    path, score = viterbi(gr, model.log_likelihoods(x, gr.states))
-                except Rejected as e:
-                    say(f"utterance {i} left out: {e.detail}")
-                    paths.append(None)
-                    continue
-                paths.append(path)
-                scores.append(score / len(x))
+            paths, scores = _realign(model, feats, graphs, say)
             say(f"{m} mixture(s), round {it + 1}: mean log-likelihood per frame {np.mean(scores):.3f}")
     return model
+
+
+def _prepare(
+    utterances: Iterable[TrainingUtterance],
+) -> tuple[list[np.ndarray], list[list[str]], list[np.ndarray | None]]:
+    """CMVN-normalised features (per speaker), phones and label durations of each utterance."""
+    raw, speakers, phone_lists, durations = [], [], [], []
+    for u in utterances:
+        raw.append(mfcc_features(u.audio, u.sr))
+        speakers.append(u.speaker)
+        phone_lists.append(label_phones(u.label))
+        durations.append(_durations(u.label))
+    stats = {s: cmvn_stats([f for f, t in zip(raw, speakers, strict=True) if t == s]) for s in set(speakers)}
+    feats = [apply_cmvn(f, stats[s]) for f, s in zip(raw, speakers, strict=True)]
+    return feats, phone_lists, durations
+
+
+def _realign(
+    model: AlignerModel, feats: list[np.ndarray], graphs: list[Graph], say: Callable[[str], None]
+) -> tuple[list[np.ndarray | None], list[float]]:
+    """Every utterance's best state sequence (None where none fits) and per-frame scores."""
+    paths: list[np.ndarray | None] = []
+    scores = []
+    for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
+        try:
+            path, score = viterbi(gr, model.log_likelihoods(x, gr.states))
+        except Rejected as e:
+            say(f"utterance {i} left out: {e.detail}")
+            paths.append(None)
+            continue
+        paths.append(path)
+        scores.append(score / len(x))
+    return paths, scores
+
+
+def _known_path(n_frames: int, label: HTSLabel) -> np.ndarray:
+    """The state sequence of true phone boundaries: each phone's frames split evenly
+    among its five states (the last phone runs to the end of the features)."""
+    frames = label.frames()
+    frames[-1] = max(n_frames - int(frames[:-1].sum()), 0)
+    starts = np.cumsum(frames) - frames
+    within = np.round(frames[:, None] * np.arange(N_STATES + 1) / N_STATES).astype(np.int64)
+    edges = (starts[:, None] + within[:, :-1]).ravel()
+    counts = np.diff(np.r_[edges, starts[-1] + frames[-1]])
+    return np.repeat(np.arange(len(frames) * N_STATES), counts)[:n_frames]
 
 
 def _flat_path(x: np.ndarray, graph: Graph, model: AlignerModel, durations: np.ndarray | None) -> np.ndarray:

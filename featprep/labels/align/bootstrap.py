@@ -1,0 +1,44 @@
+"""A better start than flat: models first trained on speech Festival synthesises, where
+every phone boundary is known.
+
+The corpus's own transcripts are synthesised with an installed Festival voice (the same
+front-end, so the same phone set; vowel reduction off, as CMU Arctic's front-end), and
+each phone's frames, split evenly among its five states, train the first Gaussians
+(`train_aligner`'s ``bootstrap``). Re-estimation on the corpus then moves them to its
+speakers.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ...demo import RATE, DemoSpeaker, synthesize
+from ..hts import HTSLabel
+from .train import TrainingUtterance
+
+#: a diphone voice: fast, and its segments are its phones (``demo.synthesize`` merges
+#: ked_diphone's inserted halves back)
+DEFAULT_BOOTSTRAP_VOICE = "kal_diphone"
+
+
+def bootstrap_utterances(
+    texts: Sequence[str], *, voice: str = DEFAULT_BOOTSTRAP_VOICE, workdir: Path | None = None
+) -> list[TrainingUtterance]:
+    """Festival's speech of ``texts`` with labels timed by its own phone boundaries.
+
+    The labels' contexts are the bare phone names (all the aligner needs of them).
+    """
+    speaker = DemoSpeaker("bootstrap", "bootstrap", "M", voice, 105.0, 1.0)
+    with tempfile.TemporaryDirectory(prefix="featprep-bootstrap-") as tmp:
+        synths = synthesize(speaker, {f"b{i}": t for i, t in enumerate(texts)}, Path(workdir or tmp))
+    out = []
+    for synth in synths.values():
+        phones = [p for *_, p in synth.segments]
+        start = np.array([round(s * 1e7) for s, *_ in synth.segments], np.int64)
+        end = np.array([round(e * 1e7) for _, e, _ in synth.segments], np.int64)
+        out.append(TrainingUtterance(voice, synth.audio, RATE, HTSLabel(phones, start, end)))
+    return out
