@@ -67,10 +67,11 @@ def main() -> None:
     args = arguments(
         __doc__,
         train=(int, 4),
-        mixtures=(int, 1),
-        iterations=(int, 4),
+        mixtures=(int, TrainingConfig.mixtures),
+        iterations=(int, TrainingConfig.iterations),
         bootstrap=(str, "kal_diphone"),
         split=(str, "utterance"),
+        keep_bootstrap=(int, int(TrainingConfig.keep_bootstrap)),
     )
     root = demo_corpus(args.workdir)
     with open(root / "truth" / "utterances.tsv", newline="") as f:
@@ -87,7 +88,9 @@ def main() -> None:
         folds = [([i for i, r in enumerate(rows) if r["voice"] != v], v) for v in voices]
     else:
         folds = [([i for i, r in enumerate(rows) if int(r["utterance"][-3:]) <= args.train], None)]
-    config = TrainingConfig(mixtures=args.mixtures, iterations=args.iterations)
+    config = TrainingConfig(
+        mixtures=args.mixtures, iterations=args.iterations, keep_bootstrap=bool(args.keep_bootstrap)
+    )
     errors: dict[str, list[np.ndarray]] = {}
     train_cpu = train_audio = align_cpu = align_audio = 0.0
     model = None

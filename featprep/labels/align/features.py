@@ -16,6 +16,7 @@ import librosa
 import numpy as np
 import soxr
 
+from ...errors import FeatprepError
 from ..hts import FRAME_UNITS
 
 RATE = 16000
@@ -40,8 +41,10 @@ def mfcc_features(audio: np.ndarray, sr: int) -> np.ndarray:
 
     ``audio`` is resampled to 16 kHz first; frame ``t`` is centred at 5t + 2.5 ms.
     """
-    n = num_frames(len(audio), sr)
     y = np.asarray(audio, np.float32)
+    if y.ndim != 1:
+        raise FeatprepError(f"the aligner takes mono audio (one channel), found an array of shape {y.shape}")
+    n = num_frames(len(y), sr)
     if sr != RATE and len(y):
         y = soxr.resample(y, sr, RATE, quality="HQ")
     # left padding puts the centre of window t (sample 80t + 200 of the padded signal) at

@@ -32,16 +32,24 @@ _MIN_FRAMES = 8
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """How the aligner trains: final Gaussians per state, re-estimation rounds per mixture
-    count, variance floor (fraction of the global variance), and the fixed transition
-    probabilities of the silence model."""
+    """How the aligner trains.
 
-    mixtures: int = 4
-    iterations: int = 3
+    ``mixtures``: final Gaussians per state; ``iterations``: re-estimation rounds per
+    mixture count; ``var_floor``: variance floor, a fraction of the global variance;
+    ``skip_prob`` / ``loop_prob``: the silence model's fixed transitions;
+    ``predicted_durations``: the flat start shares the speech by the label's own phone
+    durations (Festival's predictions) instead of evenly; ``keep_bootstrap``: the
+    bootstrap utterances (true boundaries) stay in every re-estimation, anchoring the
+    models against drifting to a self-consistent but shifted segmentation.
+    """
+
+    mixtures: int = 2
+    iterations: int = 4
     var_floor: float = 0.01
     skip_prob: float = 0.3
     loop_prob: float = 0.3
     predicted_durations: bool = True
+    keep_bootstrap: bool = True
 
 
 @dataclass
@@ -108,12 +116,17 @@ def train_aligner(
     )
     floor = config.var_floor * g_var
     graphs = [build_graph(model, model.phone_index(ps)) for ps in phone_lists]
+    anchor_feats: list[np.ndarray] = []
+    anchor_graphs: list[Graph] = []
+    anchor_paths: list[np.ndarray | None] = []
     if boot_feats:
         boot_graphs = [build_graph(model, model.phone_index(ps)) for ps in boot_phones]
         known = [_known_path(len(x), u.label) for x, u in zip(boot_feats, bootstrap, strict=True)]
         model = _estimate(model, boot_feats, boot_graphs, known, floor)
         paths, scores = _realign(model, feats, graphs, say)
         say(f"bootstrap models on the corpus: mean log-likelihood per frame {np.mean(scores):.3f}")
+        if config.keep_bootstrap:
+            anchor_feats, anchor_graphs, anchor_paths = boot_feats, boot_graphs, list(known)
     else:
         paths = [
             _flat_path(x, gr, model, d if config.predicted_durations else None)
@@ -126,7 +139,9 @@ def train_aligner(
         if m > model.mixtures:
             model = _split(model, m)
         for it in range(config.iterations):
-            model = _estimate(model, feats, graphs, paths, floor)
+            model = _estimate(
+                model, feats + anchor_feats, graphs + anchor_graphs, paths + anchor_paths, floor
+            )
             paths, scores = _realign(model, feats, graphs, say)
             say(f"{m} mixture(s), round {it + 1}: mean log-likelihood per frame {np.mean(scores):.3f}")
     return model
