@@ -9,7 +9,7 @@ from ..hts import FRAME_UNITS, HTSLabel
 from .decode import build_graph, state_frames, viterbi
 from .features import apply_cmvn, cmvn_stats, mfcc_features
 from .model import N_STATES, AlignerModel
-from .train import label_phones
+from .train import label_phones, word_ends
 
 
 def align(
@@ -41,10 +41,10 @@ def align_features(model: AlignerModel, features: np.ndarray, label: HTSLabel) -
         phones = model.phone_index(label_phones(label))
     except KeyError as e:
         raise Rejected("label_mismatch", f"the aligner has no model of phone(s) {e.args[0]}") from None
-    graph = build_graph(model, phones)
+    graph = build_graph(model, phones, word_ends(label) if model.short_pause else None)
     unique, inverse = np.unique(graph.states, return_inverse=True)
     path, score = viterbi(graph, model.log_likelihoods(features, unique)[:, inverse])
-    frames = state_frames(path, len(graph.states)).ravel()
+    frames = state_frames(path, graph).ravel()
     end = np.cumsum(frames) * FRAME_UNITS
     aligned = HTSLabel(
         [c for c in contexts for _ in range(N_STATES)],

@@ -3,9 +3,9 @@
 The utterance's states form a chain (five per phone). Each state can be reached from at
 most four predecessors, so one frame of the Viterbi recursion is a gather of an
 ``(states, 4)`` table, an ``argmax`` and an add: time is the only Python loop. Slot 0 is
-the state itself (stay), 1 the state before it (move on), 2 the last state of the phone
-before a skippable silence (the silence is skipped) and 3 the silence model's own last
-state (a silence looping back to its first state).
+the state itself (stay), 1 the state before it (move on), 2 the last state of the unit
+before a skippable one (a silence or short pause skipped) and 3 the silence model's own
+last state (a silence looping back to its first state).
 """
 
 from __future__ import annotations
@@ -20,10 +20,18 @@ from .model import N_STATES, SILENCE, AlignerModel
 
 @dataclass
 class Graph:
-    """The states of one utterance: ``states[j]`` is the flat model state of chain state j."""
+    """The states of one utterance.
+
+    ``states[j]``: the flat model state of chain state j; ``line[j]``: the label line
+    (phone * 5 + state) its frames count for; ``chain[i]``: the chain state of label line
+    i. A short pause between words is a chain state of its own whose frames count for
+    the last state of the phone before it.
+    """
 
     phones: np.ndarray
     states: np.ndarray
+    line: np.ndarray
+    chain: np.ndarray
     pred: np.ndarray
     log_trans: np.ndarray
     log_init: np.ndarray
@@ -31,16 +39,37 @@ class Graph:
     min_frames: int
 
 
-def build_graph(model: AlignerModel, phones: np.ndarray) -> Graph:
-    """The state chain of model phone indices ``phones`` with its transitions."""
+def build_graph(model: AlignerModel, phones: np.ndarray, pauses: np.ndarray | None = None) -> Graph:
+    """The state chain of model phone indices ``phones`` with its transitions.
+
+    ``pauses[k]``: an optional short pause (one state, the silence model's middle state,
+    skippable) follows phone ``k``; only between two phones that are not silences.
+    """
     S = N_STATES
     n = len(phones)
-    N = n * S
-    states = (phones[:, None] * S + np.arange(S)).ravel()
+    silent_model = model.phones.index(SILENCE)
+    silence = phones == silent_model
+    if pauses is None:
+        pauses = np.zeros(n, bool)
+    pauses = pauses & ~silence & ~np.r_[silence[1:], True]
+    # units in order: each phone's five states, then its short pause if any
+    unit_phone = np.repeat(np.arange(n), 1 + pauses)
+    is_pause = np.zeros(len(unit_phone), bool)
+    is_pause[np.cumsum(1 + pauses) - 1] = pauses
+    sizes = np.where(is_pause, 1, S)
+    skippable = is_pause | silence[unit_phone]
+    loops = silence[unit_phone] & ~is_pause
+    firsts = np.cumsum(sizes) - sizes
+    lasts = firsts + sizes - 1
+    N = int(sizes.sum())
+    unit_of = np.repeat(np.arange(len(sizes)), sizes)
+    offset = np.arange(N) - firsts[unit_of]
+    states = np.where(is_pause[unit_of], silent_model * S + S // 2, phones[unit_phone[unit_of]] * S + offset)
+    line = unit_phone[unit_of] * S + np.where(is_pause[unit_of], S - 1, offset)
+    chain = np.flatnonzero(~is_pause[unit_of])
     log_stay = model.log_stay.reshape(-1)[states]
     with np.errstate(divide="ignore"):
         log_exit = np.log1p(-np.exp(log_stay))
-    silence = phones == model.phones.index(SILENCE)
     log_skip, log_keep = np.log(model.skip_prob), np.log1p(-model.skip_prob)
     log_loop, log_leave = np.log(model.loop_prob), np.log1p(-model.loop_prob)
     pred = np.full((N, 4), N, np.int64)  # N: a dummy state that is never reachable
@@ -50,27 +79,27 @@ def build_graph(model: AlignerModel, phones: np.ndarray) -> Graph:
     log_trans[:, 0] = log_stay
     pred[1:, 1] = j[:-1]
     log_trans[1:, 1] = log_exit[:-1]
-    firsts = np.arange(n) * S
-    lasts = firsts + S - 1
-    # leaving a silence's last state: loop back or go on
-    log_trans[firsts[1:], 1] += np.where(silence[:-1], log_leave, 0.0)
-    # entering a silence that could have been skipped
-    log_trans[firsts[1:], 1] += np.where(silence[1:], log_keep, 0.0)
-    for k in np.flatnonzero(silence):
-        if k + 1 < n and k >= 1:
-            pred[firsts[k + 1], 2] = lasts[k - 1]
-            log_trans[firsts[k + 1], 2] = log_exit[lasts[k - 1]] + log_skip
-        pred[firsts[k], 3] = lasts[k]
-        log_trans[firsts[k], 3] = log_exit[lasts[k]] + log_loop
+    # leaving a looping silence's last state: loop back or go on
+    log_trans[firsts[1:], 1] += np.where(loops[:-1], log_leave, 0.0)
+    # entering a unit that could have been skipped
+    log_trans[firsts[1:], 1] += np.where(skippable[1:], log_keep, 0.0)
+    U = len(sizes)
+    for u in np.flatnonzero(skippable):
+        if 1 <= u < U - 1:
+            pred[firsts[u + 1], 2] = lasts[u - 1]
+            log_trans[firsts[u + 1], 2] = log_exit[lasts[u - 1]] + log_skip
+    for u in np.flatnonzero(loops):
+        pred[firsts[u], 3] = lasts[u]
+        log_trans[firsts[u], 3] = log_exit[lasts[u]] + log_loop
     log_init = np.full(N, -np.inf)
-    log_init[0] = log_keep if silence[0] else 0.0
+    log_init[0] = log_keep if skippable[0] else 0.0
     finals = [N - 1]
-    if silence[0] and n > 1:
-        log_init[S] = log_skip
-    if silence[-1] and n > 1:
-        finals.append(N - 1 - S)
-    min_frames = S * int(np.count_nonzero(~silence)) + (S if silence.all() else 0)
-    return Graph(phones, states, pred, log_trans, log_init, np.array(finals), min_frames)
+    if skippable[0] and U > 1:
+        log_init[firsts[1]] = log_skip
+    if skippable[-1] and U > 1:
+        finals.append(lasts[-2])
+    min_frames = int(sizes[~skippable].sum()) if not skippable.all() else int(sizes[0])
+    return Graph(phones, states, line, chain, pred, log_trans, log_init, np.array(finals), min_frames)
 
 
 def viterbi(graph: Graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
@@ -83,7 +112,7 @@ def viterbi(graph: Graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
     if n_frames < graph.min_frames:
         raise Rejected(
             "label_mismatch",
-            f"{n_frames} frames cannot hold {graph.min_frames // N_STATES} phones of five 5 ms states each",
+            f"{n_frames} frames cannot hold the {graph.min_frames} states of its phones (5 ms each at least)",
         )
     pred, log_trans = graph.pred, graph.log_trans
     rows = np.arange(N)
@@ -108,7 +137,8 @@ def viterbi(graph: Graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
     return path, score
 
 
-def state_frames(path: np.ndarray, n_chain: int) -> np.ndarray:
-    """Frames per chain state, ``(phones, 5)``: a looping silence reports each state's total,
-    laid out in state order (its frames stay within the silence)."""
-    return np.bincount(path, minlength=n_chain).reshape(-1, N_STATES)
+def state_frames(path: np.ndarray, graph: Graph) -> np.ndarray:
+    """Frames per label line, ``(phones, 5)``: a looping silence reports each state's
+    total, laid out in state order (its frames stay within the silence); a short pause's
+    frames go to the last state of the phone before it."""
+    return np.bincount(graph.line[path], minlength=len(graph.phones) * N_STATES).reshape(-1, N_STATES)

@@ -37,7 +37,8 @@ class AlignerModel:
     ``means`` / ``variances``: ``(phones, 5, mixtures, 39)``; ``log_weights``:
     ``(phones, 5, mixtures)`` (unused components are -inf); ``log_stay``: ``(phones, 5)``,
     the log self-loop probability. ``skip_prob``: the chance that a silence is not there;
-    ``loop_prob``: the chance that the silence model's last state goes back to its first.
+    ``loop_prob``: the chance that the silence model's last state goes back to its first;
+    ``short_pause``: words may be followed by an optional pause (`build_graph`).
     """
 
     phones: tuple[str, ...]
@@ -47,6 +48,7 @@ class AlignerModel:
     log_stay: np.ndarray
     skip_prob: float = 0.3
     loop_prob: float = 0.3
+    short_pause: bool = False
 
     @property
     def mixtures(self) -> int:
@@ -85,6 +87,7 @@ class AlignerModel:
                 log_stay=self.log_stay,
                 skip_prob=np.float64(self.skip_prob),
                 loop_prob=np.float64(self.loop_prob),
+                short_pause=np.bool_(self.short_pause),
             )
 
     @classmethod
@@ -106,6 +109,7 @@ class AlignerModel:
                     log_stay=z["log_stay"],
                     skip_prob=float(z["skip_prob"]),
                     loop_prob=float(z["loop_prob"]),
+                    short_pause=bool(z["short_pause"]),
                 )
         except FileNotFoundError:
             raise AlignerModelError(f"aligner model {path} does not exist") from None

@@ -13,11 +13,12 @@ utterance with the new models. All speakers are pooled.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ...errors import Rejected
+from ...errors import FeatprepError, Rejected
+from ..context import parse_context
 from ..hts import HTSLabel, phone_of
 from .decode import Graph, build_graph, viterbi
 from .features import DIM, apply_cmvn, cmvn_stats, mfcc_features
@@ -40,7 +41,9 @@ class TrainingConfig:
     ``predicted_durations``: the flat start shares the speech by the label's own phone
     durations (Festival's predictions) instead of evenly; ``keep_bootstrap``: the
     bootstrap utterances (true boundaries) stay in every re-estimation, anchoring the
-    models against drifting to a self-consistent but shifted segmentation.
+    models against drifting to a self-consistent but shifted segmentation;
+    ``short_pause``: an optional pause (one state tied to the silence model's middle)
+    between words, its frames counted in the word's last phone.
     """
 
     mixtures: int = 2
@@ -49,6 +52,7 @@ class TrainingConfig:
     skip_prob: float = 0.3
     loop_prob: float = 0.3
     predicted_durations: bool = True
+    short_pause: bool = False
     keep_bootstrap: bool = True
 
 
@@ -67,6 +71,17 @@ def label_phones(label: HTSLabel) -> list[str]:
     """The phone of each phone of ``label`` (one per five lines when state-aligned)."""
     step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
     return [phone_of(c) for c in label.contexts[::step]]
+
+
+def word_ends(label: HTSLabel) -> np.ndarray:
+    """Whether each phone of ``label`` ends its word (last phone of the syllable, p7 = 1,
+    and last syllable of the word, b5 = 1); all False for labels without full contexts."""
+    step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
+    try:
+        fields = [parse_context(c) for c in label.contexts[::step]]
+    except FeatprepError:
+        return np.zeros(len(label.contexts[::step]), bool)
+    return np.array([f["p7"] == "1" and f["b5"] == "1" for f in fields], bool)
 
 
 def _durations(label: HTSLabel) -> np.ndarray | None:
@@ -93,10 +108,10 @@ def train_aligner(
     mean per-frame log-likelihood.
     """
     say = log or (lambda _m: None)
-    feats, phone_lists, durations = _prepare(utterances)
+    feats, phone_lists, durations, word_final = _prepare(utterances)
     if not feats:
         raise ValueError("train_aligner needs at least one utterance")
-    boot_feats, boot_phones, _ = _prepare(bootstrap)
+    boot_feats, boot_phones, _, _ = _prepare(bootstrap)
     names = sorted(
         {SILENCE if p in SILENCES else p for ps in phone_lists + boot_phones for p in ps} | {SILENCE}
     )
@@ -113,15 +128,22 @@ def train_aligner(
         log_stay=np.full((P, N_STATES), np.log(0.5)),
         skip_prob=config.skip_prob,
         loop_prob=config.loop_prob,
+        short_pause=config.short_pause,
     )
     floor = config.var_floor * g_var
-    graphs = [build_graph(model, model.phone_index(ps)) for ps in phone_lists]
+    graphs = [
+        build_graph(model, model.phone_index(ps), ends if config.short_pause else None)
+        for ps, ends in zip(phone_lists, word_final, strict=True)
+    ]
     anchor_feats: list[np.ndarray] = []
     anchor_graphs: list[Graph] = []
     anchor_paths: list[np.ndarray | None] = []
     if boot_feats:
         boot_graphs = [build_graph(model, model.phone_index(ps)) for ps in boot_phones]
-        known = [_known_path(len(x), u.label) for x, u in zip(boot_feats, bootstrap, strict=True)]
+        known = [
+            gr.chain[_known_path(len(x), u.label)]
+            for x, u, gr in zip(boot_feats, bootstrap, boot_graphs, strict=True)
+        ]
         model = _estimate(model, boot_feats, boot_graphs, known, floor)
         paths, scores = _realign(model, feats, graphs, say)
         say(f"bootstrap models on the corpus: mean log-likelihood per frame {np.mean(scores):.3f}")
@@ -129,7 +151,7 @@ def train_aligner(
             anchor_feats, anchor_graphs, anchor_paths = boot_feats, boot_graphs, list(known)
     else:
         paths = [
-            _flat_path(x, gr, model, d if config.predicted_durations else None)
+            gr.chain[_flat_path(x, gr, model, d if config.predicted_durations else None)]
             for x, gr, d in zip(feats, graphs, durations, strict=True)
         ]
     schedule = [1]
@@ -149,17 +171,19 @@ def train_aligner(
 
 def _prepare(
     utterances: Iterable[TrainingUtterance],
-) -> tuple[list[np.ndarray], list[list[str]], list[np.ndarray | None]]:
-    """CMVN-normalised features (per speaker), phones and label durations of each utterance."""
-    raw, speakers, phone_lists, durations = [], [], [], []
+) -> tuple[list[np.ndarray], list[list[str]], list[np.ndarray | None], list[np.ndarray]]:
+    """CMVN-normalised features (per speaker), phones, label durations and word ends of
+    each utterance."""
+    raw, speakers, phone_lists, durations, word_final = [], [], [], [], []
     for u in utterances:
         raw.append(mfcc_features(u.audio, u.sr))
         speakers.append(u.speaker)
         phone_lists.append(label_phones(u.label))
         durations.append(_durations(u.label))
+        word_final.append(word_ends(u.label))
     stats = {s: cmvn_stats([f for f, t in zip(raw, speakers, strict=True) if t == s]) for s in set(speakers)}
     feats = [apply_cmvn(f, stats[s]) for f, s in zip(raw, speakers, strict=True)]
-    return feats, phone_lists, durations
+    return feats, phone_lists, durations, word_final
 
 
 def _realign(
@@ -238,9 +262,7 @@ def _split(model: AlignerModel, target: int) -> AlignerModel:
         variances[:, :, m + k] = variances[p, s, src]
         logw[p, s, src] -= np.log(2.0)
         logw[:, :, m + k] = logw[p, s, src]
-    return AlignerModel(
-        model.phones, means, variances, logw, model.log_stay, model.skip_prob, model.loop_prob
-    )
+    return replace(model, means=means, variances=variances, log_weights=logw)
 
 
 def _estimate(
@@ -289,12 +311,10 @@ def _estimate(
         variances[state, ok] = np.maximum(var, floor)
         with np.errstate(divide="ignore"):
             logw[state] = np.where(ok, np.log(count / count[ok].sum()), -np.inf)
-    return AlignerModel(
-        model.phones,
-        means.reshape(P, S, M, D),
-        variances.reshape(P, S, M, D),
-        logw.reshape(P, S, M),
-        log_stay.reshape(P, S),
-        model.skip_prob,
-        model.loop_prob,
+    return replace(
+        model,
+        means=means.reshape(P, S, M, D),
+        variances=variances.reshape(P, S, M, D),
+        log_weights=logw.reshape(P, S, M),
+        log_stay=log_stay.reshape(P, S),
     )
