@@ -72,6 +72,7 @@ def main() -> None:
         bootstrap=(str, "kal_diphone"),
         split=(str, "utterance"),
         keep_bootstrap=(int, int(TrainingConfig.keep_bootstrap)),
+        short_pause=(int, int(TrainingConfig.short_pause)),
     )
     root = demo_corpus(args.workdir)
     with open(root / "truth" / "utterances.tsv", newline="") as f:
@@ -89,7 +90,10 @@ def main() -> None:
     else:
         folds = [([i for i, r in enumerate(rows) if int(r["utterance"][-3:]) <= args.train], None)]
     config = TrainingConfig(
-        mixtures=args.mixtures, iterations=args.iterations, keep_bootstrap=bool(args.keep_bootstrap)
+        mixtures=args.mixtures,
+        iterations=args.iterations,
+        keep_bootstrap=bool(args.keep_bootstrap),
+        short_pause=bool(args.short_pause),
     )
     errors: dict[str, list[np.ndarray]] = {}
     train_cpu = train_audio = align_cpu = align_audio = 0.0
@@ -123,7 +127,7 @@ def main() -> None:
             errors.setdefault(rows[i]["voice"], []).append(boundary_errors(phone_segments(aligned), truth))
     print(
         f"demo corpus, split by {args.split}, {len(folds)} training run(s), mixtures {args.mixtures}, "
-        f"iterations {args.iterations}, bootstrap {args.bootstrap}"
+        f"iterations {args.iterations}, bootstrap {args.bootstrap}, short pause {bool(args.short_pause)}"
     )
     for voice, errs in sorted(errors.items()):
         print(summary(voice, errs))

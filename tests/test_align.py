@@ -23,6 +23,7 @@ from featprep.labels.align import (
 )
 from featprep.labels.align.bootstrap import bootstrap_utterances
 from featprep.labels.align.features import num_frames
+from featprep.labels.align.train import word_ends
 from featprep.labels.frontend import merlin_normalise, text_to_labels
 from featprep.labels.hts import HTSLabel, read_hts, write_hts
 from featprep.labels.linguistic import linguistic_features
@@ -190,3 +191,31 @@ def test_real_speech_boundaries_near_cmu_arctic_label(model):
     within = float(np.mean(errors <= 0.020))
     assert within >= 0.6 and errors.mean() <= 0.020, (within, errors.mean())
     assert within >= float(np.mean(predicted <= 0.020)) + 0.4
+
+
+#: phones whose onset no stretch of room noise resembles (no closure, no weak frication)
+_VOWELS = ("aa", "ae", "ah", "ao", "aw", "ax", "ay", "eh", "er", "ey", "ih", "iy", "ow", "oy", "uh", "uw")
+_CLEAR_ONSETS = {*_VOWELS, "m", "n", "l", "r", "w", "y", "s", "z", "sh"}
+
+
+def test_unpredicted_pause_between_words_joins_the_word_before(demo):
+    """With short pauses on, 0.2 s of room noise spliced in at a word boundary that has no
+    pause in the labels goes to the last state of the word's last phone: the next word
+    moves by the pause and nothing else moves."""
+    texts = [r["text"] for r, _ in demo.split(False)]
+    model = _train(demo, config=TrainingConfig(short_pause=True), bootstrap=bootstrap_utterances(texts))
+    assert model.short_pause
+    row, label = demo.split(True)[0]
+    ends = word_ends(label)
+    phones = [s[2] for s in phone_segments(label)]
+    k = next(i for i in range(1, len(phones) - 1) if ends[i] and phones[i + 1] in _CLEAR_ONSETS)
+    audio, sr = demo.audio(row)
+    before, _ = align(model, audio, sr, label)
+    cut, gap = int(before.end[5 * k + 4]) * sr // 10**7, sr // 5
+    spliced = np.concatenate([audio[:cut], audio[:gap], audio[cut:]])  # the file starts with room noise
+    after, _ = align(model, spliced, sr, label)
+    extra = after.frames().reshape(-1, 5)[k, 4] - before.frames().reshape(-1, 5)[k, 4]
+    assert extra >= 0.9 * 40, extra  # 0.2 s = 40 frames
+    moved = (after.start - before.start) / 1e7
+    assert np.abs(moved[: 5 * k + 1]).max() <= 0.010
+    assert np.abs(moved[5 * (k + 1) : 5 * (k + 1) + 10] - 0.2).max() <= 0.010

@@ -42,8 +42,8 @@ class Graph:
 def build_graph(model: AlignerModel, phones: np.ndarray, pauses: np.ndarray | None = None) -> Graph:
     """The state chain of model phone indices ``phones`` with its transitions.
 
-    ``pauses[k]``: an optional short pause (one state, the silence model's middle state,
-    skippable) follows phone ``k``; only between two phones that are not silences.
+    ``pauses[k]``: an optional short pause (one skippable state, the silence model's
+    ``pause_state``) follows phone ``k``; only between two phones that are not silences.
     """
     S = N_STATES
     n = len(phones)
@@ -64,7 +64,9 @@ def build_graph(model: AlignerModel, phones: np.ndarray, pauses: np.ndarray | No
     N = int(sizes.sum())
     unit_of = np.repeat(np.arange(len(sizes)), sizes)
     offset = np.arange(N) - firsts[unit_of]
-    states = np.where(is_pause[unit_of], silent_model * S + S // 2, phones[unit_phone[unit_of]] * S + offset)
+    states = np.where(
+        is_pause[unit_of], silent_model * S + model.pause_state, phones[unit_phone[unit_of]] * S + offset
+    )
     line = unit_phone[unit_of] * S + np.where(is_pause[unit_of], S - 1, offset)
     chain = np.flatnonzero(~is_pause[unit_of])
     log_stay = model.log_stay.reshape(-1)[states]

@@ -38,7 +38,9 @@ class AlignerModel:
     ``(phones, 5, mixtures)`` (unused components are -inf); ``log_stay``: ``(phones, 5)``,
     the log self-loop probability. ``skip_prob``: the chance that a silence is not there;
     ``loop_prob``: the chance that the silence model's last state goes back to its first;
-    ``short_pause``: words may be followed by an optional pause (`build_graph`).
+    ``short_pause``: words may be followed by an optional pause (`build_graph`), one
+    state tied to silence state ``pause_state`` (the one that holds most silence frames:
+    with the loop, long silences stay in the first state rather than the middle one).
     """
 
     phones: tuple[str, ...]
@@ -49,6 +51,7 @@ class AlignerModel:
     skip_prob: float = 0.3
     loop_prob: float = 0.3
     short_pause: bool = False
+    pause_state: int = N_STATES // 2
 
     @property
     def mixtures(self) -> int:
@@ -88,6 +91,7 @@ class AlignerModel:
                 skip_prob=np.float64(self.skip_prob),
                 loop_prob=np.float64(self.loop_prob),
                 short_pause=np.bool_(self.short_pause),
+                pause_state=np.int64(self.pause_state),
             )
 
     @classmethod
@@ -110,6 +114,7 @@ class AlignerModel:
                     skip_prob=float(z["skip_prob"]),
                     loop_prob=float(z["loop_prob"]),
                     short_pause=bool(z["short_pause"]),
+                    pause_state=int(z["pause_state"]),
                 )
         except FileNotFoundError:
             raise AlignerModelError(f"aligner model {path} does not exist") from None

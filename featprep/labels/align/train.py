@@ -42,8 +42,8 @@ class TrainingConfig:
     durations (Festival's predictions) instead of evenly; ``keep_bootstrap``: the
     bootstrap utterances (true boundaries) stay in every re-estimation, anchoring the
     models against drifting to a self-consistent but shifted segmentation;
-    ``short_pause``: an optional pause (one state tied to the silence model's middle)
-    between words, its frames counted in the word's last phone.
+    ``short_pause``: an optional pause (one state tied to a silence state) between words,
+    its frames counted in the word's last phone.
     """
 
     mixtures: int = 2
@@ -311,8 +311,10 @@ def _estimate(
         variances[state, ok] = np.maximum(var, floor)
         with np.errstate(divide="ignore"):
             logw[state] = np.where(ok, np.log(count / count[ok].sum()), -np.inf)
+    silence = model.phones.index(SILENCE) * S
     return replace(
         model,
+        pause_state=int(np.argmax(occupancy[silence : silence + S])),
         means=means.reshape(P, S, M, D),
         variances=variances.reshape(P, S, M, D),
         log_weights=logw.reshape(P, S, M),
