@@ -10,7 +10,9 @@
 - Training time (and per hour of audio), alignment speed as x real time per core (BLAS
   held to one thread, CPU time of this process), peak RSS.
 
-Not run in CI. ``--bootstrap none`` trains from the flat start alone.
+Not run in CI. ``--bootstrap none`` trains from the flat start alone; ``--repeat N``
+trains on every training utterance N times over, a scale test of time and memory (N = 25
+is about an hour of audio).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def main() -> None:
         split=(str, "utterance"),
         keep_bootstrap=(int, int(TrainingConfig.keep_bootstrap)),
         short_pause=(int, int(TrainingConfig.short_pause)),
+        repeat=(int, 1),
     )
     root = demo_corpus(args.workdir)
     with open(root / "truth" / "utterances.tsv", newline="") as f:
@@ -100,6 +103,7 @@ def main() -> None:
     model = None
     for train_idx, held_voice in folds:
         test_idx = [i for i in range(len(rows)) if i not in set(train_idx)]
+        train_idx = train_idx * args.repeat
         if held_voice is not None:
             test_idx = [i for i in test_idx if rows[i]["voice"] == held_voice]
         start = cpu()

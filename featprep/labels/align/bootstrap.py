@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from ...demo import RATE, DemoSpeaker, synthesize
 from ..hts import HTSLabel
+from .features import RATE as ALIGNER_RATE
 from .train import TrainingUtterance
 
 #: a diphone voice: fast, and its segments are its phones (``demo.synthesize`` merges
@@ -28,17 +30,20 @@ DEFAULT_BOOTSTRAP_VOICE = "kal_diphone"
 def bootstrap_utterances(
     texts: Sequence[str], *, voice: str = DEFAULT_BOOTSTRAP_VOICE, workdir: Path | None = None
 ) -> list[TrainingUtterance]:
-    """Festival's speech of ``texts`` with labels timed by its own phone boundaries.
+    """Festival's speech of each distinct text of ``texts`` (at 16 kHz, the aligner's
+    rate) with labels timed by its own phone boundaries.
 
     The labels' contexts are the bare phone names (all the aligner needs of them).
     """
     speaker = DemoSpeaker("bootstrap", "bootstrap", "M", voice, 105.0, 1.0)
+    distinct = list(dict.fromkeys(texts))  # corpora repeat prompts (every VCTK speaker reads the same ones)
     with tempfile.TemporaryDirectory(prefix="featprep-bootstrap-") as tmp:
-        synths = synthesize(speaker, {f"b{i}": t for i, t in enumerate(texts)}, Path(workdir or tmp))
+        synths = synthesize(speaker, {f"b{i}": t for i, t in enumerate(distinct)}, Path(workdir or tmp))
     out = []
     for synth in synths.values():
         phones = [p for *_, p in synth.segments]
         start = np.array([round(s * 1e7) for s, *_ in synth.segments], np.int64)
         end = np.array([round(e * 1e7) for _, e, _ in synth.segments], np.int64)
-        out.append(TrainingUtterance(voice, synth.audio, RATE, HTSLabel(phones, start, end)))
+        audio = soxr.resample(synth.audio, RATE, ALIGNER_RATE, quality="HQ")
+        out.append(TrainingUtterance(voice, audio, ALIGNER_RATE, HTSLabel(phones, start, end)))
     return out

@@ -274,7 +274,7 @@ def _estimate(
 ) -> AlignerModel:
     """New Gaussians, weights and self-loops from the state sequences ``paths``."""
     used = [i for i, p in enumerate(paths) if p is not None]
-    X = np.concatenate([feats[i] for i in used]).astype(np.float64)
+    X = np.concatenate([feats[i] for i in used])  # float32: a float64 copy of an hour is 225 MB more
     q = np.concatenate([graphs[i].states[paths[i]] for i in used])
     # a frame whose chain state differs from the previous frame's entered its state
     entered = np.concatenate([np.r_[True, paths[i][1:] != paths[i][:-1]] for i in used])
@@ -294,7 +294,7 @@ def _estimate(
         a, b = bounds[state], bounds[state + 1]
         if b - a < _MIN_FRAMES:
             continue
-        x = X[order[a:b]]
+        x = X[order[a:b]].astype(np.float64)
         if M == 1:
             comp = np.zeros(len(x), np.int64)
         else:
