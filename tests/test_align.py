@@ -200,8 +200,8 @@ _CLEAR_ONSETS = {*_VOWELS, "m", "n", "l", "r", "w", "y", "s", "z", "sh"}
 
 def test_unpredicted_pause_between_words_joins_the_word_before(demo):
     """With short pauses on, 0.2 s of room noise spliced in at a word boundary that has no
-    pause in the labels goes to the last state of the word's last phone: the next word
-    moves by the pause and nothing else moves."""
+    pause in the labels goes to the last state of the word's last phone: the next phones
+    move by the pause, the phones before it stay."""
     texts = [r["text"] for r, _ in demo.split(False)]
     model = _train(demo, config=TrainingConfig(short_pause=True), bootstrap=bootstrap_utterances(texts))
     assert model.short_pause
@@ -216,6 +216,6 @@ def test_unpredicted_pause_between_words_joins_the_word_before(demo):
     after, _ = align(model, spliced, sr, label)
     extra = after.frames().reshape(-1, 5)[k, 4] - before.frames().reshape(-1, 5)[k, 4]
     assert extra >= 0.9 * 40, extra  # 0.2 s = 40 frames
-    moved = (after.start - before.start) / 1e7
-    assert np.abs(moved[: 5 * k + 1]).max() <= 0.010
-    assert np.abs(moved[5 * (k + 1) : 5 * (k + 1) + 10] - 0.2).max() <= 0.010
+    moved = (after.start[::5] - before.start[::5]) / 1e7  # phone starts
+    assert np.abs(moved[: k + 1]).max() <= 0.010, moved
+    assert np.abs(moved[k + 1 : k + 4] - 0.2).max() <= 0.010, moved
