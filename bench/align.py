@@ -10,7 +10,8 @@
 - Training time (and per hour of audio), alignment speed as x real time per core (BLAS
   held to one thread, CPU time of this process), peak RSS.
 
-Not run in CI. ``--bootstrap none`` trains from the flat start alone; ``--repeat N``
+Not run in CI. ``--bootstrap none`` trains from the flat start alone, ``--bootstrap a,b``
+bootstraps on two Festival voices; ``--repeat N``
 trains on every training utterance N times over, a scale test of time and memory (N = 25
 is about an hour of audio).
 """
@@ -107,11 +108,9 @@ def main() -> None:
         if held_voice is not None:
             test_idx = [i for i in test_idx if rows[i]["voice"] == held_voice]
         start = cpu()
-        boot = (
-            ()
-            if args.bootstrap == "none"
-            else bootstrap_utterances([rows[i]["text"] for i in train_idx], voice=args.bootstrap)
-        )
+        texts = [rows[i]["text"] for i in train_idx]
+        voices = [] if args.bootstrap == "none" else args.bootstrap.split(",")
+        boot = [u for voice in voices for u in bootstrap_utterances(texts, voice=voice)]
         model = train_aligner(
             (TrainingUtterance(rows[i]["vctk_speaker"], *audio(rows[i]), labels[i]) for i in train_idx),
             config,
