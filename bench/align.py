@@ -77,6 +77,7 @@ def main() -> None:
         keep_bootstrap=(int, int(TrainingConfig.keep_bootstrap)),
         short_pause=(int, int(TrainingConfig.short_pause)),
         repeat=(int, 1),
+        baum_welch=(int, int(TrainingConfig.baum_welch)),
     )
     root = demo_corpus(args.workdir)
     with open(root / "truth" / "utterances.tsv", newline="") as f:
@@ -98,6 +99,7 @@ def main() -> None:
         iterations=args.iterations,
         keep_bootstrap=bool(args.keep_bootstrap),
         short_pause=bool(args.short_pause),
+        baum_welch=bool(args.baum_welch),
     )
     errors: dict[str, list[np.ndarray]] = {}
     train_cpu = train_audio = align_cpu = align_audio = 0.0
@@ -130,7 +132,8 @@ def main() -> None:
             errors.setdefault(rows[i]["voice"], []).append(boundary_errors(phone_segments(aligned), truth))
     print(
         f"demo corpus, split by {args.split}, {len(folds)} training run(s), mixtures {args.mixtures}, "
-        f"iterations {args.iterations}, bootstrap {args.bootstrap}, short pause {bool(args.short_pause)}"
+        f"iterations {args.iterations}, bootstrap {args.bootstrap}, short pause {bool(args.short_pause)}, "
+        f"Baum-Welch {bool(args.baum_welch)}"
     )
     for voice, errs in sorted(errors.items()):
         print(summary(voice, errs))

@@ -16,13 +16,17 @@ from featprep.labels.align import (
     TrainingConfig,
     TrainingUtterance,
     align,
+    apply_cmvn,
     boundary_errors,
+    cmvn_stats,
     mfcc_features,
     phone_segments,
     train_aligner,
 )
 from featprep.labels.align.bootstrap import bootstrap_utterances
+from featprep.labels.align.decode import build_graph, viterbi
 from featprep.labels.align.features import num_frames
+from featprep.labels.align.forward_backward import posteriors
 from featprep.labels.align.train import word_ends
 from featprep.labels.frontend import merlin_normalise, text_to_labels
 from featprep.labels.hts import HTSLabel, read_hts, write_hts
@@ -219,3 +223,20 @@ def test_unpredicted_pause_between_words_joins_the_word_before(demo):
     moved = (after.start[::5] - before.start[::5]) / 1e7  # phone starts
     assert np.abs(moved[: k + 1]).max() <= 0.010, moved
     assert np.abs(moved[k + 1 : k + 4] - 0.2).max() <= 0.010, moved
+
+
+def test_forward_backward_agrees_with_viterbi(demo, model):
+    """State posteriors sum to one per frame, the total likelihood bounds the best path's,
+    and the most probable state of a frame is mostly the best path's."""
+    row, label = demo.split(True)[2]
+    audio, sr = demo.audio(row)
+    feats = mfcc_features(audio, sr)
+    x = apply_cmvn(feats, cmvn_stats([feats]))
+    graph = build_graph(model, model.phone_index([s[2] for s in phone_segments(label)]))
+    log_lik = model.log_likelihoods(x, graph.states)
+    gamma, stays, log_z = posteriors(graph, log_lik)
+    path, best = viterbi(graph, log_lik)
+    np.testing.assert_allclose(gamma.sum(axis=1), 1.0, atol=1e-6)
+    assert best <= log_z <= best + len(x) * 0.5
+    assert np.mean(gamma.argmax(axis=1) == path) >= 0.9
+    assert (stays <= gamma.sum(axis=0) + 1e-6).all() and stays.min() >= 0.0

@@ -104,6 +104,15 @@ def build_graph(model: AlignerModel, phones: np.ndarray, pauses: np.ndarray | No
     return Graph(phones, states, line, chain, pred, log_trans, log_init, np.array(finals), min_frames)
 
 
+def check_fits(graph: Graph, n_frames: int) -> None:
+    """Raise `Rejected` (``label_mismatch``) when the frames cannot hold the phones' states."""
+    if n_frames < graph.min_frames:
+        raise Rejected(
+            "label_mismatch",
+            f"{n_frames} frames cannot hold the {graph.min_frames} states of its phones (5 ms each at least)",
+        )
+
+
 def viterbi(graph: Graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
     """Best chain state of every frame and the path's log probability.
 
@@ -111,11 +120,7 @@ def viterbi(graph: Graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
     (``label_mismatch``) when the frames cannot hold every phone's five states.
     """
     n_frames, N = log_lik.shape
-    if n_frames < graph.min_frames:
-        raise Rejected(
-            "label_mismatch",
-            f"{n_frames} frames cannot hold the {graph.min_frames} states of its phones (5 ms each at least)",
-        )
+    check_fits(graph, n_frames)
     pred, log_trans = graph.pred, graph.log_trans
     rows = np.arange(N)
     back = np.empty((n_frames, N), np.int8)

@@ -1,13 +1,15 @@
-"""Training the aligner's phone HMMs from the corpus itself (Viterbi re-estimation).
+"""Training the aligner's phone HMMs from the corpus itself (Viterbi or Baum-Welch).
 
-Flat start: every state begins as the global Gaussian of the (CMVN-normalised) corpus,
-and the first state sequence of each utterance divides its frames evenly: the edge
-silences get the low-energy frames before and after the speech (found on c0), the phones
-between share the rest. Then, for each mixture count 1, 2, 4, .. up to the target
-(components split in two, means moved by +-0.2 standard deviations), ``iterations``
-rounds of: estimate Gaussians, mixture weights and self-loop probabilities from the
-current state sequences (each frame to its state's best component), then realign every
-utterance with the new models. All speakers are pooled.
+Start: either the bootstrap (`bootstrap` module: speech Festival synthesised, true phone
+boundaries) or the flat start: every state begins as the global Gaussian of the
+(CMVN-normalised) corpus, and each utterance's frames are shared out, the edge silences
+taking the low-energy frames before and after the speech (found on c0), the phones
+between taking shares proportional to the label's own (Festival-predicted) durations.
+Then, for each mixture count 1, 2, 4, .. up to the target (components split in two,
+means moved by +-0.2 standard deviations), ``iterations`` rounds of: align every
+utterance with the current models (best path, or state posteriors for Baum-Welch),
+then re-estimate Gaussians, mixture weights and self-loop probabilities. All speakers
+are pooled; CMVN per speaker does the speaker normalisation.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ..context import parse_context
 from ..hts import HTSLabel, phone_of
 from .decode import Graph, build_graph, viterbi
 from .features import DIM, apply_cmvn, cmvn_stats, mfcc_features
-from .model import N_STATES, SILENCE, SILENCES, AlignerModel, component_log_likelihoods
+from .forward_backward import posteriors
+from .model import N_STATES, SILENCE, SILENCES, AlignerModel, component_log_likelihoods, logsumexp
 
 #: self-loop probabilities stay inside this range (a state of one frame must still be
 #: allowed to stay, a long one to leave)
@@ -54,6 +57,7 @@ class TrainingConfig:
     predicted_durations: bool = True
     short_pause: bool = False
     keep_bootstrap: bool = True
+    baum_welch: bool = False
 
 
 @dataclass
@@ -135,25 +139,24 @@ def train_aligner(
         build_graph(model, model.phone_index(ps), ends if config.short_pause else None)
         for ps, ends in zip(phone_lists, word_final, strict=True)
     ]
-    anchor_feats: list[np.ndarray] = []
-    anchor_graphs: list[Graph] = []
-    anchor_paths: list[np.ndarray | None] = []
+    anchors: list[tuple[np.ndarray, Graph, np.ndarray]] = []
+    stats = _Stats(model)
     if boot_feats:
         boot_graphs = [build_graph(model, model.phone_index(ps)) for ps in boot_phones]
         known = [
             gr.chain[_known_path(len(x), u.label)]
             for x, u, gr in zip(boot_feats, bootstrap, boot_graphs, strict=True)
         ]
-        model = _estimate(model, boot_feats, boot_graphs, known, floor)
-        paths, scores = _realign(model, feats, graphs, say)
-        say(f"bootstrap models on the corpus: mean log-likelihood per frame {np.mean(scores):.3f}")
+        for x, gr, path in zip(boot_feats, boot_graphs, known, strict=True):
+            stats.add_path(x, gr, path)
         if config.keep_bootstrap:
-            anchor_feats, anchor_graphs, anchor_paths = boot_feats, boot_graphs, list(known)
+            anchors = list(zip(boot_feats, boot_graphs, known, strict=True))
     else:
-        paths = [
-            gr.chain[_flat_path(x, gr, model, d if config.predicted_durations else None)]
-            for x, gr, d in zip(feats, graphs, durations, strict=True)
-        ]
+        for x, gr, d in zip(feats, graphs, durations, strict=True):
+            stats.add_path(
+                x, gr, gr.chain[_flat_path(x, gr, model, d if config.predicted_durations else None)]
+            )
+    model = stats.maximise(floor)
     schedule = [1]
     while schedule[-1] < config.mixtures:
         schedule.append(min(2 * schedule[-1], config.mixtures))
@@ -161,10 +164,24 @@ def train_aligner(
         if m > model.mixtures:
             model = _split(model, m)
         for it in range(config.iterations):
-            model = _estimate(
-                model, feats + anchor_feats, graphs + anchor_graphs, paths + anchor_paths, floor
-            )
-            paths, scores = _realign(model, feats, graphs, say)
+            stats = _Stats(model)
+            for x, gr, path in anchors:
+                stats.add_path(x, gr, path)
+            scores = []
+            for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
+                log_lik = model.log_likelihoods(x, gr.states)
+                try:
+                    if config.baum_welch:
+                        gamma, stays, score = posteriors(gr, log_lik)
+                        stats.add(x, gr, gamma, stays, soft=True)
+                    else:
+                        path, score = viterbi(gr, log_lik)
+                        stats.add_path(x, gr, path)
+                except Rejected as e:
+                    say(f"utterance {i} left out: {e.detail}")
+                    continue
+                scores.append(score / len(x))
+            model = stats.maximise(floor)
             say(f"{m} mixture(s), round {it + 1}: mean log-likelihood per frame {np.mean(scores):.3f}")
     return model
 
@@ -184,24 +201,6 @@ def _prepare(
     stats = {s: cmvn_stats([f for f, t in zip(raw, speakers, strict=True) if t == s]) for s in set(speakers)}
     feats = [apply_cmvn(f, stats[s]) for f, s in zip(raw, speakers, strict=True)]
     return feats, phone_lists, durations, word_final
-
-
-def _realign(
-    model: AlignerModel, feats: list[np.ndarray], graphs: list[Graph], say: Callable[[str], None]
-) -> tuple[list[np.ndarray | None], list[float]]:
-    """Every utterance's best state sequence (None where none fits) and per-frame scores."""
-    paths: list[np.ndarray | None] = []
-    scores = []
-    for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
-        try:
-            path, score = viterbi(gr, model.log_likelihoods(x, gr.states))
-        except Rejected as e:
-            say(f"utterance {i} left out: {e.detail}")
-            paths.append(None)
-            continue
-        paths.append(path)
-        scores.append(score / len(x))
-    return paths, scores
 
 
 def _known_path(n_frames: int, label: HTSLabel) -> np.ndarray:
@@ -265,58 +264,82 @@ def _split(model: AlignerModel, target: int) -> AlignerModel:
     return replace(model, means=means, variances=variances, log_weights=logw)
 
 
-def _estimate(
-    model: AlignerModel,
-    feats: list[np.ndarray],
-    graphs: list[Graph],
-    paths: list[np.ndarray | None],
-    floor: np.ndarray,
-) -> AlignerModel:
-    """New Gaussians, weights and self-loops from the state sequences ``paths``."""
-    used = [i for i, p in enumerate(paths) if p is not None]
-    X = np.concatenate([feats[i] for i in used])  # float32: a float64 copy of an hour is 225 MB more
-    q = np.concatenate([graphs[i].states[paths[i]] for i in used])
-    # a frame whose chain state differs from the previous frame's entered its state
-    entered = np.concatenate([np.r_[True, paths[i][1:] != paths[i][:-1]] for i in used])
-    P, S, M, D = model.means.shape
-    Q = P * S
-    occupancy = np.bincount(q, minlength=Q).astype(np.float64)
-    entries = np.bincount(q[entered], minlength=Q).astype(np.float64)
-    log_stay = model.log_stay.reshape(Q).copy()
-    seen = entries > 0
-    log_stay[seen] = np.log(np.clip(1.0 - entries[seen] / occupancy[seen], *_STAY))
-    means = model.means.reshape(Q, M, D).copy()
-    variances = model.variances.reshape(Q, M, D).copy()
-    logw = model.log_weights.reshape(Q, M).copy()
-    order = np.argsort(q, kind="stable")
-    bounds = np.searchsorted(q[order], np.arange(Q + 1))
-    for state in range(Q):
-        a, b = bounds[state], bounds[state + 1]
-        if b - a < _MIN_FRAMES:
-            continue
-        x = X[order[a:b]].astype(np.float64)
-        if M == 1:
-            comp = np.zeros(len(x), np.int64)
+class _Stats:
+    """Sufficient statistics per model state and mixture component (counts may be soft)."""
+
+    def __init__(self, model: AlignerModel) -> None:
+        P, S, M, D = model.means.shape
+        self.model = model
+        self.count = np.zeros((P * S, M))
+        self.sum = np.zeros((P * S, M, D))
+        self.square = np.zeros((P * S, M, D))
+        self.occupancy = np.zeros(P * S)
+        self.stays = np.zeros(P * S)
+
+    def add(self, x: np.ndarray, graph: Graph, weights: np.ndarray, stays: np.ndarray, soft: bool) -> None:
+        """One utterance: ``weights`` ``(frames, chain states)``, expected self-loops per chain
+        state; components share a state's weight by posterior (``soft``) or all to the best."""
+        model = self.model
+        unique, inverse = np.unique(graph.states, return_inverse=True)
+        fold = np.zeros((len(graph.states), len(unique)))
+        fold[np.arange(len(graph.states)), inverse] = 1.0
+        w = weights @ fold  # (frames, model states of this utterance)
+        M, D = model.mixtures, model.means.shape[-1]
+        comp = component_log_likelihoods(
+            x,
+            model.means.reshape(-1, M, D)[unique].reshape(-1, D),
+            model.variances.reshape(-1, M, D)[unique].reshape(-1, D),
+            model.log_weights.reshape(-1, M)[unique].reshape(-1),
+        ).reshape(len(x), len(unique), M)
+        if soft:
+            share = np.exp(comp - logsumexp(comp, axis=2)[:, :, None])
         else:
-            comp = component_log_likelihoods(x, means[state], variances[state], logw[state]).argmax(axis=1)
-        onehot = np.zeros((len(x), M))
-        onehot[np.arange(len(x)), comp] = 1.0
-        count = onehot.sum(axis=0)
-        ok = count >= _MIN_FRAMES
-        if not ok.any():
-            continue
-        mu = (onehot.T @ x)[ok] / count[ok, None]
-        var = (onehot.T @ np.square(x))[ok] / count[ok, None] - np.square(mu)
-        means[state, ok] = mu
-        variances[state, ok] = np.maximum(var, floor)
+            share = np.zeros_like(comp)
+            np.put_along_axis(share, comp.argmax(axis=2)[:, :, None], 1.0, axis=2)
+        r = share * w[:, :, None]
+        x64 = x.astype(np.float64)
+        self.count[unique] += r.sum(axis=0)
+        self.sum[unique] += np.einsum("tum,td->umd", r, x64)
+        self.square[unique] += np.einsum("tum,td->umd", r, np.square(x64))
+        self.occupancy[unique] += w.sum(axis=0)
+        self.stays[unique] += stays @ fold
+
+    def add_path(self, x: np.ndarray, graph: Graph, path: np.ndarray) -> None:
+        """One utterance aligned to ``path`` (a chain state per frame)."""
+        weights = np.zeros((len(path), len(graph.states)))
+        weights[np.arange(len(path)), path] = 1.0
+        stays = np.bincount(path[1:][path[1:] == path[:-1]], minlength=len(graph.states))
+        self.add(x, graph, weights, stays.astype(np.float64), soft=False)
+
+    def maximise(self, floor: np.ndarray) -> AlignerModel:
+        """New Gaussians, weights and self-loops; states and components seen on fewer than
+        ``_MIN_FRAMES`` frames keep their previous parameters."""
+        model = self.model
+        P, S, M, D = model.means.shape
+        means = model.means.reshape(-1, M, D).copy()
+        variances = model.variances.reshape(-1, M, D).copy()
+        logw = model.log_weights.reshape(-1, M).copy()
+        ok = self.count >= _MIN_FRAMES
+        n = np.where(ok, self.count, 1.0)[:, :, None]
+        mu = self.sum / n
+        var = np.maximum(self.square / n - np.square(mu), floor)
+        means[ok], variances[ok] = mu[ok], var[ok]
+        states = ok.any(axis=1)
         with np.errstate(divide="ignore"):
-            logw[state] = np.where(ok, np.log(count / count[ok].sum()), -np.inf)
-    silence = model.phones.index(SILENCE) * S
-    return replace(
-        model,
-        pause_state=int(np.argmax(occupancy[silence : silence + S])),
-        means=means.reshape(P, S, M, D),
-        variances=variances.reshape(P, S, M, D),
-        log_weights=logw.reshape(P, S, M),
-        log_stay=log_stay.reshape(P, S),
-    )
+            share = (
+                np.where(ok, self.count, 0.0)
+                / np.maximum(np.where(ok, self.count, 0.0).sum(1), 1e-12)[:, None]
+            )
+            logw[states] = np.log(share[states])
+        log_stay = model.log_stay.reshape(-1).copy()
+        seen = self.occupancy >= 1.0
+        log_stay[seen] = np.log(np.clip(self.stays[seen] / self.occupancy[seen], *_STAY))
+        silence = model.phones.index(SILENCE) * S
+        return replace(
+            model,
+            pause_state=int(np.argmax(self.occupancy[silence : silence + S])),
+            means=means.reshape(P, S, M, D),
+            variances=variances.reshape(P, S, M, D),
+            log_weights=logw.reshape(P, S, M),
+            log_stay=log_stay.reshape(P, S),
+        )
