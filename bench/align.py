@@ -11,7 +11,7 @@
   held to one thread, CPU time of this process), peak RSS.
 
 Not run in CI. ``--bootstrap none`` trains from the flat start alone, ``--bootstrap a,b``
-bootstraps on two Festival voices; ``--repeat N``
+names the Festival voices to bootstrap on; ``--repeat N``
 trains on every training utterance N times over, a scale test of time and memory (N = 25
 is about an hour of audio).
 """
@@ -40,7 +40,7 @@ from featprep.labels.align import (  # noqa: E402
     phone_segments,
     train_aligner,
 )
-from featprep.labels.align.bootstrap import bootstrap_utterances  # noqa: E402
+from featprep.labels.align.bootstrap import DEFAULT_BOOTSTRAP_VOICES, bootstrap_utterances  # noqa: E402
 from featprep.labels.frontend import merlin_normalise, text_to_labels  # noqa: E402
 from featprep.labels.hts import read_hts  # noqa: E402
 from featprep.labels.xwaves import read_xwaves  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
         train=(int, 4),
         mixtures=(int, TrainingConfig.mixtures),
         iterations=(int, TrainingConfig.iterations),
-        bootstrap=(str, "kal_diphone"),
+        bootstrap=(str, ",".join(DEFAULT_BOOTSTRAP_VOICES)),
         split=(str, "utterance"),
         keep_bootstrap=(int, int(TrainingConfig.keep_bootstrap)),
         short_pause=(int, int(TrainingConfig.short_pause)),
@@ -112,7 +112,7 @@ def main() -> None:
         start = cpu()
         texts = [rows[i]["text"] for i in train_idx]
         voices = [] if args.bootstrap == "none" else args.bootstrap.split(",")
-        boot = [u for voice in voices for u in bootstrap_utterances(texts, voice=voice)]
+        boot = bootstrap_utterances(texts, voices=voices) if voices else []
         model = train_aligner(
             (TrainingUtterance(rows[i]["vctk_speaker"], *audio(rows[i]), labels[i]) for i in train_idx),
             config,

@@ -126,7 +126,7 @@ def test_held_out_boundaries_near_festival_truth(demo, model, flat_model):
         float(np.mean(e <= 0.020)) for e in (errors, flat_errors, start_errors)
     )
     report = f"within 20 ms: {within:.3f} bootstrapped, {flat_within:.3f} flat, {start_within:.3f} predicted"
-    assert within >= 0.80 and errors.mean() <= 0.015 and np.median(errors) <= 0.010, report
+    assert within >= 0.85 and errors.mean() <= 0.010 and np.median(errors) <= 0.006, report
     assert flat_within >= 0.65 and flat_within >= start_within + 0.2, report
     assert within >= flat_within + 0.05, report
 

@@ -22,23 +22,32 @@ from ..hts import HTSLabel
 from .features import RATE as ALIGNER_RATE
 from .train import TrainingUtterance
 
-#: a diphone voice: fast, and its segments are its phones (``demo.synthesize`` merges
-#: ked_diphone's inserted halves back)
-DEFAULT_BOOTSTRAP_VOICE = "kal_diphone"
+#: a male diphone voice (fast; its segments are its phones) and a female HTS voice: on the
+#: demo, both together beat either alone (bench/align.py)
+DEFAULT_BOOTSTRAP_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
 
 
 def bootstrap_utterances(
-    texts: Sequence[str], *, voice: str = DEFAULT_BOOTSTRAP_VOICE, workdir: Path | None = None
+    texts: Sequence[str], *, voices: Sequence[str] = DEFAULT_BOOTSTRAP_VOICES, workdir: Path | None = None
 ) -> list[TrainingUtterance]:
-    """Festival's speech of each distinct text of ``texts`` (at 16 kHz, the aligner's
-    rate) with labels timed by its own phone boundaries.
+    """Festival's speech of each distinct text of ``texts`` in each of ``voices`` (at
+    16 kHz, the aligner's rate) with labels timed by its own phone boundaries; each voice
+    is a speaker of its own (CMVN).
 
     The labels' contexts are the bare phone names (all the aligner needs of them).
     """
-    speaker = DemoSpeaker("bootstrap", "bootstrap", "M", voice, 105.0, 1.0)
     distinct = list(dict.fromkeys(texts))  # corpora repeat prompts (every VCTK speaker reads the same ones)
+    out = []
+    for voice in voices:
+        out += _synthesise(voice, distinct, workdir)
+    return out
+
+
+def _synthesise(voice: str, texts: list[str], workdir: Path | None) -> list[TrainingUtterance]:
+    speaker = DemoSpeaker("bootstrap", "bootstrap", "M", voice, 105.0, 1.0)
     with tempfile.TemporaryDirectory(prefix="featprep-bootstrap-") as tmp:
-        synths = synthesize(speaker, {f"b{i}": t for i, t in enumerate(distinct)}, Path(workdir or tmp))
+        where = Path(workdir) / voice if workdir is not None else Path(tmp)
+        synths = synthesize(speaker, {f"b{i}": t for i, t in enumerate(texts)}, where)
     out = []
     for synth in synths.values():
         phones = [p for *_, p in synth.segments]
