@@ -173,7 +173,7 @@ def train_aligner(
                 try:
                     if config.baum_welch:
                         gamma, stays, score = posteriors(gr, log_lik)
-                        stats.add(x, gr, gamma, stays, soft=True)
+                        stats.add(x, gr, gamma, stays)
                     else:
                         path, score = viterbi(gr, log_lik)
                         stats.add_path(x, gr, path)
@@ -276,14 +276,29 @@ class _Stats:
         self.occupancy = np.zeros(P * S)
         self.stays = np.zeros(P * S)
 
-    def add(self, x: np.ndarray, graph: Graph, weights: np.ndarray, stays: np.ndarray, soft: bool) -> None:
-        """One utterance: ``weights`` ``(frames, chain states)``, expected self-loops per chain
-        state; components share a state's weight by posterior (``soft``) or all to the best."""
-        model = self.model
+    def add(self, x: np.ndarray, graph: Graph, weights: np.ndarray, stays: np.ndarray) -> None:
+        """One utterance by state posteriors: ``weights`` ``(frames, chain states)`` and the
+        expected self-loops of each chain state; components share by their posteriors."""
         unique, inverse = np.unique(graph.states, return_inverse=True)
         fold = np.zeros((len(graph.states), len(unique)))
         fold[np.arange(len(graph.states)), inverse] = 1.0
-        w = weights @ fold  # (frames, model states of this utterance)
+        self._add(x, unique, weights @ fold, stays @ fold, soft=True)
+
+    def add_path(self, x: np.ndarray, graph: Graph, path: np.ndarray) -> None:
+        """One utterance aligned to ``path`` (a chain state per frame); each frame goes to
+        its state's best component."""
+        unique, inverse = np.unique(graph.states, return_inverse=True)
+        model_state = inverse[path]
+        weights = np.zeros((len(path), len(unique)))
+        weights[np.arange(len(path)), model_state] = 1.0
+        stayed = model_state[1:][path[1:] == path[:-1]]
+        self._add(
+            x, unique, weights, np.bincount(stayed, minlength=len(unique)).astype(np.float64), soft=False
+        )
+
+    def _add(self, x: np.ndarray, unique: np.ndarray, w: np.ndarray, stays: np.ndarray, soft: bool) -> None:
+        """Accumulate with ``w`` ``(frames, len(unique))``, the weight of each model state."""
+        model = self.model
         M, D = model.mixtures, model.means.shape[-1]
         comp = component_log_likelihoods(
             x,
@@ -302,14 +317,7 @@ class _Stats:
         self.sum[unique] += np.einsum("tum,td->umd", r, x64)
         self.square[unique] += np.einsum("tum,td->umd", r, np.square(x64))
         self.occupancy[unique] += w.sum(axis=0)
-        self.stays[unique] += stays @ fold
-
-    def add_path(self, x: np.ndarray, graph: Graph, path: np.ndarray) -> None:
-        """One utterance aligned to ``path`` (a chain state per frame)."""
-        weights = np.zeros((len(path), len(graph.states)))
-        weights[np.arange(len(path)), path] = 1.0
-        stays = np.bincount(path[1:][path[1:] == path[:-1]], minlength=len(graph.states))
-        self.add(x, graph, weights, stays.astype(np.float64), soft=False)
+        self.stays[unique] += stays
 
     def maximise(self, floor: np.ndarray) -> AlignerModel:
         """New Gaussians, weights and self-loops; states and components seen on fewer than
