@@ -161,9 +161,18 @@ def test_model_saves_and_loads_without_pickle(demo, model, tmp_path):
     second, again = align(loaded, audio, sr, label)
     assert first.to_text() == second.to_text() and score == again
     np.save(tmp_path / "junk.npy", np.arange(3))
-    for bad in (tmp_path / "junk.npy", tmp_path / "missing.npz"):
-        with pytest.raises(AlignerModelError, match=str(bad.name)):
-            AlignerModel.load(bad)
+    with np.load(tmp_path / "aligner.npz") as z:
+        arrays = dict(z)
+    np.savez(tmp_path / "short.npz", **{**arrays, "log_stay": arrays["log_stay"][:-1]})
+    np.savez(tmp_path / "pickled.npz", **{**arrays, "phones": np.array([object()], dtype=object)})
+    for bad, message in (
+        ("junk.npy", "single array"),
+        ("missing.npz", "does not exist"),
+        ("short.npz", "log_stay has shape"),
+        ("pickled.npz", "not an aligner model"),
+    ):
+        with pytest.raises(AlignerModelError, match=f"{bad}.*{message}|{message}.*{bad}"):
+            AlignerModel.load(tmp_path / bad)
 
 
 def test_audio_too_short_or_unknown_phone_is_rejected(demo, model):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ...errors import FeatprepError
 from ...io import atomic_path
+from .features import DIM
 
 N_STATES = 5
 SILENCE = "sil"
@@ -120,9 +121,24 @@ class AlignerModel:
             raise AlignerModelError(f"aligner model {path} does not exist") from None
         except (OSError, ValueError, KeyError) as e:
             raise AlignerModelError(f"{path}: not an aligner model ({e})") from None
-        shape = (len(model.phones), N_STATES)
-        if model.means.shape[:2] != shape or model.variances.shape != model.means.shape:
-            raise AlignerModelError(f"{path}: array shapes do not fit {len(model.phones)} phones")
+        P, M = len(model.phones), model.means.shape[2] if model.means.ndim == 4 else 0
+        expected = {
+            "means": (P, N_STATES, M, DIM),
+            "variances": (P, N_STATES, M, DIM),
+            "log_weights": (P, N_STATES, M),
+            "log_stay": (P, N_STATES),
+        }
+        for name, shape in expected.items():
+            if getattr(model, name).shape != shape:
+                raise AlignerModelError(
+                    f"{path}: {name} has shape {getattr(model, name).shape}, expected {shape} for {P} phones"
+                )
+        if (
+            SILENCE not in model.phones
+            or not 0 <= model.pause_state < N_STATES
+            or not (model.variances > 0).all()
+        ):
+            raise AlignerModelError(f"{path}: no silence model, a bad pause state or a variance <= 0")
         return model
 
 
