@@ -9,7 +9,7 @@ from ..hts import FRAME_UNITS, HTSLabel
 from .decode import build_graph, state_frames, viterbi
 from .features import apply_cmvn, cmvn_stats, mfcc_features
 from .model import N_STATES, AlignerModel
-from .train import label_phones, word_ends
+from .train import label_phones, phone_step, word_ends
 
 
 def align(
@@ -22,7 +22,7 @@ def align(
 ) -> tuple[HTSLabel, float]:
     """State-aligned labels of ``audio`` and the path's mean log-likelihood per frame.
 
-    ``label`` gives the contexts, in order (Festival's front-end, `merlin_normalise` d);
+    ``label`` gives the contexts, in order (Festival's front-end after `merlin_normalise`);
     its times, if any, are ignored. ``cmvn``: the speaker's `cmvn_stats`; without it the
     utterance is normalised by its own mean and deviation. Times in the result count from
     the start of ``audio`` on the 5 ms grid and end at its last whole frame. Raises
@@ -35,8 +35,7 @@ def align(
 
 def align_features(model: AlignerModel, features: np.ndarray, label: HTSLabel) -> tuple[HTSLabel, float]:
     """`align` on CMVN-normalised `mfcc_features`."""
-    step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
-    contexts = label.contexts[::step]
+    contexts = label.contexts[:: phone_step(label)]
     try:
         phones = model.phone_index(label_phones(label))
     except KeyError as e:

@@ -71,20 +71,24 @@ class TrainingUtterance:
     label: HTSLabel
 
 
+def phone_step(label: HTSLabel) -> int:
+    """Lines per phone of ``label``: its number of states when state-aligned, else 1."""
+    return int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
+
+
 def label_phones(label: HTSLabel) -> list[str]:
     """The phone of each phone of ``label`` (one per five lines when state-aligned)."""
-    step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
-    return [phone_of(c) for c in label.contexts[::step]]
+    return [phone_of(c) for c in label.contexts[:: phone_step(label)]]
 
 
 def word_ends(label: HTSLabel) -> np.ndarray:
     """Whether each phone of ``label`` ends its word (last phone of the syllable, p7 = 1,
     and last syllable of the word, b5 = 1); all False for labels without full contexts."""
-    step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
+    contexts = label.contexts[:: phone_step(label)]
     try:
-        fields = [parse_context(c) for c in label.contexts[::step]]
+        fields = [parse_context(c) for c in contexts]
     except FeatprepError:
-        return np.zeros(len(label.contexts[::step]), bool)
+        return np.zeros(len(contexts), bool)
     return np.array([f["p7"] == "1" and f["b5"] == "1" for f in fields], bool)
 
 
@@ -92,7 +96,7 @@ def _durations(label: HTSLabel) -> np.ndarray | None:
     """Each phone's duration in ``label`` (Festival's prediction), None when unaligned."""
     if not label.aligned:
         return None
-    step = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
+    step = phone_step(label)
     return (label.end[step - 1 :: step] - label.start[::step]).astype(np.float64)
 
 
