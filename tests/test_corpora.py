@@ -5,6 +5,7 @@ import pytest
 from featprep.corpora import discover
 from featprep.corpora.vctk import detect_version, read_speaker_info
 from featprep.errors import CorpusError
+from featprep.labels.sources import label_path
 from featprep.recipe import load_recipe
 
 
@@ -56,8 +57,15 @@ def test_cmu_arctic_layout(demo_corpus):
     assert codes["dma_arctic_b0102"] == "empty_text"
     assert codes["dma_arctic_b0103"] == "text_encoding"
     # one tree given directly as the root
-    one = discover("cmu_arctic", demo_corpus / "cmu_arctic" / "cmu_us_dfa_arctic", recipe)
+    tree = demo_corpus / "cmu_arctic" / "cmu_us_dfa_arctic"
+    one = discover("cmu_arctic", tree, recipe)
     assert {u.speaker for u in one.utterances} == {"dfa"}
+    # its paths are relative to that root, so they name the tree's own files
+    for utt in one.utterances:
+        assert (tree / utt.audio_path).is_file(), utt.audio_path
+        assert not utt.custom["lab"] or (tree / utt.custom["lab"]).is_file(), utt.custom["lab"]
+        pattern = {"dir": "", "pattern": "{tree}/festival/utts/{stem}.utt"}
+        assert label_path(utt, pattern, str(tree)) == tree / "festival" / "utts" / f"{utt.custom['stem']}.utt"
 
 
 def test_real_arctic_clips(real_arctic):

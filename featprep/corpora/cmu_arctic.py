@@ -15,6 +15,7 @@ the corpus does not record gender (the recipe's ``speakers.gender`` table does).
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,10 @@ def discover(root: Path, recipe: dict[str, Any]) -> Discovery:
     trees = find_trees(root)
     utterances: list[Utterance] = []
     rejections: list[Rejection] = []
-    for rel, tree in trees.items():
-        spk = _TREE.match(rel).group(1)
+    for name, tree in trees.items():
+        spk = _TREE.match(name).group(1)
+        # paths are relative to the root: "." when the root is the speaker's tree itself
+        rel = name if isinstance(tree, str) or tree != root else "."
         if isinstance(tree, str):
             detail = f"{rel} cannot be entered: {tree}"
             rejections.append(Rejection("", spk, "discover", "unreadable_folder", detail, rel))
@@ -96,7 +99,7 @@ def discover(root: Path, recipe: dict[str, Any]) -> Discovery:
             rejections.append(Rejection("", spk, "discover", "unreadable_folder", detail, rel))
             continue
         for stem in sorted(wavs.keys() | prompts.keys()):
-            utt_id, path = f"{spk}_{stem}", f"{rel}/wav/{stem}.wav"
+            utt_id, path = f"{spk}_{stem}", posixpath.normpath(f"{rel}/wav/{stem}.wav")
             prompt = prompts.get(stem)
             code, detail = "", ""
             if spk in excluded:
@@ -117,7 +120,8 @@ def discover(root: Path, recipe: dict[str, Any]) -> Discovery:
                 rejections.append(Rejection(utt_id, spk, "discover", code, detail, path))
                 continue
             lab = tree / "lab" / f"{stem}.lab"
-            custom = {"tree": rel, "stem": stem, "lab": f"{rel}/lab/{stem}.lab" if lab.is_file() else ""}
+            lab_path = posixpath.normpath(f"{rel}/lab/{stem}.lab") if lab.is_file() else ""
+            custom = {"tree": rel, "stem": stem, "lab": lab_path}
             utterances.append(Utterance(utt_id, spk, prompt, path, custom=custom))
     names = sorted({u.speaker for u in utterances})
     speakers = [Speaker(s, gender=genders.get(s, "unknown")) for s in names]
