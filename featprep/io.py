@@ -101,6 +101,27 @@ def load_weights(
         ) from None
 
 
+def load_into(module: Any, state: Any, path: str | Path, what: str, error: type = FeatprepError) -> None:
+    """``module.load_state_dict(state, strict=True)`` after checking every key and shape, so a
+    file saved from another configuration is one line (``error``) naming the first key that
+    differs instead of torch's list of every mismatch."""
+    if not isinstance(state, dict):
+        raise error(f"{path}: not a state dict for {what}")
+    expected = module.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise error(f"{path}: missing key {key!r} (expected shape {tuple(tensor.shape)}) for {what}")
+        found = getattr(state[key], "shape", None)
+        if found != tensor.shape:
+            shown = tuple(found) if found is not None else type(state[key]).__name__
+            raise error(f"{path}: key {key!r} has shape {shown}, {what} expects {tuple(tensor.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        shape = tuple(getattr(state[extra[0]], "shape", ()))
+        raise error(f"{path}: unexpected key {extra[0]!r} (shape {shape}) for {what}")
+    module.load_state_dict(state, strict=True)
+
+
 def check_output_dir(path: str | Path, what: str = "output directory") -> None:
     """Raise `OutputError` unless ``path`` is a writable folder or could be made one.
 

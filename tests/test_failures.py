@@ -26,6 +26,7 @@ from featprep.normstats import normstats
 from featprep.pipeline import prepare
 from featprep.recipe import _flatten, _merge, _read_toml, builtin_recipe_path, load_recipe
 from featprep.recipe_schema import rule_of
+from featprep.samplernn.model import ModelConfig, SampleRNN
 from featprep.samplernn.run import Run, generate_to
 from featprep.samplernn.train import TrainConfig, train
 from featprep.stats import StatisticsUnavailable
@@ -346,7 +347,7 @@ def test_a_damaged_shard_statistics_file(clips, tmp_path):
         Normaliser.load(corpus, "audio")
 
 
-@pytest.mark.parametrize("damage", ["pickled", "truncated", "not_a_checkpoint"])
+@pytest.mark.parametrize("damage", ["pickled", "truncated", "not_a_checkpoint", "another_shape"])
 def test_a_bad_checkpoint_is_one_line(trained, tmp_path, clips, damage):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -355,6 +356,11 @@ def test_a_bad_checkpoint_is_one_line(trained, tmp_path, clips, damage):
         torch.save({"model": Fraction(1, 2)}, checkpoint)
     elif damage == "truncated":
         checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+    elif damage == "another_shape":  # its config and options as saved, the weights of a wider model
+        saved = torch.load(checkpoint, weights_only=True)
+        wider = ModelConfig(**{**json.loads((run / "config.json").read_text())["model"], "hidden": 32})
+        saved["model"] = SampleRNN(wider).state_dict()
+        torch.save(saved, checkpoint)
     else:
         torch.save({"step": torch.zeros(1)}, checkpoint)
     with pytest.raises(FeatprepError, match=str(checkpoint)):

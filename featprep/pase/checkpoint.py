@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FeatprepError
-from ..io import load_weights, sha256_file
+from ..io import load_into, load_weights, sha256_file
 from .model import ARCHITECTURES, PaseEncoder
 
 
@@ -45,25 +45,11 @@ def load_state(model: PaseEncoder, path: str | Path) -> None:
     path = Path(path)
     raw = load_weights(path, "PASE checkpoint", error=CheckpointError)
     state = _unwrap(raw, path)
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            if key.endswith("num_batches_tracked"):
-                state[key] = torch.zeros_like(tensor)
-                continue
-            raise CheckpointError(
-                f"{path}: missing key {key!r} (expected shape {tuple(tensor.shape)}) for {model.arch.name}"
-            )
-        if state[key].shape != tensor.shape:
-            found, wanted = tuple(state[key].shape), tuple(tensor.shape)
-            raise CheckpointError(
-                f"{path}: key {key!r} has shape {found}, {model.arch.name} expects {wanted}"
-            )
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        shape = tuple(state[extra[0]].shape)
-        raise CheckpointError(f"{path}: unexpected key {extra[0]!r} (shape {shape}) for {model.arch.name}")
-    model.load_state_dict(state, strict=True)
+    for key, tensor in model.state_dict().items():
+        # BatchNorm's step counter is not in every official checkpoint and changes nothing
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(tensor)
+    load_into(model, state, path, model.arch.name, error=CheckpointError)
 
 
 def load_encoder(

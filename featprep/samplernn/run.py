@@ -13,7 +13,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import ArgumentError, FeatprepError, OutputError
-from ..io import load_weights
+from ..io import load_into, load_weights
 from ..labels.compact import label_compact_features, manifest_vocabularies
 from ..labels.hts import HTSLabel
 from ..labels.linguistic import linguistic_features
@@ -42,7 +42,7 @@ class Run:
         if not checkpoint.is_file():
             raise FeatprepError(f"{checkpoint} does not exist: the run has not saved a checkpoint yet")
         self.model = SampleRNN(ModelConfig(**self.info["model"]))
-        self.model.load_state_dict(self._saved(checkpoint, "model"))
+        load_into(self.model, self._saved(checkpoint, "model"), checkpoint, "the model of config.json")
         self.model.eval()
 
     @staticmethod
@@ -78,7 +78,10 @@ class Run:
                 mode, Path(self.info["corpus"]), self.info["speakers"], cfg, torch.device("cpu")
             )
             if source.encoder is not None:
-                source.encoder.load_state_dict(self._saved(self.folder / "checkpoint.pt", "encoder"))
+                checkpoint = self.folder / "checkpoint.pt"
+                load_into(
+                    source.encoder, self._saved(checkpoint, "encoder"), checkpoint, "the run's PASE encoder"
+                )
                 source.encoder.eval()
             self._source = source
         return self._source

@@ -28,7 +28,14 @@ from torch.nn import functional as F
 from .. import FRAME_SHIFT
 from ..device import resolve_device
 from ..errors import ArgumentError, FeatprepError
-from ..io import atomic_path, atomic_write_text, check_output_dir, load_weights, remove_dead_temporaries
+from ..io import (
+    atomic_path,
+    atomic_write_text,
+    check_output_dir,
+    load_into,
+    load_weights,
+    remove_dead_temporaries,
+)
 from ..pase.architectures import ARCHITECTURES
 from ..recipe_schema import Rule, choice, flag, integers, number, text
 from .data import Corpus, TBPTTLoader
@@ -389,9 +396,9 @@ def train(
             )
         if len(saved["loader"]) != world:
             raise FeatprepError(f"{checkpoint} was written by {len(saved['loader'])} processes, not {world}")
-        model.load_state_dict(saved["model"])
+        load_into(model, saved["model"], checkpoint, "the model of these options")
         if seeds is not None and seeds.encoder is not None:
-            seeds.encoder.load_state_dict(saved["encoder"])
+            load_into(seeds.encoder, saved["encoder"], checkpoint, "the PASE encoder of these options")
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         loader.load_state_dict(saved["loader"][rank])
