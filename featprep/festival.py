@@ -99,7 +99,9 @@ def run_script(script: str, workdir: Path, *, timeout: float = 600.0) -> str:
     path.write_bytes(script.encode("utf-8", "surrogateescape"))
     try:
         proc = subprocess.run(
-            [festival_binary(), "-b", str(path)],
+            # relative: Festival names its script in some errors, which end in rejected.tsv and
+            # must read the same whatever temporary folder the run had
+            [festival_binary(), "-b", path.name],
             cwd=workdir,
             capture_output=True,
             text=True,

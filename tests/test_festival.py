@@ -31,6 +31,19 @@ def test_festival_errors_are_reported(tmp_path):
         run_script("(this_function_does_not_exist 1)\n", tmp_path)
 
 
+def test_festival_errors_read_the_same_whatever_the_work_folder(tmp_path):
+    # an EST error (no "ERROR" line): the message is Festival's last words, which name the
+    # script; rejected.tsv and shard.json hold it and must be byte-identical run to run
+    script = '(item.feat (utt.relation.first (Utterance Text "hi") (quote Segment)) "end")\n'
+    messages = []
+    for name in ("one", "two"):
+        with pytest.raises(FeatprepError) as e:
+            run_script(script, tmp_path / name)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1]
+    assert str(tmp_path) not in messages[0] and "Segment not defined" in messages[0]
+
+
 def test_xwaves_round_trip_and_errors(tmp_path):
     segments = [(0.0, 0.25, "pau"), (0.25, 0.31, "hh"), (0.31, 0.5, "ay")]
     path = tmp_path / "a.lab"

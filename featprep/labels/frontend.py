@@ -63,7 +63,7 @@ def _parse_dump(path: Path) -> HTSLabel:
         contexts.append(context)
         previous = end
     if not contexts:
-        raise FeatprepError(f"Festival produced no segments ({path})")
+        raise FeatprepError("Festival produced no segments")  # no temporary path: see run_script
     return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64))
 
 
