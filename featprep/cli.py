@@ -212,12 +212,13 @@ def linguistic(label: Path, questions: str, subphone_features: str, phone_level:
 
     import numpy as np
 
-    from .io import atomic_write_bytes
+    from .io import atomic_write_bytes, check_output_file
     from .labels.hts import read_hts
     from .labels.linguistic import default_subphone_features, linguistic_features
     from .labels.matching import CompiledQuestions
     from .labels.questions import load_questions
 
+    check_output_file(out)
     labels = read_hts(label)
     if subphone_features == "auto" and not phone_level:
         chosen = default_subphone_features(labels)
@@ -279,11 +280,16 @@ def frontend(
     texts: tuple[str, ...], utts: tuple[Path, ...], voice: str, times: bool, merlin: bool, out: Path
 ) -> None:
     """Full-context HTS labels from text or Festival utterances, with Festival."""
+    from .io import check_output_dir, check_output_file
     from .labels.frontend import merlin_normalise, text_to_labels, utterance_to_labels
     from .labels.hts import HTSLabel, write_hts
 
     if bool(texts) == bool(utts):
         raise click.UsageError("give --text or --utt (one or more of either)")
+    if len(texts) + len(utts) > 1:
+        check_output_dir(out)
+    else:
+        check_output_file(out)
     labels = text_to_labels(texts, voice=voice) if texts else utterance_to_labels(utts)
     names = [f"{i:04d}.lab" for i in range(len(texts))] if texts else [f"{Path(u).stem}.lab" for u in utts]
     if texts and not times:

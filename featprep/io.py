@@ -125,24 +125,34 @@ def load_into(module: Any, state: Any, path: str | Path, what: str, error: type 
 def check_output_dir(path: str | Path, what: str = "output directory") -> None:
     """Raise `OutputError` unless ``path`` is a writable folder or could be made one.
 
-    Creates nothing: a command checks where it will write before it does any work, and
-    makes its folder only when it has something to put there.
+    Creates nothing that stays: a command checks where it will write before it does any
+    work, and makes its folder only when it has something to put there. Writability is
+    tried (a temporary file in ``path`` or in the nearest folder above it that exists), not
+    inferred from permission bits, which say yes to root on a read-only file system.
     """
     path = Path(path)
     if path.is_dir():
-        try:
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-                pass
-        except OSError as e:
-            raise OutputError(f"{what} {path} is not writable: {e.strerror or e}") from None
-        return
-    if path.exists() or path.is_symlink():
+        probe = path
+    elif path.exists() or path.is_symlink():
         raise OutputError(f"{what} {path} is not writable: it exists and is not a folder")
-    existing = next(p for p in path.absolute().parents if p.exists())
-    if not existing.is_dir():
-        raise OutputError(f"{what} {path} is not writable: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {path} is not writable: no permission to create it in {existing}")
+    else:
+        probe = next(p for p in path.absolute().parents if p.exists())
+        if not probe.is_dir():
+            raise OutputError(f"{what} {path} is not writable: {probe} is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        where = "" if probe == path else f" (cannot create files in {probe})"
+        raise OutputError(f"{what} {path} is not writable: {e.strerror or e}{where}") from None
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> None:
+    """Raise `OutputError` unless a file can be written at ``path`` (see `check_output_dir`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder")
+    check_output_dir(path.parent, f"the folder of {what} {path}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -20,6 +20,8 @@ import torch
 
 from featprep.corpora import discover
 from featprep.errors import ArgumentError, FeatprepError, OutputError, RecipeError
+from featprep.io import check_output_dir
+from featprep.labels.frontend import text_to_labels
 from featprep.manifest import read_rejected, write_rejected
 from featprep.normalise import Normaliser
 from featprep.normstats import normstats
@@ -259,7 +261,7 @@ def test_a_failed_prepare_leaves_no_output_folder(demo_corpus, tmp_path):
     assert files_under(tmp_path) == before
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "pase", "demo"])
+@pytest.mark.parametrize("command", ["train", "generate", "pase", "demo", "linguistic", "frontend"])
 def test_commands_refuse_an_unwritable_out_before_work(tmp_path, command):
     """The corpus, run or input does not exist: the output location is what is reported."""
     blocker = tmp_path / "file"
@@ -270,10 +272,29 @@ def test_commands_refuse_an_unwritable_out_before_work(tmp_path, command):
         "generate": ["generate", nothing, "--text", "Hi.", "--speaker", "x", "--out", blocker / "x.wav"],
         "pase": ["pase", nothing, "--random-init", "1", "--out", blocker / "frames"],
         "demo": ["demo", "--out", blocker / "demo"],
+        "linguistic": ["linguistic", nothing, "--out", blocker / "x.npy"],
+        "frontend": ["frontend", "--utt", nothing, "--out", blocker / "x.lab"],
     }[command]  # fmt: skip
     before = files_under(tmp_path)
     one_line(featprep(*args, cwd=tmp_path), "not writable", str(blocker))
     assert files_under(tmp_path) == before
+
+
+def test_an_out_on_a_file_system_that_refuses_writes_is_one_line(tmp_path):
+    # /proc takes no new files, whatever the permission bits say (to root: yes)
+    with pytest.raises(OutputError, match="/proc/featprep-run is not writable"):
+        check_output_dir("/proc/featprep-run", "run folder")
+    one_line(featprep("frontend", "--text", "Hi.", "--out", "/proc/featprep.lab"), "not writable")
+    generate = featprep("generate", tmp_path, "--text", "Hi.", "--speaker", "x", "--out", "/proc/x")
+    one_line(generate, "not writable")
+
+
+def test_a_text_festival_cannot_read_is_one_line_before_festival(tmp_path):
+    for text in ("", " \t", "日本語"):
+        with pytest.raises(ArgumentError, match="text 1 .* has nothing Festival can read"):
+            text_to_labels([text])
+    line = one_line(featprep("frontend", "--text", "", "--out", tmp_path / "x.lab"), "text 1")
+    assert "featprep-festival" not in line  # no temporary folder
 
 
 def test_normstats_refuses_an_unwritable_stats_folder(clips, tmp_path):

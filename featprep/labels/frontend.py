@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FeatprepError
+from ..errors import ArgumentError, FeatprepError
 from ..festival import run_script, scheme_path, scheme_string, voice_command
 from .context import set_phones
 from .hts import HTSLabel, phone_of
@@ -93,7 +93,12 @@ def text_to_labels(
     installed Festival voice; one Festival run of more than ``timeout`` seconds raises
     `FestivalTimeout`.
     """
-    commands = [f"(set! utt (Utterance Text {scheme_string(t)}))\n{_ANALYSE}" for t in texts]
+    texts = list(texts)
+    quoted = [scheme_string(t) for t in texts]
+    for number, (text, literal) in enumerate(zip(texts, quoted, strict=True), 1):
+        if literal == '""':  # blank, or nothing left once folded to ASCII
+            raise ArgumentError(f"text {number} ({text!r}) has nothing Festival can read (ASCII letters)")
+    commands = [f"(set! utt (Utterance Text {literal}))\n{_ANALYSE}" for literal in quoted]
     return _run(commands, voice, workdir, timeout)
 
 
