@@ -27,12 +27,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ends, removed if it raises. The name holds the host and process id of the writer, so
     that `remove_dead_temporaries` can tell a killed writer's temporary from a live one's."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+    tmp = path.with_name(temporary_name(path.name))
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temporary_name(name: str) -> str:
+    """The name this process writes ``name`` under until it is complete (a file of
+    `atomic_path`, a shard folder): ``.<name>.tmp-<host>-<pid>``."""
+    return f".{name}.tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def dead_temporary(entry: Path) -> bool | None:
+    """Whether ``entry`` is the temporary of a writer that no longer runs (a process of this
+    host); False for a live writer's or another host's, None for a name that is no temporary."""
+    m = _TEMPORARY.match(entry.name)
+    if m is None:
+        return None
+    return m["host"] == socket.gethostname() and not _alive(int(m["pid"]))
 
 
 def _alive(pid: int) -> bool:
@@ -49,12 +64,11 @@ def remove_dead_temporaries(folder: str | Path) -> list[Path]:
     """Remove the `atomic_path` temporaries in ``folder`` whose writer (a process of this
     host) no longer runs, as a killed ``train`` or ``normstats`` leaves them (a whole
     checkpoint's size); returns what was removed. Another host's are left alone."""
-    folder, host, removed = Path(folder), socket.gethostname(), []
+    folder, removed = Path(folder), []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():
-        m = _TEMPORARY.match(entry.name)
-        if m and m["host"] == host and not _alive(int(m["pid"])) and entry.is_file():
+        if dead_temporary(entry) and entry.is_file():
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

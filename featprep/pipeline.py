@@ -29,13 +29,13 @@ from .audio.stage import AudioStage
 from .check import check
 from .corpora import CORPORA, discover
 from .errors import ArgumentError, CorpusError, NoValidUtterances, Rejected
-from .io import check_output_dir, remove_dead_temporaries
+from .io import check_output_dir, dead_temporary, remove_dead_temporaries
 from .labels.stage import LabelStage, LinguisticStage
 from .manifest import write_manifest, write_rejected
 from .pase.stage import PaseStage
 from .recipe import check_recipe_paths, load_recipe
 from .records import Rejection
-from .shards import TMP_PREFIX, ShardPlan, plan_shards, read_shard_info, write_shard
+from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
 
@@ -157,15 +157,18 @@ def _check_arguments(corpus: str, jobs: int, shard_index: int | None, num_shards
 
 
 def _clean_stale(out: Path, plans: list[ShardPlan]) -> None:
-    """Remove temporary shards of killed runs and shards no longer in the plan."""
+    """Remove temporary shards of killed runs and shards no longer in the plan; a live
+    writer's temporary (another job of a Slurm array on the same folder) stays."""
     wanted = {p.name for p in plans}
     shard_root = out / "shards"
     if not shard_root.is_dir():
         return
     for split_dir in shard_root.iterdir():
         for path in split_dir.iterdir():
-            name = f"shards/{split_dir.name}/{path.name}"
-            if path.name.startswith(TMP_PREFIX) or name not in wanted:
+            dead = dead_temporary(path)
+            if dead is False:
+                continue
+            if dead or f"shards/{split_dir.name}/{path.name}" not in wanted:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import FRAME_SHIFT, SAMPLE_RATE
-from .io import inside, sha256_file
+from .io import inside, sha256_file, temporary_name
 from .records import Rejection, Utterance
 from .splits import SPLITS
 from .stage import ArraySpec, Item
@@ -46,7 +46,6 @@ BASE_COLUMNS: dict[str, pa.DataType] = {
     "custom": pa.string(),
 }
 
-TMP_PREFIX = ".tmp-"
 #: version of the shard layout; part of every fingerprint, so a new layout rebuilds shards
 SHARD_FORMAT = 2
 
@@ -130,7 +129,7 @@ def write_shard(
     frame-rate array has ``n_frames`` rows of ``spec.dim`` columns.
     """
     final = out_dir / plan.name
-    tmp = final.parent / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    tmp = final.parent / temporary_name(final.name)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

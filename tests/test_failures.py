@@ -422,6 +422,28 @@ def test_temporaries_of_killed_writers_are_removed(clips, trained, tmp_path):
     assert not any(p.exists() for p in dead) and live.exists()
 
 
+def test_prepare_removes_a_killed_jobs_shard_temporary_not_a_live_ones(tmp_path):
+    """Jobs of a Slurm array share the output folder: the rerun of one must not delete the
+    shard another job is writing."""
+    root = tmp_path / "cmu_arctic"
+    stem, wav, text = REAL_CLIPS["slt"]
+    tree = root / "cmu_us_slt_arctic"
+    (tree / "wav").mkdir(parents=True)
+    (tree / "etc").mkdir()
+    shutil.copyfile(wav, tree / "wav" / f"{stem}.wav")
+    (tree / "etc" / "txt.done.data").write_text(f'( {stem} "{text}" )\n')
+    out, sets = tmp_path / "out", ["labels.source=none", "acoustic.enabled=false"]
+    prepare("cmu_arctic", root, out, overrides=sets)
+    split = next((out / "shards").iterdir())
+    live = split / f".shard-000007.tmp-{socket.gethostname()}-{os.getpid()}"  # a job still writing
+    live.mkdir()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = split / f".shard-000008.tmp-{socket.gethostname()}-{int(finished.stdout)}"
+    dead.mkdir()
+    prepare("cmu_arctic", root, out, overrides=sets)
+    assert live.is_dir() and not dead.exists()
+
+
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it(clips, trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)

@@ -227,7 +227,7 @@ def test_killed_run_resumes_to_identical_output(demo_corpus, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "already complete" in resumed.stdout
-    assert not list(out.glob("shards/*/.tmp-*"))
+    assert not list(out.glob("shards/*/.*.tmp-*"))
     assert _digests(out) == _digests(reference)
     assert validate(out) == []
 
