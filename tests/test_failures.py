@@ -247,6 +247,12 @@ def test_generate_checks_its_arguments_before_loading_the_run(tmp_path):
 # -- output locations are checked before any work ----------------------------------------
 
 
+def test_generate_refuses_two_label_files_of_one_name(tmp_path):
+    # both would be written to OUT/a.wav
+    with pytest.raises(ArgumentError, match="same name"):
+        generate_to(tmp_path / "no-run", tmp_path / "out", labels=["x/a.lab", "y/a.lab"], speaker="s")
+
+
 def test_prepare_in_an_unwritable_place(demo_corpus, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

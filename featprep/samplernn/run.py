@@ -197,6 +197,9 @@ def generate_to(
         raise ArgumentError("give a speaker or a seed recording (--speaker or --seed-wav), not both")
     names = [p.stem for p in labels] + [f"text-{i + 1:03d}" for i in range(len(texts))]
     single = len(names) == 1 and out.suffix.lower() == ".wav"
+    twice = sorted({p for p in labels if names.count(p.stem) > 1}, key=str)
+    if twice:  # each would be written to the same OUT/<stem>.wav, the last one winning
+        raise ArgumentError(f"label files {', '.join(map(str, twice))} have the same name: rename one")
     if single and out.is_dir():
         raise OutputError(f"output {out} is a folder, not a .wav file")
     check_output_dir(out.parent if single else out)
