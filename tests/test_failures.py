@@ -303,6 +303,13 @@ def test_a_text_festival_cannot_read_is_one_line_before_festival(tmp_path):
     assert "featprep-festival" not in line  # no temporary folder
 
 
+def test_train_refuses_a_folder_where_its_checkpoint_goes(clips, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoint.pt").mkdir(parents=True)  # found only at the first save, after training
+    with pytest.raises(OutputError, match="checkpoint.pt is not a file"):
+        train(clips, run, run_config(), steps=2, log=lambda _m: None)
+
+
 def test_normstats_refuses_an_unwritable_stats_folder(clips, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(clips, corpus)

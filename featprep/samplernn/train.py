@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from .. import FRAME_SHIFT
 from ..device import resolve_device
-from ..errors import ArgumentError, FeatprepError
+from ..errors import ArgumentError, FeatprepError, OutputError
 from ..io import (
     atomic_path,
     atomic_write_text,
@@ -334,6 +334,9 @@ def train(
     directory, out = Path(directory), Path(out)
     _check_bounds(cfg, steps, epochs)
     check_output_dir(out, "run folder")
+    for name in ("checkpoint.pt", "config.json", "log.jsonl"):  # each replaced by a file as training goes
+        if (out / name).exists() and not (out / name).is_file():
+            raise OutputError(f"run folder {out} is not writable: {out / name} is not a file")
     remove_dead_temporaries(out)
     rank, world, dev = _distributed(resolve_device(device))
     if cfg.batch_size % world:
