@@ -38,8 +38,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise RecipeError(f"recipe file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # TOML is UTF-8
         raise RecipeError(f"recipe file {path} is not valid TOML: {e}") from None
+    except OSError as e:  # a folder, no permission
+        raise RecipeError(f"recipe file {path} cannot be read: {e.strerror or type(e).__name__}") from None
 
 
 def _same_kind(default: Any, value: Any) -> bool:

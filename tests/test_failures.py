@@ -147,6 +147,19 @@ def test_a_recipe_file_value_names_the_file(tmp_path):
         load_recipe("vctk", user)
 
 
+@pytest.mark.parametrize("damage", ["not_utf8", "a_folder"])
+def test_an_unreadable_recipe_file_is_one_line(tmp_path, damage):
+    recipe = tmp_path / "recipe.toml"
+    if damage == "not_utf8":
+        recipe.write_bytes(b"\xff\xfe[labels]\n")
+    else:
+        recipe.mkdir()
+    with pytest.raises(RecipeError, match=f"recipe file {recipe}"):
+        load_recipe("vctk", recipe)
+    r = featprep("prepare", "vctk", "--root", tmp_path, "--out", tmp_path / "out", "--recipe", recipe)
+    one_line(r, str(recipe))
+
+
 def test_a_bad_recipe_value_is_reported_before_the_corpus_is_read(tmp_path):
     """The root does not even exist: the recipe is what is reported, and no --out made."""
     r = featprep("prepare", "vctk", "--root", tmp_path / "nowhere", "--out", tmp_path / "out",
