@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from featprep.errors import FeatprepError
@@ -9,6 +10,10 @@ from featprep.pase import load_encoder
 from featprep.pase.checkpoint import CheckpointError, state_digest
 from featprep.pase.extract import extract
 from featprep.pase.model import MIN_SAMPLES, PaseEncoder, QRNNLayer
+from featprep.pase.stage import PaseStage
+from featprep.recipe import load_recipe
+from featprep.records import Utterance
+from featprep.stage import Item
 
 # shapes from the published architecture (reference table), channels of blocks 0..7
 CHANNELS = [64, 64, 128, 128, 256, 256, 512, 512]
@@ -193,3 +198,22 @@ def test_extract_refuses_autocast_on_cpu():
     model = load_encoder("pase", random_init_seed=0)
     with pytest.raises(FeatprepError, match="needs a CUDA device"):
         extract(model, [np.zeros(16000, np.float32)], device="cpu", precision="bf16")
+
+
+def test_the_pase_stage_gives_the_same_frames_whatever_the_threads(demo_corpus):
+    """prepare --jobs 1 ran PASE on every core, its workers on one: pase.npy differed."""
+    recipe = load_recipe("vctk", overrides=["pase.arch=pase", "pase.random_init_seed=0"])
+    stage = PaseStage(recipe, str(demo_corpus))
+    wav = next((demo_corpus / "cmu_arctic" / "cmu_us_dfa_arctic" / "wav").glob("*.wav"))
+    audio = (sf.read(wav, dtype="int16")[0])[: 16000 * 3]
+    outputs, before = [], torch.get_num_threads()
+    try:
+        for threads in (1, 4):
+            torch.set_num_threads(threads)
+            item = Item(Utterance("u", "s", "t", "u.wav"), "train", audio=audio)
+            stage.finish_shard([item])
+            assert torch.get_num_threads() == threads  # the caller's setting is given back
+            outputs.append(item.arrays["pase"].tobytes())
+    finally:
+        torch.set_num_threads(before)
+    assert outputs[0] == outputs[1]

@@ -74,16 +74,25 @@ class PaseStage(Stage):
     def finish_shard(self, items: list[Item]) -> None:
         if not self.active or not items:
             return
+        import torch
+
         from .extract import extract
 
         waves = [item.audio.astype(np.float32) / 32768.0 for item in items]
-        frames = extract(
-            self.encoder,
-            waves,
-            batch_size=self.cfg["batch_size"],
-            device=self.cfg["device"],
-            precision=self.cfg["precision"],
-        )
+        # one thread, as in every worker of prepare --jobs N: a convolution split over more
+        # threads sums in another order, and shards must not depend on --jobs or the cores
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            frames = extract(
+                self.encoder,
+                waves,
+                batch_size=self.cfg["batch_size"],
+                device=self.cfg["device"],
+                precision=self.cfg["precision"],
+            )
+        finally:
+            torch.set_num_threads(threads)
         for item, f in zip(items, frames, strict=True):
             item.arrays["pase"] = f.astype(self.cfg["dtype"])
             item.arrays["pase_mean"] = f.mean(axis=0, keepdims=True).astype(np.float32)
