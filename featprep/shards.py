@@ -206,9 +206,10 @@ def write_shard(
 def read_shard_info(path: Path) -> dict[str, Any] | None:
     """``shard.json`` of a complete shard, or None when there is none."""
     try:
-        return json.loads((path / "shard.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        info = json.loads((path / "shard.json").read_text())
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON: made again
         return None
+    return info if isinstance(info, dict) else None
 
 
 def open_shard(path: str | Path, *, mmap: bool = True) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:

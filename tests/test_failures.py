@@ -32,6 +32,7 @@ from featprep.samplernn.model import ModelConfig, SampleRNN
 from featprep.samplernn.run import Run, generate_to
 from featprep.samplernn.train import TrainConfig, train
 from featprep.stats import StatisticsUnavailable
+from featprep.validate import validate
 
 from .conftest import REAL_CLIPS
 
@@ -448,17 +449,35 @@ def test_temporaries_of_killed_writers_are_removed(clips, trained, tmp_path):
     assert not any(p.exists() for p in dead) and live.exists()
 
 
-def test_prepare_removes_a_killed_jobs_shard_temporary_not_a_live_ones(tmp_path):
-    """Jobs of a Slurm array share the output folder: the rerun of one must not delete the
-    shard another job is writing."""
-    root = tmp_path / "cmu_arctic"
+#: the quickest prepare: no labels, no acoustic features
+CLIP_SETS = ["labels.source=none", "acoustic.enabled=false"]
+
+
+def _one_clip_corpus(tmp_path: Path) -> Path:
+    """A CMU Arctic tree holding slt's real clip."""
     stem, wav, text = REAL_CLIPS["slt"]
-    tree = root / "cmu_us_slt_arctic"
+    tree = tmp_path / "cmu_arctic" / "cmu_us_slt_arctic"
     (tree / "wav").mkdir(parents=True)
     (tree / "etc").mkdir()
     shutil.copyfile(wav, tree / "wav" / f"{stem}.wav")
     (tree / "etc" / "txt.done.data").write_text(f'( {stem} "{text}" )\n')
-    out, sets = tmp_path / "out", ["labels.source=none", "acoustic.enabled=false"]
+    return tree.parent
+
+
+@pytest.mark.parametrize("damage", [b"[]", b"\xff\xfe{", b""])
+def test_a_damaged_shard_json_makes_the_shard_again(tmp_path, damage):
+    root, out, sets = _one_clip_corpus(tmp_path), tmp_path / "out", CLIP_SETS
+    prepare("cmu_arctic", root, out, overrides=sets)
+    (shard_json,) = out.glob("shards/*/*/shard.json")
+    shard_json.write_bytes(damage)
+    assert prepare("cmu_arctic", root, out, overrides=sets).shards_written == 1
+    assert validate(out) == []
+
+
+def test_prepare_removes_a_killed_jobs_shard_temporary_not_a_live_ones(tmp_path):
+    """Jobs of a Slurm array share the output folder: the rerun of one must not delete the
+    shard another job is writing."""
+    root, out, sets = _one_clip_corpus(tmp_path), tmp_path / "out", CLIP_SETS
     prepare("cmu_arctic", root, out, overrides=sets)
     split = next((out / "shards").iterdir())
     live = split / f".shard-000007.tmp-{socket.gethostname()}-{os.getpid()}"  # a job still writing
