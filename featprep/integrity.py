@@ -71,6 +71,14 @@ def check_corpus(
     return _check(directory, read_manifest(directory), splits, hashes, full, progress)
 
 
+def read_checked_manifest(directory: str | Path) -> dict[str, Any]:
+    """`read_manifest` with the kinds of its tables checked (what every reader relies on):
+    `CorruptCorpus` in one line otherwise."""
+    manifest = read_manifest(directory)
+    raise_first(directory, [f"manifest.json: {p}" for p in _manifest_problems(manifest)])
+    return manifest
+
+
 def verify_corpus(
     directory: str | Path, *, splits: tuple[str, ...] | None = None, hashes: bool = True
 ) -> dict[str, Any]:

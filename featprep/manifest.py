@@ -140,8 +140,10 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise OutputError(f"{path} does not exist: run featprep prepare first") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # not JSON, not UTF-8
         raise OutputError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise OutputError(f"{path} is not a featprep manifest (a JSON {type(manifest).__name__})")
     if manifest.get("format") != FORMAT:
         raise OutputError(f"{path} is not a featprep manifest (format {manifest.get('format')!r})")
     return manifest

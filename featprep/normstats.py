@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ArgumentError, FeatprepError
-from .integrity import shards_digest, verify_corpus
+from .integrity import read_checked_manifest, shards_digest, verify_corpus
 from .io import (
     atomic_write_bytes,
     atomic_write_text,
@@ -34,7 +34,7 @@ from .io import (
     remove_dead_temporaries,
     sha256_file,
 )
-from .manifest import read_manifest, shard_paths
+from .manifest import shard_paths
 from .shards import open_shard
 from .stats import Moments, StatisticsUnavailable, load_statistics, merge, merge_all, shard_statistics
 
@@ -54,7 +54,7 @@ def _selected_shards(directory: Path, manifest: dict[str, Any], splits: tuple[st
 
 def merged_statistics(directory: Path, splits: tuple[str, ...] = ("train",)) -> dict[str, dict[str, Moments]]:
     """stream -> speaker -> moments, merged from the shards' ``stats.npz``."""
-    manifest = read_manifest(directory)
+    manifest = read_checked_manifest(directory)
     parts = []
     for shard in _selected_shards(directory, manifest, splits):
         path = shard / "stats.npz"
@@ -68,7 +68,7 @@ def recomputed_statistics(
     directory: Path, splits: tuple[str, ...] = ("train",)
 ) -> dict[str, dict[str, Moments]]:
     """The same statistics, from the arrays (memory-mapped, read chunk by chunk)."""
-    manifest = read_manifest(directory)
+    manifest = read_checked_manifest(directory)
     return merge_all(
         [shard_statistics(*open_shard(s)) for s in _selected_shards(directory, manifest, splits)]
     )
@@ -129,7 +129,7 @@ def normstats(
         raise ArgumentError(f"min_frames must be an integer >= 0, found {min_frames!r}")
     if not isinstance(variance_floor, int | float) or not 0 < variance_floor < math.inf:
         raise ArgumentError(f"variance_floor must be a number > 0, found {variance_floor!r}")
-    _selected_shards(directory, read_manifest(directory), splits)  # unknown splits first
+    _selected_shards(directory, read_checked_manifest(directory), splits)  # unknown splits first
     out = directory / "stats"
     check_output_dir(out, "statistics folder")
     remove_dead_temporaries(out)

@@ -395,6 +395,36 @@ def test_a_damaged_shard_statistics_file(clips, tmp_path):
         Normaliser.load(corpus, "audio")
 
 
+@pytest.mark.parametrize(
+    "manifest", [[], {"format": "featprep-manifest"}, {"format": "featprep-manifest", "shards": [5]}]
+)
+def test_a_manifest_of_the_wrong_shape_is_one_line_for_every_reader(clips, tmp_path, manifest):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(clips, corpus)
+    (corpus / "manifest.json").write_text(json.dumps(manifest))
+    validated = featprep("validate", corpus)  # the problems on stdout, their count on stderr
+    one_line(validated, str(corpus))
+    assert "manifest.json" in validated.stdout + validated.stderr
+    one_line(featprep("normstats", corpus), "manifest.json")
+    one_line(featprep("train", corpus, "--out", tmp_path / "r", "--steps", "1"), "manifest.json")
+
+
+@pytest.mark.parametrize("config", [[], {"model": 3}, {"model": {"hidden": "x"}}, {"model": {"bogus": 1}}])
+def test_a_damaged_run_config_is_one_line(trained, tmp_path, config):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    if isinstance(config, dict):
+        saved = json.loads((run / "config.json").read_text())
+        config = {
+            **saved,
+            "model": {**saved["model"], **config["model"]} if isinstance(config["model"], dict) else 3,
+        }
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FeatprepError, match="config.json is damaged"):
+        Run(run)
+    one_line(featprep("evaluate", run, "--max-utterances", "1"), "config.json is damaged")
+
+
 @pytest.mark.parametrize("damage", ["pickled", "truncated", "not_a_checkpoint", "another_shape"])
 def test_a_bad_checkpoint_is_one_line(trained, tmp_path, clips, damage):
     run = tmp_path / "run"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from .conditioning import FeatureSpec, pack, parse_spec
 from .data import Normalisers
 from .model import ModelConfig, SampleRNN
 
+#: what a run's config.json holds, as `Run` reads it
+_RUN_TABLES = {"model": dict, "train": dict, "speakers": list, "corpus": str}
+
 
 class Run:
     """``config.json`` and ``checkpoint.pt`` of a run folder."""
@@ -41,9 +45,29 @@ class Run:
         checkpoint = self.folder / "checkpoint.pt"
         if not checkpoint.is_file():
             raise FeatprepError(f"{checkpoint} does not exist: the run has not saved a checkpoint yet")
-        self.model = SampleRNN(ModelConfig(**self.info["model"]))
+        self.model = self._model()
         load_into(self.model, self._saved(checkpoint, "model"), checkpoint, "the model of config.json")
         self.model.eval()
+
+    def _model(self) -> SampleRNN:
+        """The model config.json describes, or a `FeatprepError` for a damaged config.json."""
+        damaged = f"{self.folder}/config.json is damaged"
+        info = self.info
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), t) for k, t in _RUN_TABLES.items()):
+            raise FeatprepError(f"{damaged}: expected the tables {', '.join(_RUN_TABLES)}")
+        defaults = ModelConfig()
+        try:
+            config = ModelConfig(**info["model"])
+            wrong = [
+                f.name
+                for f in fields(config)
+                if type(getattr(config, f.name)) is not type(getattr(defaults, f.name))
+            ]
+            if wrong:
+                raise TypeError(f"{wrong[0]} is {getattr(config, wrong[0])!r}")
+            return SampleRNN(config)
+        except (TypeError, ValueError, RuntimeError) as e:  # what a constructor says of a bad value
+            raise FeatprepError(f"{damaged}: its model cannot be built ({e})") from None
 
     @staticmethod
     def _saved(checkpoint: Path, part: str) -> dict[str, torch.Tensor]:
