@@ -243,6 +243,21 @@ def _run_shards(
             )
 
 
+def _align(
+    utterances: list, root: str, folder: Path, recipe: dict[str, Any], jobs: int, say: Callable[[str], None]
+) -> None:
+    """The ``align`` label source: train (or reuse) the aligner and align every checked
+    utterance into ``folder`` (OUT/align), which the label stage then reads as a label
+    folder (``labels.dir`` is set to it) with the aligner's rejections."""
+    from .labels.align.corpus import align_utterances
+
+    recipe["labels"]["dir"] = str(folder.resolve())
+    recipe["labels"]["pattern"] = "{speaker}/{utterance}.lab"
+    result = align_utterances(utterances, root, folder, recipe, jobs=jobs, log=say)
+    for line in result.lines():
+        say(line)
+
+
 def prepare(
     corpus: str,
     root: str | Path,
@@ -294,6 +309,8 @@ def prepare(
     with tqdm(total=len(found.utterances), unit="hdr", disable=not progress, file=sys.stderr) as bar:
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections
+    if resolved["labels"]["source"] == "align":
+        _align(utterances, root, out / "align", resolved, jobs, say)
     report = PrepareReport(corpus, out)
     report.raw_seconds = sum(u.raw_seconds for u in found.utterances)
 

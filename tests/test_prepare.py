@@ -65,8 +65,12 @@ def test_every_reason_code_is_produced(prepared):
         codes |= {r.code for r in read_rejected(out / name / "rejected.tsv")}
     # Festival's limits (arctic label source) are produced in tests/test_festival_inputs.py;
     # bad_id takes a file name with a tab or newline, which the demo does not ship (many tools
-    # choke on it): tests/test_failures.py makes one
-    assert codes == set(REASONS) - {"text_too_long", "festival_timeout", "bad_id"} - DISCOVERY_FAULTS
+    # choke on it): tests/test_failures.py makes one; align_outlier (align label source):
+    # tests/test_align_corpus.py
+    assert (
+        codes
+        == set(REASONS) - {"text_too_long", "festival_timeout", "bad_id", "align_outlier"} - DISCOVERY_FAULTS
+    )
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):

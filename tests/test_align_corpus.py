@@ -1,0 +1,113 @@
+"""``featprep align`` and the aligner in prepare, on the demo corpus (VCTK 0.80 layout)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from featprep.labels.align.corpus import MODEL, align_corpus, outliers
+from featprep.labels.align.features import num_frames
+from featprep.labels.hts import read_hts
+from featprep.labels.textgrid import read_textgrid
+from featprep.manifest import read_rejected
+from featprep.pipeline import prepare
+
+from .test_cli import featprep
+
+#: keeps CI short: two re-estimation rounds of one Gaussian per state on the bootstrap
+QUICK = ["align.iterations=2", "align.mixtures=1"]
+#: the utterance given another speaker's sentence
+WRONG = "p906_002"
+
+
+@pytest.fixture(scope="module")
+def wrong_corpus(demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's VCTK 0.80 layout with one transcript replaced by another speaker's sentence
+    of about the same length (so the speaking-rate check lets it through)."""
+    root = tmp_path_factory.mktemp("wrong") / "VCTK-Corpus"
+    shutil.copytree(demo_corpus / "VCTK-Corpus", root)
+    other = (root / "txt" / "p905" / "p905_002.txt").read_text()
+    (root / "txt" / "p906" / f"{WRONG}.txt").write_text(other)
+    return root
+
+
+@pytest.fixture(scope="module")
+def aligned(wrong_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, list[str]]:
+    out = tmp_path_factory.mktemp("aligned") / "lab"
+    said: list[str] = []
+    result = align_corpus("vctk", wrong_corpus, out, overrides=QUICK, jobs=2, textgrid=True, log=said.append)
+    return out, result, said
+
+
+def test_every_label_is_state_aligned_and_spans_its_audio(aligned, wrong_corpus, truth):
+    out, result, _ = aligned
+    ok = [r for r in truth if r["expected"] == "ok" and r["utterance"] != WRONG]
+    assert ok
+    for row in ok:
+        lab = out / row["vctk_speaker"] / f"{row['utterance']}.lab"
+        label = read_hts(lab)
+        assert label.state_aligned and set(label.states) == {2, 3, 4, 5, 6}
+        info = sf.info(wrong_corpus / "wav48" / row["vctk_speaker"] / f"{row['utterance']}.wav")
+        # contiguous from the start of the raw file to its last whole 5 ms frame
+        assert label.start[0] == 0 and np.array_equal(label.start[1:], label.end[:-1])
+        assert label.end[-1] == num_frames(info.frames, info.samplerate) * 50_000
+        grid = read_textgrid(lab.with_suffix(".TextGrid"))
+        assert list(grid) == ["phones"] and grid["phones"][-1][1] == pytest.approx(label.end[-1] / 1e7)
+        assert row["utterance"] in result.scores
+    assert (out / MODEL).is_file()
+
+
+def test_wrong_transcript_is_rejected_as_align_outlier(aligned):
+    out, result, _ = aligned
+    rejected = {r.utterance: r for r in read_rejected(out / "rejected.tsv")}
+    assert rejected[WRONG].code == "align_outlier"
+    assert f"score {result.scores[WRONG]:.2f} per frame" in rejected[WRONG].detail
+    assert not (out / "p906" / f"{WRONG}.lab").exists()
+    # every utterance with its own transcript and clean audio is kept (p904_101 is clipped)
+    outliers_found = {u for u, r in rejected.items() if r.code == "align_outlier"}
+    assert outliers_found <= {WRONG, "p904_101"}
+
+
+def test_outlier_rule_needs_both_the_deviation_and_the_drop():
+    scores = {"a": -40.0, "b": -40.1, "c": -40.2, "d": -39.9, "e": -42.0}
+    assert outliers(scores, 4.0, 3.0, 4) == {}  # far in deviations, but only 1.9 below
+    assert set(outliers(scores, 4.0, 1.0, 4)) == {"e"}
+    assert outliers(scores, 4.0, 1.0, 6) == {}  # too few utterances to judge
+
+
+def test_dir_source_reads_what_align_wrote(aligned, wrong_corpus, tmp_path):
+    out, _, _ = aligned
+    report = prepare(
+        "vctk",
+        wrong_corpus,
+        tmp_path / "prepared",
+        overrides=["labels.source=dir", f"labels.dir={out}", "acoustic.enabled=false"],
+    )
+    assert report.kept > 0
+    lings = list((tmp_path / "prepared" / "shards").glob("*/*/ling.npy"))
+    assert lings and sum(len(np.load(f)) for f in lings) > 0
+    codes = {r.utterance: r.code for r in read_rejected(tmp_path / "prepared" / "rejected.tsv")}
+    assert codes[WRONG] == "missing_label"
+
+
+def test_rerun_reuses_the_model_and_the_speakers(aligned, wrong_corpus):
+    out, _, _ = aligned
+    stamp = (out / MODEL).stat().st_mtime_ns
+    r = featprep(
+        "align",
+        "vctk",
+        "--root",
+        wrong_corpus,
+        "--out",
+        out,
+        "--textgrid",
+        *sum((["--set", s] for s in QUICK), []),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "reused" in r.stderr and "model reused; speakers: 0 aligned, 6 reused" in r.stdout
+    assert (out / MODEL).stat().st_mtime_ns == stamp
+    assert "align_outlier" in (out / "rejected.tsv").read_text()
