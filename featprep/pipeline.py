@@ -309,7 +309,7 @@ def prepare(
     with tqdm(total=len(found.utterances), unit="hdr", disable=not progress, file=sys.stderr) as bar:
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections
-    if resolved["labels"]["source"] == "align":
+    if resolved["labels"]["source"] == "align" and utterances:
         _align(utterances, root, out / "align", resolved, jobs, say)
     report = PrepareReport(corpus, out)
     report.raw_seconds = sum(u.raw_seconds for u in found.utterances)

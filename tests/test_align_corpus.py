@@ -13,7 +13,7 @@ from featprep.labels.align.corpus import MODEL, align_corpus, outliers
 from featprep.labels.align.features import num_frames
 from featprep.labels.hts import read_hts
 from featprep.labels.textgrid import read_textgrid
-from featprep.manifest import read_rejected
+from featprep.manifest import read_manifest, read_rejected
 from featprep.pipeline import prepare
 
 from .test_cli import featprep
@@ -111,3 +111,23 @@ def test_rerun_reuses_the_model_and_the_speakers(aligned, wrong_corpus):
     assert "reused" in r.stderr and "model reused; speakers: 0 aligned, 6 reused" in r.stdout
     assert (out / MODEL).stat().st_mtime_ns == stamp
     assert "align_outlier" in (out / "rejected.tsv").read_text()
+
+
+def test_prepare_vctk_aligns_by_default_and_a_rerun_does_not_retrain(demo_corpus, tmp_path):
+    out, said = tmp_path / "vctk", []
+    sets = [*QUICK, "acoustic.enabled=false"]
+    first = prepare("vctk", demo_corpus / "VCTK-Corpus", out, overrides=sets, jobs=2, log=said.append)
+    manifest = read_manifest(out)
+    assert manifest["recipe"]["labels"]["source"] == "align" and first.kept > 0
+    lings = list(out.glob("shards/*/*/ling.npy"))
+    assert lings and sum(len(np.load(f)) for f in lings) > 0
+    r = featprep("validate", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any("aligner model written" in line for line in said)
+    model = out / "align" / MODEL
+    stamp = model.stat().st_mtime_ns
+    said.clear()
+    second = prepare("vctk", demo_corpus / "VCTK-Corpus", out, overrides=sets, jobs=2, log=said.append)
+    assert model.stat().st_mtime_ns == stamp
+    assert any("reused" in line for line in said)
+    assert second.shards_written == 0 and second.kept == first.kept
