@@ -162,7 +162,7 @@ def check_recipe_paths(recipe: dict[str, Any], root: str | Path) -> None:
         from .festival import voice_command
 
         voices = [("labels.voice", labels["voice"])]
-        if labels["source"] == "align":
+        if labels["source"] in ("align", "arctic"):  # arctic: utterances without lab/ are aligned
             voices += [("align.bootstrap_voices", v) for v in recipe["align"]["bootstrap_voices"]]
         try:
             for setting, voice in voices:

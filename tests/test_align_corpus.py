@@ -15,6 +15,7 @@ from featprep.labels.hts import read_hts
 from featprep.labels.textgrid import read_textgrid
 from featprep.manifest import read_manifest, read_rejected
 from featprep.pipeline import prepare
+from featprep.shards import open_shard
 
 from .test_cli import featprep
 
@@ -131,3 +132,18 @@ def test_prepare_vctk_aligns_by_default_and_a_rerun_does_not_retrain(demo_corpus
     assert model.stat().st_mtime_ns == stamp
     assert any("reused" in line for line in said)
     assert second.shards_written == 0 and second.kept == first.kept
+
+
+def test_cmu_arctic_utterance_without_lab_is_aligned(real_arctic, tmp_path):
+    """awb's real clip has no lab/ file: featprep's aligner labels it; slt keeps its lab/."""
+    said: list[str] = []
+    report = prepare("cmu_arctic", real_arctic, tmp_path, overrides=QUICK, log=said.append)
+    assert report.kept == 2 and not report.rejected
+    assert any("1 utterances have no lab/ phone labels" in line for line in said)
+    (shard,) = read_manifest(tmp_path)["shards"]
+    index, arrays = open_shard(tmp_path / shard["name"])
+    sources = dict(zip(index.utterance, index.label_source, strict=True))
+    assert sources == {"slt_arctic_a0009": "arctic", "awb_arctic_a0007": "align"}
+    awb = index.set_index("utterance").loc["awb_arctic_a0007"]
+    assert awb.label_path.endswith("align/awb/awb_arctic_a0007.lab") and awb.n_phones > 20
+    assert len(arrays["ling"]) == index.n_frames.sum()

@@ -56,6 +56,8 @@ class LabelStage(Stage):
             # the voice is pasted into Festival's script: only an installed voice's name passes
             voice_command(self.cfg["voice"], setting="labels.voice")
         self._batch: dict[str, HTSLabel | Rejected] = {}
+        #: where the labels of an utterance of the shard came from, when not the source's own way
+        self._fallback: dict[str, str] = {}
         self._aligned: dict | None = None
 
     @property
@@ -68,8 +70,23 @@ class LabelStage(Stage):
             self._aligned = read_record(Path(self.corpus_root) / self.cfg["dir"])
         return self._aligned
 
+    def _read_aligned(self, utt: Utterance) -> tuple[HTSLabel, str]:
+        """What the aligner wrote for ``utt`` in ``labels.dir`` (the align source, and
+        CMU Arctic utterances without lab/), with its path; `Rejected` with the aligner's
+        rejection, or ``missing_label``."""
+        rejected = self.aligned.get("speakers", {}).get(utt.speaker, {}).get("rejected", {})
+        if utt.id in rejected:
+            raise Rejected(*rejected[utt.id])
+        path = Path(self.corpus_root) / self.cfg["dir"] / utt.speaker / f"{utt.id}.lab"
+        if not path.is_file():
+            raise Rejected("missing_label", f"no {path}")
+        try:
+            return read_hts(path), os.path.relpath(path, self.corpus_root)
+        except LabelError as e:
+            raise Rejected("bad_label", str(e)) from None
+
     def version(self) -> str:
-        if self.cfg["source"] != "align":
+        if not (self.cfg["source"] == "align" or self.cfg["source"] == "arctic" and self.cfg["dir"]):
             return super().version()
         # new alignments (a retrained model, a speaker aligned again) make shards stale
         speakers = {s: e["fingerprint"] for s, e in self.aligned.get("speakers", {}).items()}
@@ -77,7 +94,7 @@ class LabelStage(Stage):
 
     def begin_shard(self, utterances: list[Utterance]) -> None:
         source = self.cfg["source"]
-        self._batch = {}
+        self._batch, self._fallback = {}, {}
         if source == "festival":
             self._batch_festival(utterances)
         elif source == "arctic":
@@ -105,7 +122,13 @@ class LabelStage(Stage):
         present = []
         for utt in utterances:
             lab = Path(self.corpus_root) / utt.custom["lab"] if utt.custom.get("lab") else None
-            if lab is None or not lab.is_file():
+            if (lab is None or not lab.is_file()) and self.cfg["dir"]:
+                # prepare aligned the utterances without lab/ into labels.dir
+                try:
+                    self._batch[utt.id], self._fallback[utt.id] = self._read_aligned(utt)
+                except Rejected as r:
+                    self._batch[utt.id] = r
+            elif lab is None or not lab.is_file():
                 self._batch[utt.id] = Rejected("missing_label", f"no lab/ phone labels for {utt.audio_path}")
             else:
                 present.append((utt, lambda lab=lab: read_xwaves(lab)))
@@ -143,11 +166,10 @@ class LabelStage(Stage):
         if cfg["source"] == "none":
             item.fields.update(label_source="none", label_path="", n_phones=0)
             return
-        if cfg["source"] in ("dir", "align"):
-            if cfg["source"] == "align":
-                rejected = self.aligned.get("speakers", {}).get(utt.speaker, {}).get("rejected", {})
-                if utt.id in rejected:
-                    raise Rejected(*rejected[utt.id])
+        source = cfg["source"]
+        if source == "align":
+            label, where = self._read_aligned(utt)
+        elif source == "dir":
             path = label_path(utt, cfg, self.corpus_root)
             if not path.is_file():
                 raise Rejected("missing_label", f"no {path}")
@@ -161,7 +183,9 @@ class LabelStage(Stage):
             if isinstance(label, Rejected):
                 raise label
             where = os.path.relpath(label_path(utt, cfg, self.corpus_root), self.corpus_root)
-            if cfg["source"] == "arctic":
+            if utt.id in self._fallback:
+                source, where = "align", self._fallback[utt.id]
+            elif source == "arctic":
                 where = utt.custom["lab"]
         if not label.aligned:
             raise Rejected("bad_label", "labels have no times")
@@ -173,7 +197,7 @@ class LabelStage(Stage):
             raise Rejected("label_mismatch", f"labels end {overrun:.3f} s after the audio")
         item.data["label"] = label
         item.data["speech_span"] = (start // UNITS_PER_SAMPLE, -(-end // UNITS_PER_SAMPLE))
-        item.fields.update(label_source=cfg["source"], label_path=where, n_phones=len(phone_contexts(label)))
+        item.fields.update(label_source=source, label_path=where, n_phones=len(phone_contexts(label)))
 
 
 def label_silence(label: HTSLabel, silences: list[str]) -> str:

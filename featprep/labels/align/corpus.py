@@ -149,11 +149,10 @@ def model_fingerprint(utterances: list[Utterance], root: str, recipe: dict[str, 
 
 
 def _training_utterances(
-    subset: list[Utterance], root: str, recipe: dict[str, Any], say: Callable[[str], None]
+    subset: list[Utterance], fronts: dict[str, HTSLabel | Rejected], root: str, say: Callable[[str], None]
 ) -> Iterator[TrainingUtterance]:
     """The subset's audio and front-end labels, one utterance at a time (the trainer keeps
     features, not audio); utterances Festival or the decoder refuse are left out."""
-    fronts = frontend_labels(subset, recipe["labels"])
     for u in subset:
         front = fronts[u.id]
         try:
@@ -171,7 +170,10 @@ def _train(
 ) -> AlignerModel:
     cfg = recipe["align"]
     subset = training_subset(utterances, cfg["train_utterances_per_speaker"])
-    texts = list(dict.fromkeys(u.text for u in subset))[: cfg["bootstrap_texts"]]
+    fronts = frontend_labels(subset, recipe["labels"])
+    # only transcripts Festival's front-end took (in time, within labels.max_text_chars)
+    said = [u.text for u in subset if not isinstance(fronts[u.id], Rejected)]
+    texts = list(dict.fromkeys(said))[: cfg["bootstrap_texts"]]
     bootstrap = []
     if cfg["bootstrap_voices"] and texts:
         say(f"synthesising {len(texts)} transcripts with {', '.join(cfg['bootstrap_voices'])} (bootstrap)")
@@ -179,7 +181,7 @@ def _train(
     say(f"training the aligner on {len(subset)} utterances")
     try:
         return train_aligner(
-            _training_utterances(subset, root, recipe, say), training_config(cfg), say, bootstrap=bootstrap
+            _training_utterances(subset, fronts, root, say), training_config(cfg), say, bootstrap=bootstrap
         )
     except ValueError:
         raise CorpusError(f"no utterance of {root} could be used to train the aligner") from None
@@ -216,24 +218,28 @@ def _align_speaker(
     recipe: dict[str, Any],
     fingerprint: str,
     textgrid: bool,
+    only: set[str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Align one speaker's utterances and write their labels; its record entry."""
+    """Align one speaker's utterances (those in ``only``, when given) and write their
+    labels; its record entry. CMVN is over all of ``utterances``."""
     model = AlignerModel.load(folder / MODEL)
     cfg = recipe["align"]
-    fronts = frontend_labels(utterances, recipe["labels"])
+    chosen = [u for u in utterances if only is None or u.id in only]
+    fronts = frontend_labels(chosen, recipe["labels"])
     rejected: dict[str, tuple[str, str]] = {}
     features: dict[str, np.ndarray] = {}
     for u in utterances:
         try:
-            if isinstance(fronts[u.id], Rejected):
+            if u.id in fronts and isinstance(fronts[u.id], Rejected):
                 raise fronts[u.id]
             features[u.id] = mfcc_features(*read_audio(u, root))
         except Rejected as r:
-            rejected[u.id] = (r.code, r.detail)
+            if u.id in fronts:
+                rejected[u.id] = (r.code, r.detail)
     stats = cmvn_stats(list(features.values()))
     labels: dict[str, HTSLabel] = {}
     scores: dict[str, float] = {}
-    for u in utterances:
+    for u in chosen:
         if u.id not in features:
             continue
         try:
@@ -248,7 +254,7 @@ def _align_speaker(
         rejected[u] = ("align_outlier", detail)
     speaker_dir = folder / speaker
     speaker_dir.mkdir(parents=True, exist_ok=True)
-    for u in utterances:
+    for u in chosen:
         lab, grid = speaker_dir / f"{u.id}.lab", speaker_dir / f"{u.id}.TextGrid"
         if u.id in rejected or u.id not in labels:
             lab.unlink(missing_ok=True)  # of an earlier run, when the utterance was not rejected
@@ -272,13 +278,16 @@ def align_utterances(
     *,
     jobs: int = 1,
     textgrid: bool = False,
+    only: set[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> AlignResult:
     """Train (or reuse) the aligner on ``utterances`` (checked, of the corpus at ``root``)
     and align each into ``folder``; see the module docstring for what is written.
 
     ``recipe``: a resolved recipe (its ``[align]`` and ``[labels]`` tables). ``jobs``:
-    worker processes, one speaker each. Rejections name the stage ``labels``.
+    worker processes, one speaker each. ``only``: align just these utterance ids (CMU
+    Arctic's without lab/); CMVN is still over all of their speaker's utterances.
+    Rejections name the stage ``labels``.
     """
     say = log or (lambda _m: None)
     root, folder = str(root), Path(folder)
@@ -297,9 +306,12 @@ def align_utterances(
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     for u in sorted(utterances, key=lambda u: u.id):
         by_speaker[u.speaker].append(u)
+    if only is not None:
+        by_speaker = {s: us for s, us in by_speaker.items() if any(u.id in only for u in us)}
+    chosen = sorted(only) if only is not None else None
     todo = []
     for speaker, utts in sorted(by_speaker.items()):
-        fp = _digest([model_fp, textgrid, _file_keys(utts, root)])
+        fp = _digest([model_fp, textgrid, chosen, _file_keys(utts, root)])
         if record["speakers"].get(speaker, {}).get("fingerprint") == fp:
             result.speakers_reused += 1
         else:
@@ -308,7 +320,8 @@ def align_utterances(
     with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
         run = joblib.Parallel(n_jobs=max(1, min(jobs, len(todo))), return_as="generator_unordered")
         done = run(
-            joblib.delayed(_align_speaker)(s, u, root, folder, recipe, fp, textgrid) for s, u, fp in todo
+            joblib.delayed(_align_speaker)(s, u, root, folder, recipe, fp, textgrid, only)
+            for s, u, fp in todo
         )
         for speaker, entry in done:
             record["speakers"][speaker] = entry
