@@ -17,7 +17,7 @@ from featprep.manifest import read_manifest, read_rejected
 from featprep.pipeline import prepare
 from featprep.shards import open_shard
 
-from .test_cli import featprep
+from .test_cli import _one_error_line, featprep
 
 #: keeps CI short: two re-estimation rounds of one Gaussian per state on the bootstrap
 QUICK = ["align.iterations=2", "align.mixtures=1"]
@@ -147,3 +147,20 @@ def test_cmu_arctic_utterance_without_lab_is_aligned(real_arctic, tmp_path):
     awb = index.set_index("utterance").loc["awb_arctic_a0007"]
     assert awb.label_path.endswith("align/awb/awb_arctic_a0007.lab") and awb.n_phones > 20
     assert len(arrays["ling"]) == index.n_frames.sum()
+
+
+def test_align_command_bad_input_is_one_line(demo_corpus, tmp_path):
+    r = featprep("align", "vctk", "--root", tmp_path / "nowhere", "--out", tmp_path / "lab")
+    _one_error_line(r, "corpus root", "does not exist")
+    r = featprep(
+        "align",
+        "vctk",
+        "--root",
+        demo_corpus / "VCTK-Corpus",
+        "--out",
+        tmp_path / "lab",
+        "--set",
+        "align.mixtures=0",
+    )
+    _one_error_line(r, "align.mixtures", "an integer >= 1")
+    assert not (tmp_path / "lab").exists()

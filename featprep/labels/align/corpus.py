@@ -316,7 +316,8 @@ def align_utterances(
             result.speakers_reused += 1
         else:
             todo.append((speaker, utts, fp))
-    say(f"aligning {sum(len(u) for _, u, _ in todo)} utterances of {len(todo)} speakers")
+    count = sum(1 for _, us, _ in todo for u in us if only is None or u.id in only)
+    say(f"aligning {count} utterances of {len(todo)} speakers")
     with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
         run = joblib.Parallel(n_jobs=max(1, min(jobs, len(todo))), return_as="generator_unordered")
         done = run(
