@@ -269,7 +269,13 @@ def _align(
         say(f"{len(only)} utterances have no lab/ phone labels: featprep's aligner labels them")
     recipe["labels"]["dir"] = str(folder.resolve())
     recipe["labels"]["pattern"] = "{speaker}/{utterance}.lab"
-    result = align_utterances(utterances, root, folder, recipe, jobs=jobs, only=only, log=say)
+    try:
+        result = align_utterances(utterances, root, folder, recipe, jobs=jobs, only=only, log=say)
+    except CorpusError as e:
+        if only is None:
+            raise
+        say(f"the aligner could not be trained ({e}): utterances without lab/ stay missing_label")
+        return
     for line in result.lines():
         say(line)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from featprep.errors import NoValidUtterances
 from featprep.labels.align.corpus import MODEL, align_corpus, outliers
 from featprep.labels.align.features import num_frames
 from featprep.labels.hts import read_hts
@@ -164,3 +165,13 @@ def test_align_command_bad_input_is_one_line(demo_corpus, tmp_path):
     )
     _one_error_line(r, "align.mixtures", "an integer >= 1")
     assert not (tmp_path / "lab").exists()
+
+
+def test_cmu_arctic_without_a_trainable_aligner_keeps_missing_label(real_arctic, tmp_path):
+    """Every transcript over labels.max_text_chars: nothing trains the aligner, prepare goes on."""
+    said: list[str] = []
+    with pytest.raises(NoValidUtterances):
+        prepare("cmu_arctic", real_arctic, tmp_path, overrides=["labels.max_text_chars=5"], log=said.append)
+    codes = {r.utterance: r.code for r in read_rejected(tmp_path / "rejected.tsv")}
+    assert codes == {"slt_arctic_a0009": "text_too_long", "awb_arctic_a0007": "missing_label"}
+    assert any("could not be trained" in line for line in said)
