@@ -113,6 +113,15 @@ def test_rerun_reuses_the_model_and_the_speakers(aligned, wrong_corpus):
     assert "reused" in r.stderr and "model reused; speakers: 0 aligned, 6 reused" in r.stdout
     assert (out / MODEL).stat().st_mtime_ns == stamp
     assert "align_outlier" in (out / "rejected.tsv").read_text()
+    # the outlier rule judges scores: changed, it re-aligns the speakers with the same model
+    lenient = [*QUICK, "align.outlier_min_drop=100"]
+    r = featprep(
+        "align", "vctk", "--root", wrong_corpus, "--out", out, *sum((["--set", s] for s in lenient), [])
+    )
+    assert "model reused; speakers: 6 aligned, 0 reused" in r.stdout
+    assert (out / MODEL).stat().st_mtime_ns == stamp
+    assert "align_outlier" not in (out / "rejected.tsv").read_text()
+    assert (out / "p906" / f"{WRONG}.lab").is_file()
 
 
 def test_prepare_vctk_aligns_by_default_and_a_rerun_does_not_retrain(demo_corpus, tmp_path):

@@ -5,10 +5,10 @@ Into one folder: the trained model (``aligner.npz``), one state-aligned HTS labe
 utterance (``<speaker>/<utterance>.lab``, times from the start of the raw audio file, so
 the folder is a ``dir`` label source), optionally Praat TextGrids beside them, and
 ``aligner.json``, the record that makes a rerun cheap: the model's fingerprint (the
-training utterances' files, sizes, times and transcripts, the ``[align]`` recipe, the
-front-end voice, this module's version) and, per speaker, the fingerprint of its
-utterances with their scores and rejections. A matching model is not trained again and a
-matching speaker is not aligned again.
+training utterances' files, sizes, times and transcripts, the training keys of ``[align]``,
+the front-end voice, this module's version) and, per speaker, the fingerprint of its
+utterances (and of the whole ``[align]`` table) with their scores and rejections. A
+matching model is not trained again and a matching speaker is not aligned again.
 
 Training takes the first ``align.train_utterances_per_speaker`` utterances of each
 speaker (in id order); every utterance is then aligned with its speaker's CMVN (over all
@@ -139,13 +139,25 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
     atomic_write_text(folder / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+#: the ``[align]`` keys the model depends on (the others judge its scores)
+TRAINING_KEYS = (
+    "train_utterances_per_speaker",
+    "mixtures",
+    "iterations",
+    "short_pause",
+    "bootstrap_voices",
+    "bootstrap_texts",
+)
+
+
 def model_fingerprint(utterances: list[Utterance], root: str, recipe: dict[str, Any]) -> str:
-    """What the trained model depends on: the training subset's files, the ``[align]``
-    recipe, the front-end's voice and text limit, this module's version."""
+    """What the trained model depends on: the training subset's files, the training keys of
+    ``[align]``, the front-end's voice and text limit, this module's version."""
     cfg = recipe["align"]
     subset = training_subset(utterances, cfg["train_utterances_per_speaker"])
+    training = {k: cfg[k] for k in TRAINING_KEYS}
     labels = {k: recipe["labels"][k] for k in ("voice", "max_text_chars")}
-    return _digest([VERSION, cfg, labels, _file_keys(subset, root)])
+    return _digest([VERSION, training, labels, _file_keys(subset, root)])
 
 
 def _training_utterances(
@@ -311,7 +323,7 @@ def align_utterances(
     chosen = sorted(only) if only is not None else None
     todo = []
     for speaker, utts in sorted(by_speaker.items()):
-        fp = _digest([model_fp, textgrid, chosen, _file_keys(utts, root)])
+        fp = _digest([model_fp, recipe["align"], textgrid, chosen, _file_keys(utts, root)])
         if record["speakers"].get(speaker, {}).get("fingerprint") == fp:
             result.speakers_reused += 1
         else:
