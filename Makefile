@@ -15,7 +15,7 @@ setup: $(STAMP) festival
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[test,align]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
 	touch $@
 
 festival:

@@ -113,6 +113,53 @@ def prepare(
         click.echo(line)
 
 
+@main.command()
+@click.argument("corpus", type=click.Choice(CORPORA))
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="The corpus as downloaded.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Label folder (LABDIR).")
+@click.option("--recipe", type=click.Path(path_type=Path), help="TOML file laid over the built-in recipe.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one recipe key (repeatable)."
+)
+@jobs_option
+@click.option(
+    "--textgrid", is_flag=True, help="Also write LABDIR/<speaker>/<utterance>.TextGrid (phones tier)."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+@_reports_errors
+def align(
+    corpus: str,
+    root: Path,
+    out: Path,
+    recipe: Path | None,
+    overrides: tuple[str, ...],
+    jobs: int,
+    textgrid: bool,
+    quiet: bool,
+) -> None:
+    """Train featprep's forced aligner on CORPUS at --root and align every utterance.
+
+    Writes state-aligned HTS labels LABDIR/<speaker>/<utterance>.lab (usable as
+    labels.source = "dir"), LABDIR/rejected.tsv, the model LABDIR/aligner.npz and
+    LABDIR/aligner.json; a rerun reuses the model and the speakers already aligned.
+    """
+    from .labels.align.corpus import align_corpus
+
+    result = align_corpus(
+        corpus,
+        root,
+        out,
+        recipe=recipe,
+        overrides=overrides,
+        jobs=jobs,
+        textgrid=textgrid,
+        log=None if quiet else _echo,
+    )
+    for line in result.lines():
+        click.echo(line)
+    click.echo(f"output: {out}/<speaker>/<utterance>.lab, {out}/rejected.tsv")
+
+
 _NO_VERIFY = click.option(
     "--no-verify",
     is_flag=True,

@@ -34,7 +34,7 @@ from .labels.stage import LabelStage, LinguisticStage
 from .manifest import write_manifest, write_rejected
 from .pase.stage import PaseStage
 from .recipe import check_recipe_paths, load_recipe
-from .records import Rejection
+from .records import Rejection, Utterance
 from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
@@ -246,6 +246,43 @@ def _run_shards(
             )
 
 
+def _align(
+    utterances: list[Utterance],
+    root: str,
+    folder: Path,
+    recipe: dict[str, Any],
+    jobs: int,
+    say: Callable[[str], None],
+) -> None:
+    """Labels from featprep's aligner, into ``folder`` (OUT/align): for every checked
+    utterance with the ``align`` source; with ``arctic``, for those without a lab/ file
+    (the model still trains on the corpus). The label stage then reads that folder
+    (``labels.dir`` is set to it) with the aligner's rejections."""
+    from .labels.align.corpus import align_utterances
+
+    only = None
+    if recipe["labels"]["source"] == "arctic":
+        only = {
+            u.id
+            for u in utterances
+            if not u.custom.get("lab") or not (Path(root) / u.custom["lab"]).is_file()
+        }
+        if not only:
+            return
+        say(f"{len(only)} utterances have no lab/ phone labels: featprep's aligner labels them")
+    recipe["labels"]["dir"] = str(folder.resolve())
+    recipe["labels"]["pattern"] = "{speaker}/{utterance}.lab"
+    try:
+        result = align_utterances(utterances, root, folder, recipe, jobs=jobs, only=only, log=say)
+    except CorpusError as e:
+        if only is None:
+            raise
+        say(f"the aligner could not be trained ({e}): utterances without lab/ stay missing_label")
+        return
+    for line in result.lines():
+        say(line)
+
+
 def prepare(
     corpus: str,
     root: str | Path,
@@ -297,6 +334,8 @@ def prepare(
     with tqdm(total=len(found.utterances), unit="hdr", disable=not progress, file=sys.stderr) as bar:
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections
+    if resolved["labels"]["source"] in ("align", "arctic") and utterances:
+        _align(utterances, root, out / "align", resolved, jobs, say)
     report = PrepareReport(corpus, out)
     report.raw_seconds = sum(u.raw_seconds for u in found.utterances)
 

@@ -145,25 +145,30 @@ def load_recipe(corpus: str, path: str | Path | None = None, overrides: Iterable
 def check_recipe_paths(recipe: dict[str, Any], root: str | Path) -> None:
     """Check the files and folders ``recipe`` names, for a corpus at ``root``.
 
-    ``labels.dir`` (sources ``dir`` and ``festival``) is read relative to the corpus root
+    ``labels.dir`` (sources ``dir``, ``festival``, ``textgrid``) is read relative to the corpus root
     (an absolute path stays as it is) and must be a folder; the question set must load
     when there are labels; ``pase.checkpoint``, when given, must be a file. Raises
-    `RecipeError` naming the key, its value and the path looked at. With the ``arctic``
-    source, ``labels.voice`` must be an installed Festival voice.
+    `RecipeError` naming the key, its value and the path looked at. With the ``arctic``,
+    ``textgrid`` and ``align`` sources, ``labels.voice`` (and ``align.bootstrap_voices``)
+    must be installed Festival voices.
     """
     labels = recipe["labels"]
-    if labels["source"] in ("dir", "festival"):
+    if labels["source"] in ("dir", "festival", "textgrid"):
         folder = Path(root) / labels["dir"]
         if not folder.is_dir():
             relative = "" if Path(labels["dir"]).is_absolute() else " (relative to the corpus root)"
             raise RecipeError(
                 f"labels.dir = {labels['dir']!r}{relative} is not a folder: {folder} does not exist"
             )
-    if labels["source"] == "arctic":
+    if labels["source"] in ("arctic", "textgrid", "align"):
         from .festival import voice_command
 
+        voices = [("labels.voice", labels["voice"])]
+        if labels["source"] in ("align", "arctic"):  # arctic: utterances without lab/ are aligned
+            voices += [("align.bootstrap_voices", v) for v in recipe["align"]["bootstrap_voices"]]
         try:
-            voice_command(labels["voice"], setting="labels.voice")
+            for setting, voice in voices:
+                voice_command(voice, setting=setting)
         except FeatprepError as e:
             raise RecipeError(str(e)) from None
     if labels["source"] != "none":

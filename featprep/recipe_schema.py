@@ -183,6 +183,17 @@ SCHEMA: dict[str, Rule] = {
     "labels.margin_seconds": number(0.0),
     "labels.max_end_error": number(0.0),
     "labels.max_boundary_error": number(0.0),
+    # align
+    "align.train_utterances_per_speaker": number(0, integer=True),
+    "align.mixtures": number(1, 64, integer=True),
+    "align.iterations": number(0, integer=True),
+    "align.short_pause": flag(),
+    # with the align source, check_recipe_paths has featprep.festival.voice_command check each
+    "align.bootstrap_voices": names(unique=True),
+    "align.bootstrap_texts": number(0, integer=True),
+    "align.outlier_mads": number(0.0, above=True),
+    "align.outlier_min_drop": number(0.0),
+    "align.outlier_min_utterances": number(2, integer=True),
     # linguistic
     "linguistic.questions": text(r".+", "a question set's name or a .hed file"),
     "linguistic.subphone_features": choice(*FRAME_FEATURES),

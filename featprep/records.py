@@ -26,6 +26,8 @@ REASONS: dict[str, str] = {
     "label_mismatch": "labels do not fit the audio or the transcript (labels, audio)",
     "text_too_long": "transcript longer than labels.max_text_chars, not given to Festival (labels)",
     "festival_timeout": "Festival did not finish the utterance within labels.festival_timeout (labels)",
+    "align_outlier": "alignment score per frame far below the speaker's median: transcript, speaker or audio "
+    "not what the others are (labels, align)",
     "nan_inf": "audio has NaN or infinite samples (audio)",
     "digital_silence": "every sample is zero (audio)",
     "near_silent": "peak level below the recipe's threshold (audio)",

@@ -19,6 +19,10 @@ PYSPTK_DATA = Path(pysptk.__file__).parent / "example_audio_data"
 #: third-party test data kept in the repository, each with a README giving source and licence
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
+#: prepare without labels, for tests about something else: VCTK's default label source,
+#: featprep's aligner, trains on the corpus first (tests/test_align_corpus.py covers it)
+NO_LABELS = ["labels.source=none"]
+
 REAL_CLIPS = {
     # speaker: (stem, wav, text)
     "slt": (

@@ -122,7 +122,7 @@ def test_every_key_of_the_builtin_recipes_has_a_rule_its_default_keeps():
         ("acoustic.mcep_order=-1", "an integer >= 1"),
         ("split.seed=-1", "an integer >= 0"),
         ("acoustic.f0_range.M=[-100,0]", "40 <= low < high <= 4000"),
-        ("labels.source=festivl", "one of ['none', 'dir', 'festival', 'arctic']"),
+        ("labels.source=festivl", "one of ['none', 'dir', 'festival', 'arctic', 'textgrid', 'align']"),
         ("labels.pattern=../../{speaker}.lab", "without '..'"),
         ("clean.max_seconds=nan", "a number > 0"),
     ],

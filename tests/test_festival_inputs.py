@@ -87,7 +87,9 @@ def test_festival_label_source_under_a_non_ascii_folder(demo_corpus, tmp_path):
 
 
 def _arctic_with_a_long_transcript(real_arctic, chars: int):
-    """slt gets a second utterance: a0009's audio and lab/ with a transcript of ``chars``."""
+    """slt gets a second utterance: a0009's audio and lab/ with a transcript of ``chars``;
+    awb (no lab/, so aligned by featprep's aligner: tests/test_align_corpus.py) is removed."""
+    shutil.rmtree(real_arctic / "cmu_us_awb_arctic")
     tree = real_arctic / "cmu_us_slt_arctic"
     shutil.copyfile(tree / "wav" / "arctic_a0009.wav", tree / "wav" / "arctic_a0010.wav")
     shutil.copyfile(tree / "lab" / "arctic_a0009.lab", tree / "lab" / "arctic_a0010.lab")
@@ -105,7 +107,7 @@ def test_an_overlong_transcript_is_refused_before_festival(real_arctic, tmp_path
     rejected = {r.utterance: r for r in read_rejected(tmp_path / "out" / "rejected.tsv")}
     assert rejected["slt_arctic_a0010"].code == "text_too_long"
     assert "25000 characters (labels.max_text_chars = 1000)" in rejected["slt_arctic_a0010"].detail
-    assert report.kept == 1  # slt_arctic_a0009 (awb has no lab/)
+    assert report.kept == 1  # slt_arctic_a0009
 
 
 def test_a_festival_timeout_rejects_only_that_utterance(real_arctic, tmp_path):

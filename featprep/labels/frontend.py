@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArgumentError, FeatprepError
-from ..festival import run_script, scheme_path, scheme_string, voice_command
+from ..errors import ArgumentError, FeatprepError, Rejected
+from ..festival import FestivalTimeout, run_script, scheme_path, scheme_string, voice_command
+from ..records import Utterance
 from .context import set_phones
 from .hts import HTSLabel, phone_of
 
@@ -137,3 +138,58 @@ def merlin_normalise(label: HTSLabel, *, silence: str = "pau", edge: str = "sil"
     ends = [int(label.end[b - 1]) for b in keep[1:] + [len(phones)]]
     starts = [int(label.start[i]) for i in keep]
     return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64))
+
+
+def festival_batch(
+    jobs: list, run: Callable[[list, float], list[HTSLabel]], per_utterance: float
+) -> dict[str, HTSLabel | Rejected]:
+    """One Festival run for a list of ``(utterance, input)``; on failure, one per utterance
+    to find it.
+
+    ``run(inputs, timeout)`` labels a list of inputs; each run gets ``per_utterance``
+    seconds per input, and an utterance whose own run fails or times out is rejected
+    (``bad_label`` / ``festival_timeout``). Returns utterance id -> labels or rejection.
+    """
+    out: dict[str, HTSLabel | Rejected] = {}
+    if not jobs:
+        return out
+    try:
+        labels = run([j for _, j in jobs], per_utterance * len(jobs))
+        for (utt, _), label in zip(jobs, labels, strict=True):
+            out[utt.id] = label
+    except FeatprepError:
+        for utt, job in jobs:
+            try:
+                out[utt.id] = run([job], per_utterance)[0]
+            except FestivalTimeout as e:
+                out[utt.id] = Rejected("festival_timeout", str(e))
+            except FeatprepError as e:
+                out[utt.id] = Rejected("bad_label", str(e))
+    return out
+
+
+def frontend_labels(utterances: list[Utterance], cfg: dict) -> dict[str, HTSLabel | Rejected]:
+    """The full contexts Festival's front-end (``labels.voice``) makes from each
+    utterance's transcript, timed by its predicted durations, or the rejection.
+
+    A transcript longer than ``labels.max_text_chars`` is rejected (``text_too_long``)
+    before Festival sees it: its text analysis grows faster than the text.
+    """
+    limit, voice = cfg["max_text_chars"], cfg["voice"]
+    out: dict[str, HTSLabel | Rejected] = {}
+    jobs = []
+    for utt in utterances:
+        if len(utt.text) > limit:
+            out[utt.id] = Rejected(
+                "text_too_long", f"{len(utt.text)} characters (labels.max_text_chars = {limit})"
+            )
+        else:
+            jobs.append((utt, utt.text))
+    out.update(
+        festival_batch(
+            jobs,
+            lambda texts, timeout: text_to_labels(texts, voice=voice, timeout=timeout),
+            cfg["festival_timeout"],
+        )
+    )
+    return out

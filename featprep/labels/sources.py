@@ -24,7 +24,7 @@ from ..records import Utterance
 from .hts import HTSLabel, phone_of
 from .xwaves import Segment
 
-SOURCES = ("none", "dir", "festival", "arctic")
+SOURCES = ("none", "dir", "festival", "arctic", "textgrid", "align")
 
 
 def label_path(utt: Utterance, labels: dict[str, Any], root: str) -> Path:

@@ -10,6 +10,7 @@ features (``ling.npy``) and the compact encoding (``ling_cat.npy``, ``ling_num.n
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,18 +19,19 @@ import pyarrow as pa
 
 from .. import SAMPLE_RATE
 from ..errors import FeatprepError, Rejected
-from ..festival import FestivalTimeout, voice_command
+from ..festival import voice_command
 from ..records import Utterance
 from ..stage import ArraySpec, Item, Stage
 from .compact import FIELD_VOCABULARY, NUMERIC_COLUMNS, label_compact_features, vocabularies
 from .context import CATEGORICAL
-from .frontend import merlin_normalise, text_to_labels, utterance_to_labels
+from .frontend import festival_batch, frontend_labels, merlin_normalise, utterance_to_labels
 from .hts import FRAME_UNITS, HTSLabel, LabelError, phone_of, read_hts
 from .linguistic import FRAME_FEATURES, feature_names, linguistic_features, phone_contexts
 from .matching import CompiledQuestions
 from .questions import load_questions
 from .sources import SOURCES, label_path, speech_span, transfer_boundaries
-from .xwaves import read_xwaves
+from .textgrid import textgrid_phones
+from .xwaves import Segment, read_xwaves
 
 #: 100 ns label units per 16 kHz sample
 UNITS_PER_SAMPLE = 10_000_000 // SAMPLE_RATE
@@ -50,18 +52,55 @@ class LabelStage(Stage):
         self.cfg = recipe["labels"]
         if self.cfg["source"] not in SOURCES:
             raise FeatprepError(f"labels.source must be one of {list(SOURCES)}, found {self.cfg['source']!r}")
-        if self.cfg["source"] == "arctic":
+        if self.cfg["source"] in ("arctic", "textgrid"):
             # the voice is pasted into Festival's script: only an installed voice's name passes
             voice_command(self.cfg["voice"], setting="labels.voice")
         self._batch: dict[str, HTSLabel | Rejected] = {}
+        #: where the labels of an utterance of the shard came from, when not the source's own way
+        self._fallback: dict[str, str] = {}
+        self._aligned: dict | None = None
+
+    @property
+    def aligned(self) -> dict:
+        """The align source's record (``labels.dir/aligner.json``, see
+        `featprep.labels.align.corpus`): per speaker, fingerprint, scores, rejections."""
+        if self._aligned is None:
+            from .align.corpus import read_record
+
+            self._aligned = read_record(Path(self.corpus_root) / self.cfg["dir"])
+        return self._aligned
+
+    def _read_aligned(self, utt: Utterance) -> tuple[HTSLabel, str]:
+        """What the aligner wrote for ``utt`` in ``labels.dir`` (the align source, and
+        CMU Arctic utterances without lab/), with its path; `Rejected` with the aligner's
+        rejection, or ``missing_label``."""
+        rejected = self.aligned.get("speakers", {}).get(utt.speaker, {}).get("rejected", {})
+        if utt.id in rejected:
+            raise Rejected(*rejected[utt.id])
+        path = Path(self.corpus_root) / self.cfg["dir"] / utt.speaker / f"{utt.id}.lab"
+        if not path.is_file():
+            raise Rejected("missing_label", f"no {path}")
+        try:
+            return read_hts(path), os.path.relpath(path, self.corpus_root)
+        except LabelError as e:
+            raise Rejected("bad_label", str(e)) from None
+
+    def version(self) -> str:
+        if not (self.cfg["source"] == "align" or self.cfg["source"] == "arctic" and self.cfg["dir"]):
+            return super().version()
+        # new alignments (a retrained model, a speaker aligned again) make shards stale
+        speakers = {s: e["fingerprint"] for s, e in self.aligned.get("speakers", {}).items()}
+        return f"{super().version()}:align:{self.aligned.get('model')}:{sorted(speakers.items())}"
 
     def begin_shard(self, utterances: list[Utterance]) -> None:
         source = self.cfg["source"]
-        self._batch = {}
+        self._batch, self._fallback = {}, {}
         if source == "festival":
             self._batch_festival(utterances)
         elif source == "arctic":
             self._batch_arctic(utterances)
+        elif source == "textgrid":
+            self._batch_textgrid(utterances)
 
     def _batch_festival(self, utterances: list[Utterance]) -> None:
         present = []
@@ -71,74 +110,66 @@ class LabelStage(Stage):
                 present.append((utt, path))
             else:
                 self._batch[utt.id] = Rejected("missing_label", f"no {path}")
-        self._run_batch(present, lambda paths, timeout: utterance_to_labels(paths, timeout=timeout))
+        self._batch.update(
+            festival_batch(
+                present,
+                lambda paths, timeout: utterance_to_labels(paths, timeout=timeout),
+                self.cfg["festival_timeout"],
+            )
+        )
 
     def _batch_arctic(self, utterances: list[Utterance]) -> None:
         present = []
-        limit = self.cfg["max_text_chars"]
         for utt in utterances:
             lab = Path(self.corpus_root) / utt.custom["lab"] if utt.custom.get("lab") else None
-            if len(utt.text) > limit:
-                # Festival's text analysis grows faster than the text: refuse before running it
-                self._batch[utt.id] = Rejected(
-                    "text_too_long", f"{len(utt.text)} characters (labels.max_text_chars = {limit})"
-                )
+            if (lab is None or not lab.is_file()) and self.cfg["dir"]:
+                # prepare aligned the utterances without lab/ into labels.dir
+                try:
+                    self._batch[utt.id], self._fallback[utt.id] = self._read_aligned(utt)
+                except Rejected as r:
+                    self._batch[utt.id] = r
             elif lab is None or not lab.is_file():
                 self._batch[utt.id] = Rejected("missing_label", f"no lab/ phone labels for {utt.audio_path}")
             else:
-                present.append((utt, lab))
-        voice = self.cfg["voice"]
-        frontends: dict[str, HTSLabel | Rejected] = {}
-        self._run_batch(
-            [(u, u.text) for u, _ in present],
-            lambda texts, timeout: text_to_labels(texts, voice=voice, timeout=timeout),
-            into=frontends,
-        )
-        for utt, lab in present:
+                present.append((utt, lambda lab=lab: read_xwaves(lab)))
+        self._transfer(present)
+
+    def _batch_textgrid(self, utterances: list[Utterance]) -> None:
+        present = []
+        for utt in utterances:
+            path = label_path(utt, self.cfg, self.corpus_root)
+            if path.is_file():
+                present.append((utt, lambda path=path: textgrid_phones(path)))
+            else:
+                self._batch[utt.id] = Rejected("missing_label", f"no {path}")
+        self._transfer(present)
+
+    def _transfer(self, present: list[tuple[Utterance, Callable[[], list[Segment]]]]) -> None:
+        """Phone boundaries (each utterance's ``read()``) on the contexts of its transcript."""
+        frontends = frontend_labels([u for u, _ in present], self.cfg)
+        for utt, read in present:
             front = frontends[utt.id]
             if isinstance(front, Rejected):
                 self._batch[utt.id] = front
                 continue
             try:
-                segments = read_xwaves(lab)
                 self._batch[utt.id] = transfer_boundaries(
-                    front, segments, silences=self.cfg["silence"], max_edits=self.cfg["max_phone_edits"]
+                    front, read(), silences=self.cfg["silence"], max_edits=self.cfg["max_phone_edits"]
                 )
             except Rejected as r:
                 self._batch[utt.id] = r
             except FeatprepError as e:
                 self._batch[utt.id] = Rejected("bad_label", str(e))
 
-    def _run_batch(self, jobs: list, run, into: dict | None = None) -> None:
-        """One Festival run for the whole shard; on failure, one per utterance to find it.
-
-        ``run(inputs, timeout)`` labels a list of inputs; each run gets
-        ``labels.festival_timeout`` seconds per input, and an utterance whose own run fails
-        or times out is rejected (``bad_label`` / ``festival_timeout``).
-        """
-        into = self._batch if into is None else into
-        if not jobs:
-            return
-        per_utterance = self.cfg["festival_timeout"]
-        try:
-            labels = run([j for _, j in jobs], per_utterance * len(jobs))
-            for (utt, _), label in zip(jobs, labels, strict=True):
-                into[utt.id] = label
-        except FeatprepError:
-            for utt, job in jobs:
-                try:
-                    into[utt.id] = run([job], per_utterance)[0]
-                except FestivalTimeout as e:
-                    into[utt.id] = Rejected("festival_timeout", str(e))
-                except FeatprepError as e:
-                    into[utt.id] = Rejected("bad_label", str(e))
-
     def process(self, item: Item) -> None:
         utt, cfg = item.utterance, self.cfg
         if cfg["source"] == "none":
             item.fields.update(label_source="none", label_path="", n_phones=0)
             return
-        if cfg["source"] == "dir":
+        source = cfg["source"]
+        if source == "align":
+            label, where = self._read_aligned(utt)
+        elif source == "dir":
             path = label_path(utt, cfg, self.corpus_root)
             if not path.is_file():
                 raise Rejected("missing_label", f"no {path}")
@@ -152,7 +183,9 @@ class LabelStage(Stage):
             if isinstance(label, Rejected):
                 raise label
             where = os.path.relpath(label_path(utt, cfg, self.corpus_root), self.corpus_root)
-            if cfg["source"] == "arctic":
+            if utt.id in self._fallback:
+                source, where = "align", self._fallback[utt.id]
+            elif source == "arctic":
                 where = utt.custom["lab"]
         if not label.aligned:
             raise Rejected("bad_label", "labels have no times")
@@ -164,7 +197,7 @@ class LabelStage(Stage):
             raise Rejected("label_mismatch", f"labels end {overrun:.3f} s after the audio")
         item.data["label"] = label
         item.data["speech_span"] = (start // UNITS_PER_SAMPLE, -(-end // UNITS_PER_SAMPLE))
-        item.fields.update(label_source=cfg["source"], label_path=where, n_phones=len(phone_contexts(label)))
+        item.fields.update(label_source=source, label_path=where, n_phones=len(phone_contexts(label)))
 
 
 def label_silence(label: HTSLabel, silences: list[str]) -> str:
