@@ -40,7 +40,7 @@ jobs_option = click.option(
     type=int,
     default=-1,
     show_default=True,
-    help="Worker processes; -1 = one per core.",
+    help="Worker processes (>= 1); -1 = one per core.",
 )
 
 

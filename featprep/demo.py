@@ -31,6 +31,7 @@ from .io import atomic_write_text, check_output_dir
 from .labels.frontend import merlin_normalise, utterance_to_labels
 from .labels.hts import write_hts
 from .labels.xwaves import Segment, format_xwaves, read_xwaves
+from .workers import resolve_jobs
 
 RATE = 48000
 
@@ -533,6 +534,7 @@ def run_demo(
     from .manifest import read_manifest
     from .pipeline import prepare
 
+    resolve_jobs(jobs)  # before minutes of synthesis, not after
     corpus = build_corpus(out / "corpus", per_speaker=per_speaker, seed=seed, log=log)
     arctic_sets = DEMO_GENDERS + DEMO_LABELS["cmu_arctic"] + DEMO_PASE
     runs = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import sys
 import threading
@@ -38,6 +37,7 @@ from .records import Rejection, Utterance
 from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
+from .workers import resolve_jobs
 
 #: the per-utterance stages of prepare, in order
 STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
@@ -145,8 +145,7 @@ def process_shard(
 def _check_arguments(corpus: str, jobs: int, shard_index: int | None, num_shards: int | None) -> None:
     if corpus not in CORPORA:
         raise ArgumentError(f"unknown corpus {corpus!r}; expected one of {list(CORPORA)}")
-    if not isinstance(jobs, int) or isinstance(jobs, bool):
-        raise ArgumentError(f"jobs must be an integer (-1: one per core), found {jobs!r}")
+    resolve_jobs(jobs)
     if (shard_index is None) != (num_shards is None):
         raise ArgumentError("shard_index and num_shards (--shard-index, --num-shards) go together")
     if num_shards is not None:
@@ -327,7 +326,7 @@ def prepare(
     check_output_dir(out)
     remove_dead_temporaries(out)  # of manifest.json or rejected.tsv, by a killed run
     root = str(Path(root).resolve())
-    jobs = max(1, jobs if jobs > 0 else (os.cpu_count() or 1))
+    jobs = resolve_jobs(jobs)
 
     found = discover(corpus, root, resolved)
     say(f"discovered {len(found.utterances)} utterances of {len(found.speakers)} speakers in {root}")

@@ -19,8 +19,10 @@ import pytest
 import torch
 
 from featprep.corpora import discover
+from featprep.demo import run_demo
 from featprep.errors import ArgumentError, FeatprepError, OutputError, RecipeError
 from featprep.io import check_output_dir
+from featprep.labels.align.corpus import align_corpus
 from featprep.labels.frontend import text_to_labels
 from featprep.manifest import read_rejected, write_rejected
 from featprep.normalise import Normaliser
@@ -213,6 +215,18 @@ def test_prepare_with_num_shards_needs_a_shard_index(demo_corpus, tmp_path):
     with pytest.raises(ArgumentError, match=r"shard_index must be in \[0, 2\), found 2"):
         prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path / "out", shard_index=2, num_shards=2)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("jobs", [0, -2, -5, 1.5])
+def test_a_worker_count_that_is_not_one_or_more_or_minus_one_is_refused(demo_corpus, tmp_path, jobs):
+    # 0 and -5 used to run on every core without a word
+    with pytest.raises(ArgumentError, match=r"jobs must be a whole number >= 1, or -1 for one per core"):
+        prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path / "out", jobs=jobs)
+    with pytest.raises(ArgumentError, match=r"jobs must be a whole number >= 1"):
+        align_corpus("vctk", demo_corpus / "VCTK-Corpus", tmp_path / "lab", jobs=jobs)
+    with pytest.raises(ArgumentError, match=r"jobs must be a whole number >= 1"):
+        run_demo(tmp_path / "demo", jobs=jobs, log=lambda _m: None)
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_train_without_steps_or_epochs_is_refused(tmp_path):

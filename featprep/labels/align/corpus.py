@@ -37,6 +37,7 @@ import soundfile as sf
 from ...errors import ArgumentError, CorpusError, Rejected
 from ...io import atomic_write_text, check_output_dir
 from ...records import Rejection, Utterance
+from ...workers import resolve_jobs
 from ..frontend import frontend_labels, merlin_normalise
 from ..hts import HTSLabel, write_hts
 from ..textgrid import write_textgrid
@@ -372,8 +373,7 @@ def align_corpus(
 
     if corpus not in CORPORA:
         raise ArgumentError(f"unknown corpus {corpus!r}; expected one of {list(CORPORA)}")
-    if not isinstance(jobs, int) or isinstance(jobs, bool):
-        raise ArgumentError(f"jobs must be an integer (-1: one per core), found {jobs!r}")
+    jobs = resolve_jobs(jobs)
     resolved = load_recipe(corpus, recipe, [*overrides, "labels.source=align"])
     if not Path(root).is_dir():
         raise CorpusError(f"corpus root {root} does not exist or is not a directory")
@@ -391,7 +391,7 @@ def align_corpus(
         root,
         out,
         resolved,
-        jobs=max(1, jobs if jobs > 0 else (os.cpu_count() or 1)),
+        jobs=jobs,
         textgrid=textgrid,
         log=say,
     )
