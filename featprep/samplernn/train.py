@@ -276,19 +276,30 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def _distributed(dev: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) under torchrun; (0, 1, dev) otherwise."""
+def _distributed(dev: torch.device) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether this call made the process group) under
+    torchrun; (0, 1, dev, False) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, dev
+        return 0, 1, dev, False
     import torch.distributed as dist
 
     if dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
-    if not dist.is_initialized():
+    made = not dist.is_initialized()
+    if made:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return dist.get_rank(), world, dev
+    return dist.get_rank(), world, dev, made
+
+
+def _leave_group() -> None:
+    """Destroy the process group with every rank at the same point (PyTorch asks for it
+    before a process exits), so no rank leaves while a peer still talks to it."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _all_sum(values: list[float], world: int, dev: torch.device) -> list[float]:
@@ -338,7 +349,7 @@ def train(
         if (out / name).exists() and not (out / name).is_file():
             raise OutputError(f"run folder {out} is not writable: {out / name} is not a file")
     remove_dead_temporaries(out)
-    rank, world, dev = _distributed(resolve_device(device))
+    rank, world, dev, own_group = _distributed(resolve_device(device))
     if cfg.batch_size % world:
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {world} processes")
     features = None if cfg.features == "none" else cfg.features
@@ -561,6 +572,8 @@ def train(
         if log_file is not None:
             log_file.close()
             board.close()
+    if own_group:  # every rank ends at the same step, interrupted or not
+        _leave_group()
     if interrupted:
         if rank == 0:
             log(f"interrupted at step {step}: {checkpoint} saved; --resume continues from it")
