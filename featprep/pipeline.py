@@ -330,6 +330,14 @@ def prepare(
 
     found = discover(corpus, root, resolved)
     say(f"discovered {len(found.utterances)} utterances of {len(found.speakers)} speakers in {root}")
+    unknown = [s.id for s in found.speakers if s.gender not in ("M", "F")]
+    if unknown:  # not an error, but their F0 search is wider: say so, and where genders come from
+        say(
+            f"warning: {len(unknown)} speaker(s) of unknown gender ({', '.join(unknown[:10])}"
+            f"{', ...' if len(unknown) > 10 else ''}): F0 is searched over 50-600 Hz, then an octave "
+            "around each one's median; genders come from speaker-info.txt (VCTK) or speakers.gender "
+            "(CMU Arctic)"
+        )
     with tqdm(total=len(found.utterances), unit="hdr", disable=not progress, file=sys.stderr) as bar:
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections

@@ -380,3 +380,18 @@ def test_stages_are_set_up_once_per_run_and_leave_torch_threads_alone(real_arcti
         torch.set_num_threads(before)
     assert report.shards_written == 2
     assert len(loads) == 1 and sorted(setups) == sorted(cls.name for cls in STAGES)
+
+
+def test_speakers_of_unknown_gender_are_named_in_a_warning(demo_corpus, tmp_path):
+    root = tmp_path / "VCTK-Corpus"
+    shutil.copytree(demo_corpus / "VCTK-Corpus", root)
+    said: list[str] = []
+    prepare("vctk", root, tmp_path / "with-info", overrides=NO_LABELS, log=said.append)
+    assert not [line for line in said if "unknown gender" in line]
+    (root / "speaker-info.txt").unlink()  # every gender unknown: it used to pass without a word
+    said.clear()
+    prepare("vctk", root, tmp_path / "without-info", overrides=NO_LABELS, log=said.append)
+    speakers = sorted(s["id"] for s in read_manifest(tmp_path / "without-info")["speakers"])
+    (warning,) = [line for line in said if "unknown gender" in line]
+    expected = f"warning: {len(speakers)} speaker(s) of unknown gender ({', '.join(speakers)})"
+    assert warning.startswith(expected)
