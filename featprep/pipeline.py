@@ -26,13 +26,13 @@ from tqdm import tqdm
 from .acoustic import AcousticStage
 from .audio.stage import AudioStage
 from .check import check
-from .corpora import CORPORA, discover
+from .corpora import discover
 from .errors import ArgumentError, CorpusError, NoValidUtterances, Rejected
 from .io import check_output_dir, dead_temporary, remove_dead_temporaries
 from .labels.stage import LabelStage, LinguisticStage
 from .manifest import write_manifest, write_rejected
 from .pase.stage import PaseStage
-from .recipe import check_recipe_paths, load_recipe
+from .recipe import load_corpus_recipe
 from .records import Rejection, Utterance
 from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
@@ -142,9 +142,7 @@ def process_shard(
     return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
 
 
-def _check_arguments(corpus: str, jobs: int, shard_index: int | None, num_shards: int | None) -> None:
-    if corpus not in CORPORA:
-        raise ArgumentError(f"unknown corpus {corpus!r}; expected one of {list(CORPORA)}")
+def _check_arguments(jobs: int, shard_index: int | None, num_shards: int | None) -> None:
     resolve_jobs(jobs)
     if (shard_index is None) != (num_shards is None):
         raise ArgumentError("shard_index and num_shards (--shard-index, --num-shards) go together")
@@ -317,11 +315,8 @@ def prepare(
     to write.
     """
     say = log or (lambda _msg: None)
-    _check_arguments(corpus, jobs, shard_index, num_shards)
-    resolved = load_recipe(corpus, recipe, overrides)
-    if not Path(root).is_dir():
-        raise CorpusError(f"corpus root {root} does not exist or is not a directory")
-    check_recipe_paths(resolved, root)
+    _check_arguments(jobs, shard_index, num_shards)
+    resolved = load_corpus_recipe(corpus, root, recipe, overrides)
     out = Path(out) if out is not None else Path("manifests") / corpus
     check_output_dir(out)
     remove_dead_temporaries(out)  # of manifest.json or rejected.tsv, by a killed run

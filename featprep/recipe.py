@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import FeatprepError, RecipeError
+from .errors import ArgumentError, CorpusError, FeatprepError, RecipeError
 from .recipe_schema import check_recipe
 
 OPEN_TABLES = ("speakers.gender",)
@@ -139,6 +139,22 @@ def load_recipe(corpus: str, path: str | Path | None = None, overrides: Iterable
         key, value = parse_override(text)
         _set(recipe, key, value, f"--set {text}", origins)
     check_recipe(dict(_flatten(recipe)), origins)
+    return recipe
+
+
+def load_corpus_recipe(
+    corpus: str, root: str | Path, path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> dict[str, Any]:
+    """`load_recipe` for the corpus at ``root``, checked with the files and folders it names
+    (`check_recipe_paths`): what ``prepare`` and ``align`` do before any corpus file is read."""
+    from .corpora import CORPORA
+
+    if corpus not in CORPORA:
+        raise ArgumentError(f"unknown corpus {corpus!r}; expected one of {list(CORPORA)}")
+    recipe = load_recipe(corpus, path, overrides)
+    if not Path(root).is_dir():
+        raise CorpusError(f"corpus root {root} does not exist or is not a directory")
+    check_recipe_paths(recipe, root)
     return recipe
 
 

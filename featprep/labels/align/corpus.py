@@ -34,7 +34,7 @@ import joblib
 import numpy as np
 import soundfile as sf
 
-from ...errors import ArgumentError, CorpusError, Rejected
+from ...errors import CorpusError, Rejected
 from ...io import atomic_write_text, check_output_dir
 from ...records import Rejection, Utterance
 from ...workers import resolve_jobs
@@ -367,17 +367,12 @@ def align_corpus(
     `align_utterances` into ``out``, and write ``out/rejected.tsv`` (every rejection:
     discover, check and alignment)."""
     from ...check import check
-    from ...corpora import CORPORA, discover
+    from ...corpora import discover
     from ...manifest import write_rejected
-    from ...recipe import check_recipe_paths, load_recipe
+    from ...recipe import load_corpus_recipe
 
-    if corpus not in CORPORA:
-        raise ArgumentError(f"unknown corpus {corpus!r}; expected one of {list(CORPORA)}")
     jobs = resolve_jobs(jobs)
-    resolved = load_recipe(corpus, recipe, [*overrides, "labels.source=align"])
-    if not Path(root).is_dir():
-        raise CorpusError(f"corpus root {root} does not exist or is not a directory")
-    check_recipe_paths(resolved, root)
+    resolved = load_corpus_recipe(corpus, root, recipe, [*overrides, "labels.source=align"])
     check_output_dir(Path(out), "label folder")
     root = str(Path(root).resolve())
     found = discover(corpus, root, resolved)
