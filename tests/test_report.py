@@ -259,3 +259,42 @@ def test_bad_input_is_one_line(corpus, tmp_path):
     next((broken / "shards" / "train").glob("*/acoustic.npy")).write_bytes(b"\x93NUMPY")
     _one_line(_featprep("report", broken, "--out", out), "acoustic.npy cannot be read")
     assert not out.exists()
+
+
+def test_examples_without_the_corpus_draw_the_shard_audio(corpus, tmp_path):
+    """A corpus read away from its recordings: the trimmed audio of the shard, placed at its
+    trim point, and the page says so."""
+    moved = tmp_path / "moved"
+    shutil.copytree(corpus, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["corpus_root"] = str(tmp_path / "elsewhere")
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    table = gather.utterance_table(moved, manifest)
+    _, [e], _ = gather.read_shards(moved, manifest, table, gather.pick_examples(table, 1))
+    index, arrays = open_shard(moved / "shards" / e.split / "shard-000000")
+    row = index.set_index("utterance").loc[e.utterance]
+    kept = arrays["audio"][row.audio_offset : row.audio_offset + 80 * row.n_frames]
+    assert e.source.startswith("the shard's trimmed audio only:") and "cannot be read here" in e.source
+    assert e.offset == e.trim[0] == row.raw_trim_start and e.rate == 16000
+    assert np.array_equal(e.audio * 32768, kept)
+    page = write_report(moved, tmp_path / "r.html", examples=1).read_text()
+    assert "the shard&#x27;s trimmed audio only" in page
+
+
+def test_same_corpus_same_page(corpus, tmp_path):
+    first = write_report(corpus, tmp_path / "a.html", examples=1).read_bytes()
+    assert write_report(corpus, tmp_path / "b.html", examples=1).read_bytes() == first
+
+
+def test_statistics_of_other_shards_are_not_shown(corpus, tmp_path):
+    """stats/ that does not fit the shards (a file changed since normstats): the page's
+    statistics come from the shards, and it says why."""
+    copy = tmp_path / "copy"
+    shutil.copytree(corpus, copy)
+    normstats(copy)
+    with open(copy / "stats" / "acoustic.npz", "ab") as f:
+        f.write(b"\0")
+    found = gather.statistics(copy, read_manifest(copy))
+    assert found.source.startswith("merged now from the shards' stats.npz, splits train: stats/ does not fit")
+    assert "stats/acoustic.npz: sha256 differs" in found.source
+    assert set(found.streams) == {"audio", "ling", "ling_num", "acoustic"}

@@ -103,8 +103,7 @@ class StreamSummary:
 @dataclass
 class Statistics:
     streams: dict[str, StreamSummary]
-    source: str  # where they come from, in words
-    splits: list[str]
+    source: str  # where they come from and which splits they count, in words
 
 
 @dataclass
@@ -328,8 +327,10 @@ def statistics(directory: Path, manifest: dict[str, Any]) -> Statistics:
     stats_dir = directory / "stats"
     if (stats_dir / "summary.json").is_file():
         problems = statistics_problems(directory, manifest)
+        summary = {} if problems else json.loads((stats_dir / "summary.json").read_text())
+        if not problems and not isinstance(summary.get("streams"), dict):
+            problems = ["stats/summary.json has no table of streams"]
         if not problems:
-            summary = json.loads((stats_dir / "summary.json").read_text())
             streams = {}
             for stream in summary["streams"]:
                 data = read_npz(stats_dir / f"{stream}.npz", f"run featprep normstats {directory} again")
@@ -340,9 +341,8 @@ def statistics(directory: Path, manifest: dict[str, Any]) -> Statistics:
                     data["count"][g], data["mean"][g], data["std"][g], data["min"][g], data["max"][g],
                     {s: int(data["count"][i].max()) for i, s in enumerate(names) if s != GLOBAL},
                 )  # fmt: skip
-            splits = list(summary["splits"])
             return Statistics(
-                streams, f"stats/ as featprep normstats wrote it (splits {', '.join(splits)})", splits
+                streams, f"stats/ as featprep normstats wrote it (splits {', '.join(summary['splits'])})"
             )
         why = f"stats/ does not fit these shards ({problems[0]})"
     else:
@@ -363,4 +363,4 @@ def statistics(directory: Path, manifest: dict[str, Any]) -> Statistics:
             total.count, total.mean, total.std(), total.minimum, total.maximum,
             {s: int(per[s].count.max()) for s in sorted(per)},
         )  # fmt: skip
-    return Statistics(streams, f"{how}, splits {', '.join(splits)}: {why}", splits)
+    return Statistics(streams, f"{how}, splits {', '.join(splits)}: {why}")
