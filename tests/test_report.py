@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -184,7 +185,7 @@ def test_examples_trim_points_and_phones_match_the_corpus(corpus, demo_corpus):
     manifest = read_manifest(corpus)
     table = gather.utterance_table(corpus, manifest)
     chosen = gather.pick_examples(table, 6)
-    _, examples, source = gather.read_shards(corpus, manifest, table, chosen)
+    _, examples, source = gather.read_shards(corpus, manifest, chosen)
     assert len(examples) == 6 and source.startswith("ling_num")
     shards = [open_shard(path) for _, path in shard_paths(corpus, manifest)]
     for e in examples:
@@ -270,11 +271,18 @@ def test_examples_without_the_corpus_draw_the_shard_audio(corpus, tmp_path):
     manifest["corpus_root"] = str(tmp_path / "elsewhere")
     (moved / "manifest.json").write_text(json.dumps(manifest))
     table = gather.utterance_table(moved, manifest)
-    _, [e], _ = gather.read_shards(moved, manifest, table, gather.pick_examples(table, 1))
+    chosen = gather.pick_examples(table, 1)
+    # where the recording should be, a FIFO: opening it would wait for a writer for ever
+    where = chosen.iloc[0]
+    index, _ = open_shard(shard_paths(moved, manifest)[int(where.shard)][1])
+    fifo = tmp_path / "elsewhere" / index["audio_path"].iloc[int(where.row)]
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    _, [e], _ = gather.read_shards(moved, manifest, chosen)
     index, arrays = open_shard(moved / "shards" / e.split / "shard-000000")
     row = index.set_index("utterance").loc[e.utterance]
     kept = arrays["audio"][row.audio_offset : row.audio_offset + 80 * row.n_frames]
-    assert e.source.startswith("the shard's trimmed audio only:") and "cannot be read here" in e.source
+    assert e.source.startswith("the shard's trimmed audio only:") and "is not a file under" in e.source
     assert e.offset == e.trim[0] == row.raw_trim_start and e.rate == 16000
     assert np.array_equal(e.audio * 32768, kept)
     page = write_report(moved, tmp_path / "r.html", examples=1).read_text()

@@ -43,9 +43,7 @@ def write_report(directory: str | Path, out: str | Path, *, examples: int = 4) -
     check_output_file(out, "report")
     manifest = verify_corpus(directory, hashes=False)
     table = gather.utterance_table(directory, manifest)
-    hist, drawn, phones_from = gather.read_shards(
-        directory, manifest, table, gather.pick_examples(table, examples)
-    )
+    hist, drawn, phones_from = gather.read_shards(directory, manifest, gather.pick_examples(table, examples))
     html = render(
         directory,
         manifest,

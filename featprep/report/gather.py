@@ -161,7 +161,8 @@ def read_rejections(directory: Path) -> Rejections:
                 raise FeatprepError(
                     f"{path}: header {header!r} is not {'/'.join(REJECTED_COLUMNS)} (not written by prepare)"
                 )
-            rows = [dict(zip(REJECTED_COLUMNS, r, strict=False)) for r in reader]
+            # a short row (a hand-edited file) reads as empty fields rather than failing
+            rows = [{c: r[i] if i < len(r) else "" for i, c in enumerate(REJECTED_COLUMNS)} for r in reader]
     except FileNotFoundError:
         return Rejections({}, {}, f"{path.name} is missing: rejections are counted from manifest.json only")
     except (OSError, UnicodeDecodeError) as e:
@@ -259,6 +260,8 @@ def _raw_audio(root: str, row: pd.Series) -> tuple[np.ndarray | None, str]:
         path = inside(root, row["audio_path"], "audio path")
     except CorruptCorpus as e:
         return None, str(e)
+    if not path.is_file():  # gone, or a FIFO or folder that opening would block on or fail
+        return None, f"{row['audio_path']} is not a file under {root}"
     try:
         info = sf.info(str(path))
         if info.samplerate != row["raw_sample_rate"] or info.frames != row["raw_num_samples"]:
@@ -270,7 +273,7 @@ def _raw_audio(root: str, row: pd.Series) -> tuple[np.ndarray | None, str]:
 
 
 def read_shards(
-    directory: Path, manifest: dict[str, Any], table: pd.DataFrame, examples: pd.DataFrame
+    directory: Path, manifest: dict[str, Any], examples: pd.DataFrame
 ) -> tuple[F0Histograms, list[Example], str]:
     """One pass over the shards, one memory-mapped shard at a time: per-speaker F0
     histograms of voiced frames, and the example utterances (with the source of their

@@ -183,9 +183,10 @@ def example_figure(e: Example) -> str:
             ax.axvline(edge, color="#00cc66", lw=2, ls="--")
         ax.axvspan(t0, e.trim[0], color="#ffffff", alpha=0.25)
         ax.axvspan(e.trim[1], t0 + seconds, color="#ffffff", alpha=0.25)
-    for start, end, phone in e.phones:
+    for i, (start, end, phone) in enumerate(e.phones):
         spec.axvline(start, color="#ffffff", lw=0.6, alpha=0.8)
-        if phone:
-            spec.text((start + end) / 2, 7600, phone, color="white", fontsize=7, ha="center", va="top")
+        if phone:  # names on two rows, so that short phones' names do not overlap
+            y = freqs[-1] * (0.97 if i % 2 == 0 else 0.89)
+            spec.text((start + end) / 2, y, phone, color="white", fontsize=7, ha="center", va="top")
     spec.set_xlim(t0, t0 + seconds)
     return png(fig)
