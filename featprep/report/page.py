@@ -81,15 +81,15 @@ def speakers_section(manifest: dict[str, Any]) -> str:
             + [seconds.get(split, 0.0) / 3600 for split in SPLITS]
             + [sum(seconds.values()) / 3600, sum(s.get("utterances", {}).values())]
         )
-    totals = [["all", "", ""] + [sum(r[3 + i] for r in rows) for i in range(len(SPLITS) + 1)]]
-    totals[0].append(sum(r[-1] for r in rows))
+    totals = ["all", "", ""] + [sum(r[i] for r in rows) for i in range(3, len(SPLITS) + 5)]
     return _section(
         "speakers",
         "Hours per speaker and split",
         _p("Trimmed audio kept in the shards, from manifest.json's speaker table."),
         _img(plots.hours_figure(speakers), "minutes per speaker and split"),
         _table(
-            ["speaker", "gender", "role", *(f"{s} h" for s in SPLITS), "total h", "utterances"], rows + totals
+            ["speaker", "gender", "role", *(f"{s} h" for s in SPLITS), "total h", "utterances"],
+            [*rows, totals],
         ),
     )
 
@@ -262,7 +262,7 @@ def statistics_section(manifest: dict[str, Any], stats: Statistics) -> str:
 
 def examples_section(examples: list[Example], phones_from: str) -> str:
     if not examples:
-        return _section("examples", "Example utterances", _p("No utterance drawn (--examples 0)."))
+        return _section("examples", "Example utterances", _p("No utterance drawn (examples 0)."))
     phones = (
         f"Thin white lines: phone boundaries from {phones_from}, at the 5 ms frame resolution of the "
         "features, after trimming (silences merged as the labels were normalised)."
