@@ -26,17 +26,35 @@ from .train import TrainingUtterance
 #: demo, both together beat either alone (bench/align.py)
 DEFAULT_BOOTSTRAP_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
 
+#: synthesised besides the corpus's transcripts: together they hold every phone of
+#: Festival's US phone set (rare ones, oy uh zh aw, several times), so that no phone is
+#: left without a model because the training transcripts happen to lack it
+COVERAGE_TEXTS = (
+    "The boy enjoyed the noise of the toy in the moist soil.",
+    "She took a good look at the wooden hook by the brook.",
+    "The usual measure of pleasure is a casual vision in beige.",
+    "How now, brown cow, out of the house and down the mountain.",
+    "Thank the thin thief for the three things he brought with them.",
+    "Judge Chuck chose a cheap jar of orange juice.",
+    "Ring the king's bell, singing a long song.",
+    "Her early bird heard the first word.",
+    "Yes, you usually yell at yellow yachts.",
+    "Father calls all the dogs to the hot pot, then waits by the gate.",
+)
+
 
 def bootstrap_utterances(
     texts: Sequence[str], *, voices: Sequence[str] = DEFAULT_BOOTSTRAP_VOICES, workdir: Path | None = None
 ) -> list[TrainingUtterance]:
-    """Festival's speech of each distinct text of ``texts`` in each of ``voices`` (at
-    16 kHz, the aligner's rate) with labels timed by its own phone boundaries; each voice
-    is a speaker of its own (CMVN).
+    """Festival's speech of each distinct text of ``texts`` and of `COVERAGE_TEXTS` in
+    each of ``voices`` (at 16 kHz, the aligner's rate) with labels timed by its own phone
+    boundaries; each voice is a speaker of its own (CMVN).
 
     The labels' contexts are the bare phone names (all the aligner needs of them).
     """
-    distinct = list(dict.fromkeys(texts))  # corpora repeat prompts (every VCTK speaker reads the same ones)
+    distinct = list(
+        dict.fromkeys([*texts, *COVERAGE_TEXTS])
+    )  # corpora repeat prompts (every VCTK speaker reads the same ones)
     out = []
     for voice in voices:
         out += _synthesise(voice, distinct, workdir)

@@ -34,6 +34,7 @@ import joblib
 import numpy as np
 import soundfile as sf
 
+from ...audio.levels import check_levels
 from ...errors import CorpusError, Rejected
 from ...io import atomic_write_text, check_output_dir
 from ...records import Rejection, Utterance
@@ -118,15 +119,24 @@ def _file_keys(utterances: list[Utterance], root: str) -> list[list[Any]]:
     return keys
 
 
-def read_audio(utt: Utterance, root: str) -> tuple[np.ndarray, int]:
+#: the ``[clean]`` keys of the level checks the aligner runs before it aligns
+LEVEL_KEYS = ("near_silent_dbfs", "clip_level", "clipping_fraction")
+
+
+def read_audio(utt: Utterance, root: str, clean: dict[str, Any] | None = None) -> tuple[np.ndarray, int]:
     """Mono audio of ``utt`` (channels averaged); `Rejected` when it cannot be decoded
-    (``unreadable_audio``) or holds NaN or infinite samples (``nan_inf``)."""
+    (``unreadable_audio``) or holds NaN or infinite samples (``nan_inf``), and, given the
+    recipe's ``clean`` table, when prepare's level checks would refuse it (clipping,
+    silence: `check_levels`), so that it is not aligned, scored or rejected as an
+    outlier for what is a recording fault."""
     try:
         audio, sr = sf.read(Path(root) / utt.audio_path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise Rejected("unreadable_audio", f"cannot decode {utt.audio_path}: {e}") from None
     if not np.isfinite(audio).all():
         raise Rejected("nan_inf", f"{utt.audio_path} has NaN or infinite samples")
+    if clean is not None:
+        check_levels(audio, **{k: clean[k] for k in LEVEL_KEYS})
     return audio.mean(axis=1), sr
 
 
@@ -162,11 +172,16 @@ def model_fingerprint(utterances: list[Utterance], root: str, recipe: dict[str, 
     subset = training_subset(utterances, cfg["train_utterances_per_speaker"])
     training = {k: cfg[k] for k in TRAINING_KEYS}
     labels = {k: recipe["labels"][k] for k in ("voice", "max_text_chars")}
-    return _digest([VERSION, training, labels, _file_keys(subset, root)])
+    levels = {k: recipe["clean"][k] for k in LEVEL_KEYS}
+    return _digest([VERSION, training, labels, levels, _file_keys(subset, root)])
 
 
 def _training_utterances(
-    subset: list[Utterance], fronts: dict[str, HTSLabel | Rejected], root: str, say: Callable[[str], None]
+    subset: list[Utterance],
+    fronts: dict[str, HTSLabel | Rejected],
+    root: str,
+    clean: dict[str, Any],
+    say: Callable[[str], None],
 ) -> Iterator[TrainingUtterance]:
     """The subset's audio and front-end labels, one utterance at a time (the trainer keeps
     features, not audio); utterances Festival or the decoder refuse are left out."""
@@ -175,7 +190,7 @@ def _training_utterances(
         try:
             if isinstance(front, Rejected):
                 raise front
-            audio, sr = read_audio(u, root)
+            audio, sr = read_audio(u, root, clean)
         except Rejected as r:
             say(f"{u.id} left out of training: {r.code}: {r.detail}")
             continue
@@ -198,7 +213,10 @@ def _train(
     say(f"training the aligner on {len(subset)} utterances")
     try:
         return train_aligner(
-            _training_utterances(subset, fronts, root, say), training_config(cfg), say, bootstrap=bootstrap
+            _training_utterances(subset, fronts, root, recipe["clean"], say),
+            training_config(cfg),
+            say,
+            bootstrap=bootstrap,
         )
     except ValueError:
         raise CorpusError(f"no utterance of {root} could be used to train the aligner") from None
@@ -249,7 +267,7 @@ def _align_speaker(
         try:
             if u.id in fronts and isinstance(fronts[u.id], Rejected):
                 raise fronts[u.id]
-            features[u.id] = mfcc_features(*read_audio(u, root))
+            features[u.id] = mfcc_features(*read_audio(u, root, recipe["clean"]))
         except Rejected as r:
             if u.id in fronts:
                 rejected[u.id] = (r.code, r.detail)
@@ -328,7 +346,8 @@ def align_utterances(
     chosen = sorted(only) if only is not None else None
     todo = []
     for speaker, utts in sorted(by_speaker.items()):
-        fp = _digest([model_fp, recipe["align"], textgrid, chosen, _file_keys(utts, root)])
+        levels = {k: recipe["clean"][k] for k in LEVEL_KEYS}
+        fp = _digest([model_fp, recipe["align"], levels, textgrid, chosen, _file_keys(utts, root)])
         if record["speakers"].get(speaker, {}).get("fingerprint") == fp:
             result.speakers_reused += 1
         else:
