@@ -23,6 +23,7 @@ from featprep.dataset import ShardDataset
 from featprep.demo import DEMO_LABELS, DEMO_PASE
 from featprep.errors import ArgumentError, CorruptCorpus, OutputError
 from featprep.export import export_kaldi, export_lhotse
+from featprep.export.kaldi import segment_time
 from featprep.integrity import check_corpus
 from featprep.io import sha256_file
 from featprep.manifest import read_manifest
@@ -105,7 +106,7 @@ def test_kaldi_round_trip(corpus, kaldi):
         wavs = {rec: sf.read(path, dtype="int16")[0] for rec, path in _table(folder / "wav.scp")}
         for line in (folder / "segments").read_text().splitlines():
             utt, rec, start, end = line.split()
-            samples = wavs[rec][round(float(start) * 16000) : round(float(end) * 16000)]
+            samples = wavs[rec][_kaldi_sample(start) : _kaldi_sample(end)]
             np.testing.assert_array_equal(samples, mine[utt]["audio"])  # bit for bit
 
         for stream in ("acoustic", "ling"):
@@ -130,6 +131,21 @@ def test_kaldi_round_trip(corpus, kaldi):
                 assert np.abs((rows - mean).mean(axis=0)).max() < 1e-9
         assert (folder / "feats.scp").read_text() == (folder / "feats_acoustic.scp").read_text()
         assert (folder / "cmvn.scp").read_text() == (folder / "cmvn_acoustic.scp").read_text()
+
+
+def _kaldi_sample(time: str) -> int:
+    """The sample Kaldi's extract-segments cuts at: ``int32 start_samp = start * samp_freq``
+    (double, truncated); readers that round (lhotse) must find the same sample."""
+    sample = int(float(time) * 16000.0)
+    assert round(float(time) * 16000) == sample
+    return sample
+
+
+def test_segment_times_cut_at_the_exact_sample():
+    """Every 5 ms boundary of an hour: truncated (Kaldi) and rounded, the same sample
+    (plain three-decimal times such as 1.005 s truncate to the sample before)."""
+    for sample in range(0, 16000 * 3600, 80):
+        assert _kaldi_sample(segment_time(sample)) == sample
 
 
 def test_kaldi_archives_are_deterministic(corpus, kaldi, tmp_path):

@@ -3,8 +3,7 @@ written under a temporary name and renamed when complete, and the shards' audio 
 
 Each shard's ``audio.npy`` becomes one 16 kHz 16-bit WAV file holding exactly its samples
 (``OUT/audio/<split>-shard-NNNNNN.wav``); an utterance is a span of it, ``audio_offset``
-samples in, ``80 x n_frames`` long, so its start and end in seconds are multiples of 5 ms
-that both toolkits turn back into the exact sample numbers.
+samples in, ``80 x n_frames`` long.
 """
 
 from __future__ import annotations
@@ -41,14 +40,6 @@ class ShardAudio:
     @property
     def num_samples(self) -> int:
         return len(self.arrays["audio"])
-
-
-def seconds(samples: int) -> str:
-    """``samples`` at 16 kHz in seconds, written exactly: offsets are multiples of 80 samples
-    (5 ms), so three decimals hold them and ``round(seconds * 16000)`` gives them back."""
-    if samples % 80:
-        raise ValueError(f"{samples} samples is not a multiple of 5 ms")
-    return f"{samples / SAMPLE_RATE:.3f}"
 
 
 def check_export(directory: str | Path, out: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -119,10 +110,35 @@ def write_wavs(shards: list[ShardAudio], tmp: Path, final: Path) -> None:
         sf.write(target, np.asarray(shard.arrays["audio"]), SAMPLE_RATE, subtype="PCM_16", format="WAV")
 
 
-def utterance_rows(shard: ShardAudio) -> Iterator[tuple[Any, int, int]]:
-    """(index row, first sample, number of samples) of each utterance of the shard."""
-    for row in shard.index.itertuples():
-        yield row, int(row.audio_offset), 80 * int(row.n_frames)
+@dataclass
+class Span:
+    """One utterance of a shard: its index row, and samples [start, start + count) of the
+    shard's audio."""
+
+    shard: ShardAudio
+    row: Any
+    start: int
+    count: int
+
+    @property
+    def id(self) -> str:
+        return self.row.utterance
+
+    @property
+    def speaker(self) -> str:
+        return self.row.speaker
+
+    def frames(self, stream: str) -> np.ndarray:
+        """The utterance's rows of a 5 ms frame stream."""
+        first = int(self.row.frame_offset)
+        return np.asarray(self.shard.arrays[stream][first : first + int(self.row.n_frames)])
+
+
+def utterance_spans(shard: ShardAudio) -> list[Span]:
+    """The utterances of the shard, in its order."""
+    return [
+        Span(shard, row, int(row.audio_offset), 80 * int(row.n_frames)) for row in shard.index.itertuples()
+    ]
 
 
 def one_line(text: str) -> str:

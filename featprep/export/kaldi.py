@@ -22,16 +22,17 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .. import SAMPLE_RATE
 from ..errors import ArgumentError
 from .common import (
     ShardAudio,
+    Span,
     check_export,
     export_folder,
     genders,
     one_line,
-    seconds,
     shards_with_audio,
-    utterance_rows,
+    utterance_spans,
     write_wavs,
 )
 
@@ -119,24 +120,21 @@ def _write_split(
 ) -> None:
     """One Kaldi data directory (``folder``, renamed to ``final`` with the export)."""
     folder.mkdir()
-    rows = sorted(
-        (
-            (row.utterance, row.speaker, shard, row, start, count)
-            for shard in shards
-            for row, start, count in utterance_rows(shard)
-        ),
-        key=lambda r: r[0],
-    )  # Kaldi's tables are sorted by key in C order; ids are ASCII (featprep's bad_id)
+    # Kaldi's tables are sorted by key in C order (ids are ASCII: featprep's bad_id)
+    spans = sorted((span for shard in shards for span in utterance_spans(shard)), key=lambda u: u.id)
     speakers: dict[str, list[str]] = {}
-    for utt, speaker, *_ in rows:
-        speakers.setdefault(speaker, []).append(utt)
+    for u in spans:
+        speakers.setdefault(u.speaker, []).append(u.id)
     tables = {
         "wav.scp": [f"{s.recording} {s.wav}" for s in sorted(shards, key=lambda s: s.recording)],
-        "segments": [f"{u} {sh.recording} {seconds(a)} {seconds(a + n)}" for u, _, sh, _, a, n in rows],
-        "text": [f"{u} {one_line(r.text)}" for u, _, _, r, _, _ in rows],
-        "utt2spk": [f"{u} {s}" for u, s, *_ in rows],
+        "segments": [
+            f"{u.id} {u.shard.recording} {segment_time(u.start)} {segment_time(u.start + u.count)}"
+            for u in spans
+        ],
+        "text": [f"{u.id} {one_line(u.row.text)}" for u in spans],
+        "utt2spk": [f"{u.id} {u.speaker}" for u in spans],
         "spk2utt": [f"{s} {' '.join(utts)}" for s, utts in sorted(speakers.items())],
-        "utt2num_frames": [f"{u} {r.n_frames}" for u, _, _, r, _, _ in rows],
+        "utt2num_frames": [f"{u.id} {u.row.n_frames}" for u in spans],
     }
     unknown = [s for s in sorted(speakers) if gender_of.get(s) not in ("M", "F")]
     if unknown:  # Kaldi's validate_data_dir.sh wants spk2gender for every speaker or none
@@ -145,34 +143,42 @@ def _write_split(
         tables["spk2gender"] = [f"{s} {gender_of[s].lower()}" for s in sorted(speakers)]
     if streams:
         tables["frame_shift"] = [str(FRAME_SHIFT_SECONDS)]
+        (folder / "data").mkdir()
+    for i, stream in enumerate(streams):
+        feats, cmvn = _write_stream(folder / "data", final / "data", spans, stream)
+        for name, lines in ((f"feats_{stream}.scp", feats), (f"cmvn_{stream}.scp", cmvn)):
+            tables[name] = lines
+            if i == 0:  # the first stream is the data directory's features
+                tables[name.replace(f"_{stream}", "")] = lines
     for name, lines in tables.items():
         (folder / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
-    if streams:
-        (folder / "data").mkdir()
-    for i, stream in enumerate(streams):
-        feats, cmvn = f"feats_{stream}", f"cmvn_{stream}"
-        stats: dict[str, np.ndarray] = {}
-        with open(folder / "data" / f"{feats}.ark", "wb") as ark:
-            lines = []
-            for utt, speaker, shard, row, _, _ in rows:
-                x = np.asarray(shard.arrays[stream][row.frame_offset : row.frame_offset + row.n_frames])
-                offset = write_matrix(ark, utt, x.astype("<f4", copy=False))
-                lines.append(f"{utt} {final / 'data' / f'{feats}.ark'}:{offset}")
-                acc = stats.setdefault(speaker, np.zeros((2, x.shape[1] + 1)))
-                _accumulate_cmvn(acc, x)
-        scp = [("feats", lines)]
-        with open(folder / "data" / f"{cmvn}.ark", "wb") as ark:
-            cmvn_lines = [
-                f"{s} {final / 'data' / f'{cmvn}.ark'}:{write_matrix(ark, s, stats[s])}"
-                for s in sorted(stats)
-            ]
-        scp.append(("cmvn", cmvn_lines))
-        for kind, lines in scp:
-            text = "".join(line + "\n" for line in lines)
-            (folder / f"{kind}_{stream}.scp").write_text(text)
-            if i == 0:
-                (folder / f"{kind}.scp").write_text(text)
+
+def _write_stream(data: Path, final: Path, spans: list[Span], stream: str) -> tuple[list[str], list[str]]:
+    """``feats_<stream>.ark`` (float32 per utterance) and ``cmvn_<stream>.ark`` (per speaker,
+    over exactly those frames) in ``data``; returns their ``.scp`` lines (paths in ``final``)."""
+    stats: dict[str, np.ndarray] = {}
+    feats = []
+    with open(data / f"feats_{stream}.ark", "wb") as ark:
+        for u in spans:
+            x = u.frames(stream).astype(np.float32, copy=False)
+            feats.append(f"{u.id} {final / f'feats_{stream}.ark'}:{write_matrix(ark, u.id, x)}")
+            _accumulate_cmvn(stats.setdefault(u.speaker, np.zeros((2, x.shape[1] + 1))), x)
+    with open(data / f"cmvn_{stream}.ark", "wb") as ark:
+        cmvn = [f"{s} {final / f'cmvn_{stream}.ark'}:{write_matrix(ark, s, stats[s])}" for s in sorted(stats)]
+    return feats, cmvn
+
+
+def segment_time(sample: int) -> str:
+    """The time of a 16 kHz sample for ``segments``: a quarter of a sample after it,
+    written exactly (offsets are multiples of 80 samples, so 9 decimals hold it).
+
+    Kaldi's ``extract-segments`` truncates ``time * 16000`` (in double) to a sample number,
+    so the plain time of sample 16080, 1.005 s (the double just below), gives 16079; a
+    quarter of a sample later truncates and rounds (lhotse) to the sample itself."""
+    if sample % 80:
+        raise ValueError(f"sample {sample} is not on the 5 ms grid")
+    return f"{(sample + 0.25) / SAMPLE_RATE:.9f}"
 
 
 def _accumulate_cmvn(acc: np.ndarray, x: np.ndarray) -> None:

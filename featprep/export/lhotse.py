@@ -20,12 +20,13 @@ from typing import Any
 from .. import SAMPLE_RATE
 from .common import (
     ShardAudio,
+    Span,
     check_export,
     export_folder,
     genders,
     one_line,
     shards_with_audio,
-    utterance_rows,
+    utterance_spans,
     write_wavs,
 )
 
@@ -70,9 +71,7 @@ def export_lhotse(directory: str | Path, out: str | Path) -> LhotseExport:
             members = [s for s in shards if s.split == split]
             recordings = [_recording(s) for s in members]
             by_id = {r["id"]: r for r in recordings}
-            supervisions = [
-                _supervision(s, row, a, n, gender_of) for s in members for row, a, n in utterance_rows(s)
-            ]
+            supervisions = [_supervision(u, gender_of) for s in members for u in utterance_spans(s)]
             cuts = [_cut(sup, by_id[sup["recording_id"]]) for sup in supervisions]
             result.utterances[split] = len(supervisions)
             result.files[split] = []
@@ -96,21 +95,19 @@ def _recording(shard: ShardAudio) -> dict[str, Any]:
     }
 
 
-def _supervision(
-    shard: ShardAudio, row: Any, start: int, count: int, gender_of: dict[str, str]
-) -> dict[str, Any]:
-    gender = gender_of.get(row.speaker)
+def _supervision(u: Span, gender_of: dict[str, str]) -> dict[str, Any]:
+    gender = gender_of.get(u.speaker)
     return {
-        "id": row.utterance,
-        "recording_id": shard.recording,
-        "start": start / SAMPLE_RATE,
-        "duration": count / SAMPLE_RATE,
+        "id": u.id,
+        "recording_id": u.shard.recording,
+        "start": u.start / SAMPLE_RATE,
+        "duration": u.count / SAMPLE_RATE,
         "channel": 0,
-        "text": one_line(row.text),
+        "text": one_line(u.row.text),
         "language": "English",
-        "speaker": row.speaker,
+        "speaker": u.speaker,
         **({"gender": gender} if gender in ("M", "F") else {}),
-        "custom": {"split": row.split, "shard": shard.name, "n_frames": int(row.n_frames)},
+        "custom": {"split": u.row.split, "shard": u.shard.name, "n_frames": int(u.row.n_frames)},
     }
 
 
