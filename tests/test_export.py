@@ -10,6 +10,8 @@ import gzip
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import kaldiio
@@ -22,7 +24,7 @@ import torch
 from featprep.dataset import ShardDataset
 from featprep.demo import DEMO_LABELS, DEMO_PASE
 from featprep.errors import ArgumentError, CorruptCorpus, OutputError
-from featprep.export import export_kaldi, export_lhotse
+from featprep.export import common, export_kaldi, export_lhotse
 from featprep.export.kaldi import segment_time
 from featprep.integrity import check_corpus
 from featprep.io import sha256_file
@@ -232,6 +234,14 @@ def test_exports_refuse_bad_input(corpus, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
+def test_a_shard_too_long_for_a_wav_file(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "WAV_MAX_SAMPLES", 16000)  # 1 s instead of 37 h
+    for run in (export_kaldi, export_lhotse):
+        with pytest.raises(OutputError, match="more than a WAV file holds"):
+            run(corpus, tmp_path / "out")
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_a_damaged_corpus_is_not_exported(corpus, tmp_path):
     copy = Path(shutil.copytree(corpus, tmp_path / "arctic"))
     audio = copy / read_manifest(copy)["shards"][0]["name"] / "audio.npy"
@@ -256,6 +266,19 @@ def test_export_commands(corpus, tmp_path):
         featprep("export", "kaldi", corpus, tmp_path / "k2", "--streams", "pase"), "streams ['pase']"
     )
     _one_error_line(featprep("export", "lhotse", tmp_path / "nothing", tmp_path / "x"), "prepare first")
+
+
+def test_the_exports_import_neither_toolkit(corpus, tmp_path):
+    code = (
+        "import sys; from featprep.export import export_kaldi, export_lhotse; "
+        "export_kaldi(sys.argv[1], sys.argv[2]); export_lhotse(sys.argv[1], sys.argv[3]); "
+        "print(sorted({'lhotse', 'kaldiio'} & set(sys.modules)))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, corpus, tmp_path / "k", tmp_path / "l"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
 
 
 # -- utterances.parquet and ShardDataset -------------------------------------------------------

@@ -68,8 +68,8 @@ def export_folder(final: Path) -> Iterator[Path]:
     when the block ends (an empty ``final`` is replaced), removed if it raises: a killed or
     failed export leaves nothing that looks complete. Temporaries of killed exports go first."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    for old in final.parent.glob(f".{final.name}.tmp-*"):
-        if dead_temporary(old) and old.is_dir():
+    for old in final.parent.iterdir():
+        if old.name.startswith(f".{final.name}.tmp-") and dead_temporary(old) and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     tmp = final.with_name(temporary_name(final.name))
     shutil.rmtree(tmp, ignore_errors=True)
@@ -83,13 +83,24 @@ def export_folder(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: the most 16-bit samples a WAV file holds (its sizes are 32-bit byte counts)
+WAV_MAX_SAMPLES = (2**32 - 1 - 44) // 2
+
+
 def shards_with_audio(directory: str | Path, manifest: dict[str, Any], final: Path) -> list[ShardAudio]:
-    """The manifest's shards that hold utterances, opened (memory-mapped), in manifest order."""
+    """The manifest's shards that hold utterances, opened (memory-mapped), in manifest order.
+
+    Raises `OutputError` for a shard with more audio than a WAV file holds (37 hours)."""
     out = []
     for shard, path in shard_paths(directory, manifest):
         if not shard["rows"]:
             continue
         index, arrays = open_shard(path)
+        if len(arrays["audio"]) > WAV_MAX_SAMPLES:
+            raise OutputError(
+                f"{shard['name']} holds {len(arrays['audio']) / SAMPLE_RATE / 3600:.1f} h of audio, more "
+                "than a WAV file holds (37 h): prepare again with a smaller shards.max_seconds"
+            )
         recording = shard["name"].removeprefix("shards/").replace("/", "-")
         out.append(
             ShardAudio(

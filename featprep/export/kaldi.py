@@ -100,8 +100,8 @@ def export_kaldi(
         )
     result = KaldiExport(final, streams=streams)
     gender_of = genders(manifest)
+    shards = shards_with_audio(directory, manifest, final)
     with export_folder(final) as tmp:
-        shards = shards_with_audio(directory, manifest, final)
         write_wavs(shards, tmp, final)
         for split in dict.fromkeys(s.split for s in shards):
             members = [s for s in shards if s.split == split]

@@ -64,8 +64,8 @@ def export_lhotse(directory: str | Path, out: str | Path) -> LhotseExport:
     prefix = manifest["corpus"]
     gender_of = genders(manifest)
     result = LhotseExport(final)
+    shards = shards_with_audio(directory, manifest, final)
     with export_folder(final) as tmp:
-        shards = shards_with_audio(directory, manifest, final)
         write_wavs(shards, tmp, final)
         for split in dict.fromkeys(s.split for s in shards):
             members = [s for s in shards if s.split == split]
