@@ -186,6 +186,49 @@ def validate(directory: Path) -> None:
     click.echo(f"{directory}: ok")
 
 
+@main.group()
+def export() -> None:
+    """Hand a prepared corpus to another toolkit (Kaldi, lhotse)."""
+
+
+@export.command("kaldi")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--streams",
+    default=None,
+    help="Comma-separated feature streams, the first as feats.scp [default: acoustic]; '' for none.",
+)
+@_reports_errors
+def export_kaldi(directory: Path, out: Path, streams: str | None) -> None:
+    """Kaldi data directories (OUT/<split>/: wav.scp, segments, text, utt2spk, spk2utt,
+    spk2gender, feats.scp, cmvn.scp) of the prepared corpus DIRECTORY.
+
+    Example: featprep export kaldi manifests/vctk data/vctk
+    """
+    from .export import export_kaldi as run
+
+    chosen = None if streams is None else tuple(s.strip() for s in streams.split(",") if s.strip())
+    for line in run(directory, out, streams=chosen).lines():
+        click.echo(line)
+
+
+@export.command("lhotse")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@_reports_errors
+def export_lhotse(directory: Path, out: Path) -> None:
+    """lhotse recordings, supervisions and cuts (OUT/<corpus>_<kind>_<split>.jsonl.gz) of the
+    prepared corpus DIRECTORY.
+
+    Example: featprep export lhotse manifests/vctk data/vctk-lhotse
+    """
+    from .export import export_lhotse as run
+
+    for line in run(directory, out).lines():
+        click.echo(line)
+
+
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The HTML file to write.")

@@ -16,6 +16,8 @@ line). It checks, for the shards of the splits asked for:
   with their own clock;
 - the arrays: readable, of the manifest's dtype and width, with exactly the rows the
   index adds up to (so every offset is in bounds);
+- ``utterances.parquet`` (the corpus-wide table, listed under the manifest's ``files``):
+  present, its sha256; with ``full``, its rows equal to the shards' indexes;
 - with ``full`` (validate): every float value finite, shard folders the manifest does
   not list, and the normalisation statistics (`statistics_problems`).
 """
@@ -34,11 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import FRAME_SHIFT
 from .errors import CorruptCorpus
 from .io import inside, sha256_file
-from .manifest import read_manifest
+from .manifest import read_manifest, utterance_table
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 #: files hashed at once (bounded: more threads than disks only add seeks)
@@ -116,6 +119,7 @@ def _check(
     for shard, path in chosen:
         found = _shard_problems(path, shard, manifest, speakers, seen, digests, full)
         problems += [f"{shard['name']}: {p}" for p in found]
+    problems += _table_problems(directory, manifest, hashes, full and not problems)
     if full:
         problems += _unlisted_shards(directory, manifest)
         if (directory / "stats").exists():
@@ -187,6 +191,39 @@ def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
     audio = manifest.get("audio")
     if not isinstance(audio, dict) or not _is_dtype(audio.get("dtype")):
         out.append("audio has no dtype")
+    files = manifest.get("files", {})  # manifests before utterances.parquet have none
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        out.append("files is not a table of file name -> sha256")
+    return out
+
+
+def _table_problems(directory: Path, manifest: dict[str, Any], hashes: bool, compare: bool) -> list[str]:
+    """The files beside manifest.json that it lists (``utterances.parquet``): present, their
+    sha256; with ``compare``, the table's rows against the shards' indexes."""
+    out = []
+    for name, digest in sorted(manifest.get("files", {}).items()):
+        try:
+            path = inside(directory, name, "file name")
+        except CorruptCorpus as e:
+            out.append(f"manifest.json: {e}")
+            continue
+        if not path.is_file():
+            out.append(f"{name}: missing")
+        elif hashes and sha256_file(path) != digest:
+            out.append(f"{name}: sha256 differs from manifest.json")
+        elif compare and name == "utterances.parquet":
+            names = [s["name"] for s in manifest["shards"]]
+            try:
+                table = pq.read_table(path)
+                expected = utterance_table(
+                    names,
+                    [pq.read_table(inside(directory, n, "shard name") / "index.parquet") for n in names],
+                )
+            except (OSError, ValueError, pa.ArrowException, CorruptCorpus) as e:
+                out.append(f"{name} cannot be read: {_one_line(e)}")
+                continue
+            if not table.equals(expected):
+                out.append(f"{name}: its rows differ from the shards' index.parquet files")
     return out
 
 

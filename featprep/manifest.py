@@ -2,8 +2,10 @@
 
 manifest.json records the recipe as resolved, tool versions, the audio and feature
 specs, the index columns, the speaker table with roles and per-split counts, the split
-summary, the rejection counts and every shard with its row counts and the sha256 of each
-of its files. It holds no time stamp: the same inputs give the same manifest.
+summary, the rejection counts, every shard with its row counts and the sha256 of each
+of its files, and the sha256 of ``utterances.parquet`` (every kept utterance: the shards'
+indexes in one table, with the shard and the duration). It holds no time stamp: the same
+inputs give the same manifest.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import FRAME_SHIFT, SAMPLE_RATE, __version__
 from .errors import OutputError
-from .io import atomic_write_text, inside
+from .io import atomic_path, atomic_write_text, inside, sha256_file
 from .records import Rejection, Speaker, Utterance
 
 FORMAT = "featprep-manifest"
 FORMAT_VERSION = 1
 REJECTED_COLUMNS = ("utterance", "speaker", "stage", "code", "detail", "path")
+#: the corpus-wide table of kept utterances, beside manifest.json
+UTTERANCES = "utterances.parquet"
 
 
 def tool_versions() -> dict[str, str]:
@@ -82,8 +87,12 @@ def write_manifest(
 
     kept: dict[str, Counter] = defaultdict(Counter)
     seconds: dict[str, Counter] = defaultdict(Counter)
+    indexes = []
     for shard in shards:
-        _count_speakers(inside(path.parent, shard["name"], "shard name"), kept, seconds)
+        index = pq.read_table(inside(path.parent, shard["name"], "shard name") / "index.parquet")
+        _count_speakers(index, kept, seconds)
+        indexes.append(index)
+    table_digest = write_utterances(path.parent / UTTERANCES, [s["name"] for s in shards], indexes)
     speaker_rows = []
     for s in speakers:
         row = s.to_dict()
@@ -121,16 +130,35 @@ def write_manifest(
             {k: shard[k] for k in ("name", "split", "rows", "frames", "samples", "seconds", "files")}
             for shard in shards
         ],
+        "files": {UTTERANCES: table_digest},
     }
     atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
     return manifest
 
 
-def _count_speakers(shard: Path, kept: dict[str, Counter], seconds: dict[str, Counter]) -> None:
-    index = pq.read_table(shard / "index.parquet", columns=["speaker", "split", "n_frames"]).to_pylist()
-    for row in index:
+def _count_speakers(index: pa.Table, kept: dict[str, Counter], seconds: dict[str, Counter]) -> None:
+    for row in index.select(["speaker", "split", "n_frames"]).to_pylist():
         kept[row["speaker"]][row["split"]] += 1
         seconds[row["speaker"]][row["split"]] += row["n_frames"] * FRAME_SHIFT / SAMPLE_RATE
+
+
+def utterance_table(names: list[str], indexes: list[pa.Table]) -> pa.Table:
+    """The shards' indexes in manifest order as one table: ``shard`` (its name), the index
+    columns, and ``duration`` (seconds of 16 kHz audio, ``n_frames`` x 5 ms)."""
+    parts = []
+    for name, index in zip(names, indexes, strict=True):
+        shard = pa.array([name] * len(index), pa.string())
+        parts.append(index.add_column(0, "shard", shard))
+    table = pa.concat_tables(parts)
+    duration = pc.multiply(table["n_frames"].cast(pa.float64()), FRAME_SHIFT / SAMPLE_RATE)
+    return table.append_column("duration", duration)
+
+
+def write_utterances(path: Path, names: list[str], indexes: list[pa.Table]) -> str:
+    """Write `utterance_table` atomically to ``path``; returns its sha256 for the manifest."""
+    with atomic_path(path) as tmp:
+        pq.write_table(utterance_table(names, indexes), tmp)
+    return sha256_file(path)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:

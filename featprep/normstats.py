@@ -9,7 +9,8 @@ leaks from valid or test) and writes under ``<dir>/stats/``:
   ``min_frames`` rows, whose normaliser uses the global statistics;
 - ``summary.json``: the same in words and numbers, warnings included;
 - ``cmvn_<stream>.ark``: Kaldi CMVN statistics per speaker (text archive of 2 x (D+1)
-  matrices: sums with the count last, sums of squares).
+  matrices: sums with the count last, sums of squares), scaled so that Kaldi's mean and
+  variance of each column are featprep's (``lf0``: over voiced frames).
 
 ``recompute`` rebuilds everything from the arrays themselves and checks that it agrees.
 """
@@ -96,8 +97,15 @@ def speaker_constant_columns(stats: Any) -> np.ndarray:
 
 
 def _kaldi_matrix(m: Moments) -> str:
-    sums = np.append(m.mean * m.count, m.count.max() if m.count.size else 0.0)
-    squares = np.append(m.m2 + m.count * m.mean**2, 0.0)
+    """Kaldi CMVN statistics that give featprep's mean and variance of every column.
+
+    Kaldi reads one frame count N for all columns (mean = sum / N, variance = sum of
+    squares / N - mean^2), while a column may count fewer rows (acoustic's ``lf0``: voiced
+    frames only): each column's sums are written as its mean and mean square times N, the
+    plain sums where the column counts every row."""
+    n = m.count.max() if m.count.size else 0.0
+    sums = np.append(m.mean * n, n)
+    squares = np.append((m.variance + m.mean**2) * n, 0.0)
     row = lambda v: " ".join(repr(float(x)) for x in v)  # noqa: E731
     return f"[\n  {row(sums)}\n  {row(squares)} ]"
 

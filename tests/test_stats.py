@@ -148,6 +148,24 @@ def test_kaldi_cmvn_export(corpus):
     np.testing.assert_allclose(squares[:-1], (x**2).sum(axis=0), rtol=1e-10, atol=1e-6)
 
 
+def test_kaldi_cmvn_means_what_featprep_means(corpus):
+    """Kaldi reads one frame count for every column; lf0's statistics count voiced frames
+    only, so its sums are scaled to that count: Kaldi's mean and variance are featprep's."""
+    normstats(corpus, min_frames=0)
+    text = (corpus / "stats" / "cmvn_acoustic.ark").read_text()
+    speaker, body = text.split("]")[0].split("[")
+    sums, squares = (np.array(line.split(), float) for line in body.strip().splitlines())
+    x = _train_rows(corpus, "acoustic")[speaker.strip()]
+    mean = sums[:-1] / sums[-1]
+    variance = squares[:-1] / sums[-1] - mean**2
+    voiced = x[x[:, 1] > 0.5, 0]
+    assert sums[-1] == len(x) and len(voiced) < len(x)
+    np.testing.assert_allclose(mean[0], voiced.mean(), rtol=1e-9)
+    np.testing.assert_allclose(variance[0], voiced.var(), rtol=1e-6)
+    np.testing.assert_allclose(mean[1:], x[:, 1:].mean(axis=0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(variance[1:], x[:, 1:].var(axis=0), rtol=1e-6, atol=1e-9)
+
+
 def test_merge_is_order_free(corpus):
     parts = [
         load_statistics(corpus / s["name"] / "stats.npz")
