@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,16 @@ def test_every_label_is_state_aligned_and_spans_its_audio(aligned, wrong_corpus,
         assert label.start[0] == 0 and np.array_equal(label.start[1:], label.end[:-1])
         assert label.end[-1] == num_frames(info.frames, info.samplerate) * 50_000
         grid = read_textgrid(lab.with_suffix(".TextGrid"))
-        assert list(grid) == ["phones"] and grid["phones"][-1][1] == pytest.approx(label.end[-1] / 1e7)
+        assert list(grid) == ["words", "phones"]
+        assert grid["phones"][-1][1] == pytest.approx(label.end[-1] / 1e7)
+        # words tile the utterance on phone boundaries; their spellings are the transcript's
+        words, phones = grid["words"], grid["phones"]
+        assert words[0][0] == 0 and words[-1][1] == phones[-1][1]
+        assert all(a[1] == b[0] for a, b in zip(words, words[1:], strict=False))
+        assert {round(e, 6) for _, e, _ in words} <= {round(e, 6) for _, e, _ in phones}
+        folded = unicodedata.normalize("NFKD", row["text"]).encode("ascii", "ignore").decode().lower()
+        spelled = [w.lower() for *_, w in words if w]
+        assert len(spelled) >= len(folded.split()) - 1 and all(w in folded for w in spelled), spelled
         assert row["utterance"] in result.scores
     assert (out / MODEL).is_file()
 
@@ -69,9 +79,11 @@ def test_wrong_transcript_is_rejected_as_align_outlier(aligned):
     assert rejected[WRONG].code == "align_outlier"
     assert f"score {result.scores[WRONG]:.2f} per frame" in rejected[WRONG].detail
     assert not (out / "p906" / f"{WRONG}.lab").exists()
-    # every utterance with its own transcript and clean audio is kept (p904_101 is clipped)
+    # every utterance with its own transcript and clean audio is kept; clipped audio is
+    # rejected for its clipping (prepare's level check), not scored
     outliers_found = {u for u, r in rejected.items() if r.code == "align_outlier"}
-    assert outliers_found <= {WRONG, "p904_101"}
+    assert outliers_found <= {WRONG, "p904_102"}  # p904_102: audio truncated under its transcript
+    assert rejected["p904_101"].code == "clipping"
 
 
 def test_outlier_rule_needs_both_the_deviation_and_the_drop():

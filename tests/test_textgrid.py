@@ -9,6 +9,9 @@ from featprep.check import check
 from featprep.corpora import discover
 from featprep.errors import Rejected
 from featprep.labels.align import boundary_errors, phone_segments
+from featprep.labels.align.train import word_ends
+from featprep.labels.frontend import merlin_normalise, text_to_labels
+from featprep.labels.hts import phone_of
 from featprep.labels.stage import LabelStage
 from featprep.labels.textgrid import (
     TextGridError,
@@ -17,6 +20,7 @@ from featprep.labels.textgrid import (
     parse_textgrid,
     read_textgrid,
     textgrid_phones,
+    word_segments,
 )
 from featprep.labels.xwaves import read_xwaves
 from featprep.recipe import load_recipe
@@ -135,3 +139,14 @@ def test_textgrid_source_puts_mfa_boundaries_on_festival_contexts(demo_corpus, t
     missing = next(u for u in utterances if u.id not in {r["utterance"] for r in ok})
     with pytest.raises(Rejected, match="no .*TextGrid"):
         stage.process(Item(missing, "train"))
+
+
+def test_words_tier_keeps_a_repeated_word_twice():
+    """ "the the": two words of one spelling in a row stay two intervals; a silence is an
+    empty interval of its own; word boundaries fall on phone boundaries."""
+    label = merlin_normalise(text_to_labels(["Say the the end."])[0])
+    phones = [(i * 0.1, (i + 1) * 0.1, phone_of(c)) for i, c in enumerate(label.contexts)]
+    words = word_segments(phones, label.words, word_ends(label))
+    assert [w for *_, w in words] == ["", "Say", "the", "the", "end", ""]
+    assert words[0][0] == 0.0 and words[-1][1] == phones[-1][1]
+    assert {e for _, e, _ in words} <= {e for _, e, _ in phones}

@@ -38,7 +38,10 @@ _DUMP = """
   (let ((fd (fopen path "w")))
     (mapcar
       (lambda (s)
-        (format fd "%f %s" (item.feat s "end") (hts_feats_output_string s)))
+        (format fd "%f %s %s"
+          (item.feat s "end")
+          (item.feat s "R:SylStructure.parent.parent.name")
+          (hts_feats_output_string s)))
       (utt.relation.items utt 'Segment))
     (fclose fd)))
 """
@@ -51,21 +54,23 @@ _ANALYSE = (
 
 
 def _parse_dump(path: Path) -> HTSLabel:
-    starts, ends, contexts = [], [], []
+    starts, ends, contexts, words = [], [], [], []
     previous = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         fields = line.split()
-        if len(fields) != 4:
+        if len(fields) != 5:
             raise FeatprepError(f"unexpected Festival feature dump line in {path}: {line[:80]!r}")
         end = round(float(fields[0]) * 1e7)
-        context = _E5.sub(lambda m: f"{m.group(1)}{int(m.group(2)) + 1}{m.group(3)}", fields[3])
+        context = _E5.sub(lambda m: f"{m.group(1)}{int(m.group(2)) + 1}{m.group(3)}", fields[4])
         starts.append(previous)
         ends.append(end)
         contexts.append(context)
+        # a silence belongs to no word: Festival answers 0 (numbers are spelled out as words)
+        words.append("" if fields[1] == "0" else fields[1])
         previous = end
     if not contexts:
         raise FeatprepError("Festival produced no segments")  # no temporary path: see run_script
-    return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64))
+    return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64), words=words)
 
 
 def _run(commands: list[str], voice: str | None, workdir: Path | None, timeout: float) -> list[HTSLabel]:
@@ -132,12 +137,13 @@ def merlin_normalise(label: HTSLabel, *, silence: str = "pau", edge: str = "sil"
         names[-1] = edge
     padded = ["x", "x", *names, "x", "x"]
     contexts = [set_phones(c, tuple(padded[i : i + 5])) for i, c in enumerate(contexts)]
+    words = [label.words[i] for i in keep] if label.words is not None else None
     if not label.aligned:
-        return HTSLabel(contexts)
+        return HTSLabel(contexts, words=words)
     # a merged silence ends where the last silence of its run ended
     ends = [int(label.end[b - 1]) for b in keep[1:] + [len(phones)]]
     starts = [int(label.start[i]) for i in keep]
-    return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64))
+    return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64), words=words)
 
 
 def festival_batch(

@@ -33,13 +33,16 @@ class HTSLabel:
 
     ``start`` / ``end`` are int64 arrays in 100 ns units (None when unaligned);
     ``contexts`` hold the full-context strings without the state suffix; ``states``
-    holds the state numbers ``k`` of a state-aligned file (None otherwise).
+    holds the state numbers ``k`` of a state-aligned file (None otherwise); ``words``,
+    when Festival's front-end made the labels, the spelling of the word each line belongs
+    to (``""`` for a silence; label files do not carry it).
     """
 
     contexts: list[str]
     start: np.ndarray | None = None
     end: np.ndarray | None = None
     states: np.ndarray | None = None
+    words: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.contexts)
@@ -64,7 +67,7 @@ class HTSLabel:
 
     def shifted(self, units: int) -> HTSLabel:
         """The same labels with every time moved by ``units`` (negative = earlier)."""
-        return HTSLabel(self.contexts, self.start + units, self.end + units, self.states)
+        return HTSLabel(self.contexts, self.start + units, self.end + units, self.states, self.words)
 
     def to_text(self) -> str:
         suffix = [f"[{k}]" for k in self.states] if self.states is not None else [""] * len(self)

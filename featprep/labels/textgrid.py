@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import FeatprepError
 from ..io import atomic_write_text
 from .xwaves import Segment
@@ -123,6 +125,21 @@ def format_textgrid(tiers: dict[str, list[Segment]]) -> str:
                 f"            text = {_quoted(label)}",
             ]
     return "\n".join(lines) + "\n"
+
+
+def word_segments(phones: list[Segment], words: list[str], word_final: np.ndarray) -> list[Segment]:
+    """The words tier of aligned ``phones``: ``words[k]`` is the spelling of phone k's word
+    (``""`` for a silence, which stays an interval of its own), ``word_final[k]`` whether
+    phone k ends its word (two words of one spelling in a row stay two)."""
+    out: list[Segment] = []
+    open_word = False
+    for (start, end, _), word, final in zip(phones, words, word_final, strict=True):
+        if open_word and out[-1][2] == word:
+            out[-1] = (out[-1][0], end, word)
+        else:
+            out.append((start, end, word))
+        open_word = bool(word) and not final
+    return out
 
 
 def write_textgrid(path: str | Path, tiers: dict[str, list[Segment]]) -> None:

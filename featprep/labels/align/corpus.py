@@ -41,13 +41,14 @@ from ...records import Rejection, Utterance
 from ...workers import resolve_jobs
 from ..frontend import frontend_labels, merlin_normalise
 from ..hts import HTSLabel, write_hts
-from ..textgrid import write_textgrid
+from ..textgrid import word_segments, write_textgrid
+from ..xwaves import Segment
 from .aligner import align_features
 from .bootstrap import bootstrap_utterances
 from .evaluate import phone_segments
 from .features import apply_cmvn, cmvn_stats, mfcc_features
 from .model import AlignerModel
-from .train import TrainingConfig, TrainingUtterance, train_aligner
+from .train import TrainingConfig, TrainingUtterance, train_aligner, word_ends
 
 #: bump when what this module writes changes: older records are then not reused
 VERSION = "2"
@@ -297,12 +298,21 @@ def _align_speaker(
             continue
         write_hts(lab, labels[u.id])
         if textgrid:
-            write_textgrid(grid, {"phones": phone_segments(labels[u.id])})
+            write_textgrid(grid, _tiers(labels[u.id], merlin_normalise(fronts[u.id])))
     return speaker, {
         "fingerprint": fingerprint,
         "scores": {u: round(s, 4) for u, s in scores.items()},
         "rejected": {u: list(r) for u, r in sorted(rejected.items())},
     }
+
+
+def _tiers(aligned: HTSLabel, front: HTSLabel) -> dict[str, list[Segment]]:
+    """The TextGrid tiers of an aligned utterance: words (when the front-end's labels
+    spell them) and phones."""
+    phones = phone_segments(aligned)
+    if front.words is None:
+        return {"phones": phones}
+    return {"words": word_segments(phones, front.words, word_ends(front)), "phones": phones}
 
 
 def align_utterances(
