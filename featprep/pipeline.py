@@ -27,9 +27,10 @@ from .acoustic import AcousticStage
 from .audio.stage import AudioStage
 from .check import check
 from .corpora import discover
-from .errors import ArgumentError, CorpusError, NoValidUtterances, Rejected
+from .errors import ArgumentError, CorpusError, FeatprepError, NoValidUtterances, Rejected
 from .io import check_output_dir, dead_temporary, remove_dead_temporaries
 from .labels.stage import LabelStage, LinguisticStage
+from .labels.xwaves import read_xwaves
 from .manifest import write_manifest, write_rejected
 from .pase.stage import PaseStage
 from .recipe import load_corpus_recipe
@@ -259,14 +260,15 @@ def _align(
 
     only = None
     if recipe["labels"]["source"] == "arctic":
-        only = {
-            u.id
-            for u in utterances
-            if not u.custom.get("lab") or not (Path(root) / u.custom["lab"]).is_file()
-        }
+        problems = {u.id: _lab_problem(u, root, recipe["labels"]["max_end_error"]) for u in utterances}
+        only = {u for u, problem in problems.items() if problem}
         if not only:
             return
-        say(f"{len(only)} utterances have no lab/ phone labels: featprep's aligner labels them")
+        counts = Counter(p for p in problems.values() if p)
+        say(
+            f"{len(only)} utterances have no usable lab/ phone labels "
+            f"({', '.join(f'{n} {p}' for p, n in sorted(counts.items()))}): featprep's aligner labels them"
+        )
     recipe["labels"]["dir"] = str(folder.resolve())
     recipe["labels"]["pattern"] = "{speaker}/{utterance}.lab"
     try:
@@ -278,6 +280,22 @@ def _align(
         return
     for line in result.lines():
         say(line)
+
+
+def _lab_problem(utt: Utterance, root: str, max_end_error: float) -> str | None:
+    """Why ``utt``'s CMU Arctic ``lab/`` file cannot give its phone boundaries ("missing",
+    "unreadable", "empty", "longer than the audio"), or None when it can be tried."""
+    if not utt.custom.get("lab") or not (Path(root) / utt.custom["lab"]).is_file():
+        return "missing"
+    try:
+        segments = read_xwaves(Path(root) / utt.custom["lab"])
+    except (FeatprepError, OSError, ValueError):
+        return "unreadable"
+    if not segments:
+        return "empty"
+    if segments[-1][1] - utt.raw_seconds > max_end_error:
+        return "longer than the audio"
+    return None
 
 
 def prepare(

@@ -161,7 +161,7 @@ def test_cmu_arctic_utterance_without_lab_is_aligned(real_arctic, tmp_path):
     said: list[str] = []
     report = prepare("cmu_arctic", real_arctic, tmp_path, overrides=QUICK, log=said.append)
     assert report.kept == 2 and not report.rejected
-    assert any("1 utterances have no lab/ phone labels" in line for line in said)
+    assert any("1 utterances have no usable lab/ phone labels (1 missing)" in line for line in said)
     (shard,) = read_manifest(tmp_path)["shards"]
     index, arrays = open_shard(tmp_path / shard["name"])
     sources = dict(zip(index.utterance, index.label_source, strict=True))
@@ -169,6 +169,24 @@ def test_cmu_arctic_utterance_without_lab_is_aligned(real_arctic, tmp_path):
     awb = index.set_index("utterance").loc["awb_arctic_a0007"]
     assert awb.label_path.endswith("align/awb/awb_arctic_a0007.lab") and awb.n_phones > 20
     assert len(arrays["ling"]) == index.n_frames.sum()
+
+
+@pytest.mark.parametrize(
+    "tail, problem", [("half a line\n", "unreadable"), ("99.0 125 pau\n", "longer than the audio")]
+)
+def test_cmu_arctic_lab_that_cannot_be_used_is_aligned(real_arctic, tmp_path, tail, problem):
+    """slt's lab/ file exists but is garbage or runs past the audio: the aligner labels it
+    instead of the utterance being rejected."""
+    lab = real_arctic / "cmu_us_slt_arctic" / "lab" / "arctic_a0009.lab"
+    lab.write_text(lab.read_text() + tail)
+    said: list[str] = []
+    report = prepare("cmu_arctic", real_arctic, tmp_path, overrides=QUICK, log=said.append)
+    assert report.kept == 2 and not report.rejected, report.lines()
+    (line,) = [x for x in said if "2 utterances have no usable lab/ phone labels" in x]
+    assert "1 missing" in line and f"1 {problem}" in line
+    (shard,) = read_manifest(tmp_path)["shards"]
+    index, _ = open_shard(tmp_path / shard["name"])
+    assert set(index.label_source) == {"align"}
 
 
 def test_align_command_bad_input_is_one_line(demo_corpus, tmp_path):

@@ -70,6 +70,11 @@ class LabelStage(Stage):
             self._aligned = read_record(Path(self.corpus_root) / self.cfg["dir"])
         return self._aligned
 
+    def _was_aligned(self, utt: Utterance) -> bool:
+        """Whether the aligner's last run on ``utt``'s speaker aligned (or rejected) it."""
+        entry = self.aligned.get("speakers", {}).get(utt.speaker, {})
+        return utt.id in entry.get("scores", {}) or utt.id in entry.get("rejected", {})
+
     def _read_aligned(self, utt: Utterance) -> tuple[HTSLabel, str]:
         """What the aligner wrote for ``utt`` in ``labels.dir`` (the align source, and
         CMU Arctic utterances without lab/), with its path; `Rejected` with the aligner's
@@ -122,8 +127,8 @@ class LabelStage(Stage):
         present = []
         for utt in utterances:
             lab = Path(self.corpus_root) / utt.custom["lab"] if utt.custom.get("lab") else None
-            if (lab is None or not lab.is_file()) and self.cfg["dir"]:
-                # prepare aligned the utterances without lab/ into labels.dir
+            if self.cfg["dir"] and (lab is None or not lab.is_file() or self._was_aligned(utt)):
+                # prepare aligned the utterances without a usable lab/ into labels.dir
                 try:
                     self._batch[utt.id], self._fallback[utt.id] = self._read_aligned(utt)
                 except Rejected as r:
