@@ -377,8 +377,13 @@ def prepare(
     versions["genders"] = json.dumps(genders, sort_keys=True)
     infos: dict[str, dict[str, Any]] = {}
     todo: list[tuple[ShardPlan, str]] = []
+    # OUT/align moves with OUT (its alignments are in the label stage's version): a moved
+    # output folder keeps its shards
+    portable = resolved
+    if resolved["labels"]["dir"] == str((out / "align").resolve()):
+        portable = {**resolved, "labels": {**resolved["labels"], "dir": "OUT/align"}}
     for i, plan in enumerate(plans):
-        fp = plan.fingerprint(root, resolved, versions)
+        fp = plan.fingerprint(root, portable, versions)
         info = read_shard_info(out / plan.name)
         if info is not None and info.get("fingerprint") == fp:
             infos[plan.name] = info

@@ -171,6 +171,16 @@ def test_cmu_arctic_utterance_without_lab_is_aligned(real_arctic, tmp_path):
     assert len(arrays["ling"]) == index.n_frames.sum()
 
 
+def test_a_moved_output_folder_keeps_its_aligned_shards(real_arctic, tmp_path):
+    first = tmp_path / "first"
+    prepare("cmu_arctic", real_arctic, first, overrides=QUICK)
+    moved = first.rename(tmp_path / "moved")
+    said: list[str] = []
+    report = prepare("cmu_arctic", real_arctic, moved, overrides=QUICK, log=said.append)
+    assert report.shards_written == 0 and report.shards_skipped == 1 and report.kept == 2
+    assert any("reused" in line for line in said)
+
+
 @pytest.mark.parametrize(
     "tail, problem", [("half a line\n", "unreadable"), ("99.0 125 pau\n", "longer than the audio")]
 )
