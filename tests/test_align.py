@@ -27,10 +27,10 @@ from featprep.labels.align.bootstrap import bootstrap_utterances
 from featprep.labels.align.decode import build_graph, viterbi
 from featprep.labels.align.features import num_frames
 from featprep.labels.align.forward_backward import posteriors
-from featprep.labels.align.model import context_names
+from featprep.labels.align.model import _CLASS_OF, context_names
 from featprep.labels.align.train import word_ends
 from featprep.labels.frontend import merlin_normalise, text_to_labels
-from featprep.labels.hts import HTSLabel, read_hts, write_hts
+from featprep.labels.hts import HTSLabel, phone_of, read_hts, write_hts
 from featprep.labels.linguistic import linguistic_features
 from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import load_questions
@@ -116,6 +116,16 @@ def test_context_models_beat_monophones(demo, model, bootstrap):
     assert sum("@" in p for p in model.phones) > len(mono.phones)
     within = [float(np.mean(_held_out_errors(demo, m)[0] <= 0.020)) for m in (model, mono)]
     assert within[0] >= within[1] + 0.01, within
+
+
+def test_the_bootstrap_covers_every_phone_the_transcripts_lack():
+    """One short transcript lacks most phones: the coverage sentences that hold them join
+    the bootstrap, so every phone of Festival's US phone set gets a model."""
+    boot = bootstrap_utterances(["Hello there."], voices=["kal_diphone"])
+    said = [phone_of(c) for c in text_to_labels(["Hello there."])[0].contexts]
+    assert len(boot) > 1 and boot[0].label.contexts == said
+    phones = {p for u in boot for p in u.label.contexts}
+    assert set(_CLASS_OF) - {"sil"} <= phones
 
 
 def test_a_context_without_a_model_falls_back_to_its_monophone():

@@ -26,9 +26,9 @@ from .train import TrainingUtterance
 #: demo, both together beat either alone (bench/align.py)
 DEFAULT_BOOTSTRAP_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
 
-#: synthesised besides the corpus's transcripts: together they hold every phone of
-#: Festival's US phone set (rare ones, oy uh zh aw, several times), so that no phone is
-#: left without a model because the training transcripts happen to lack it
+#: together they hold every phone of Festival's US phone set (rare ones, oy uh zh aw,
+#: several times): one is kept in the bootstrap when it has a phone that the training
+#: transcripts lack, so that no phone is left without a model
 COVERAGE_TEXTS = (
     "The boy enjoyed the noise of the toy in the moist soil.",
     "She took a good look at the wooden hook by the brook.",
@@ -46,18 +46,21 @@ COVERAGE_TEXTS = (
 def bootstrap_utterances(
     texts: Sequence[str], *, voices: Sequence[str] = DEFAULT_BOOTSTRAP_VOICES, workdir: Path | None = None
 ) -> list[TrainingUtterance]:
-    """Festival's speech of each distinct text of ``texts`` and of `COVERAGE_TEXTS` in
-    each of ``voices`` (at 16 kHz, the aligner's rate) with labels timed by its own phone
-    boundaries; each voice is a speaker of its own (CMVN).
+    """Festival's speech of each distinct text of ``texts`` in each of ``voices`` (at
+    16 kHz, the aligner's rate) with labels timed by its own phone boundaries, plus the
+    `COVERAGE_TEXTS` that hold a phone the texts lack; each voice is a speaker of its own
+    (CMVN).
 
     The labels' contexts are the bare phone names (all the aligner needs of them).
     """
-    distinct = list(
-        dict.fromkeys([*texts, *COVERAGE_TEXTS])
-    )  # corpora repeat prompts (every VCTK speaker reads the same ones)
+    distinct = list(dict.fromkeys(texts))  # corpora repeat prompts (every VCTK speaker reads the same ones)
+    coverage = [t for t in dict.fromkeys(COVERAGE_TEXTS) if t not in distinct]
     out = []
     for voice in voices:
-        out += _synthesise(voice, distinct, workdir)
+        spoken = _synthesise(voice, distinct + coverage, workdir)
+        have = {p for u in spoken[: len(distinct)] for p in u.label.contexts}
+        out += spoken[: len(distinct)]
+        out += [u for u in spoken[len(distinct) :] if set(u.label.contexts) - have]
     return out
 
 
@@ -67,7 +70,7 @@ def _synthesise(voice: str, texts: list[str], workdir: Path | None) -> list[Trai
         where = Path(workdir) / voice if workdir is not None else Path(tmp)
         synths = synthesize(speaker, {f"b{i}": t for i, t in enumerate(texts)}, where)
     out = []
-    for synth in synths.values():
+    for synth in (synths[f"b{i}"] for i in range(len(texts))):  # in the order of texts
         phones = [p for *_, p in synth.segments]
         start = np.array([round(s * 1e7) for s, *_ in synth.segments], np.int64)
         end = np.array([round(e * 1e7) for _, e, _ in synth.segments], np.int64)
