@@ -23,6 +23,8 @@ def resolve_jobs(jobs: int) -> int:
 
 #: where prepare's parallel tasks (shards, the aligner's speakers) run
 BACKENDS = ("loky", "dask")
+#: seconds a run waits for the first worker of a Dask scheduler given by address
+WORKER_WAIT_S = 120.0
 
 
 def check_backend(backend: str, scheduler: str | None) -> None:
@@ -44,7 +46,8 @@ def dask_client(jobs: int, scheduler: str | None = None) -> Iterator[Any]:
     only (no dashboard); closed when the block ends.
 
     Imports dask only here: it is an optional extra (``featprep[dask]``), and its absence is
-    one line. A scheduler that cannot be reached is one line too.
+    one line. A scheduler that cannot be reached, or that has no worker within
+    `WORKER_WAIT_S` seconds, is one line too.
     """
     try:
         from distributed import Client, LocalCluster
@@ -72,6 +75,13 @@ def dask_client(jobs: int, scheduler: str | None = None) -> Iterator[Any]:
             except (OSError, ValueError, TypeError) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ArgumentError(f"cannot reach the Dask scheduler at {scheduler!r}: {first}") from None
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            except TimeoutError:
+                raise ArgumentError(
+                    f"the Dask scheduler at {scheduler!r} has no worker after {WORKER_WAIT_S:g} s: start "
+                    f"some (dask worker {scheduler} --nthreads 1)"
+                ) from None
         yield client
 
 
