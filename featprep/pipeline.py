@@ -474,8 +474,17 @@ def _prepare(
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections
     if resolved["labels"]["source"] in ("align", "arctic") and utterances:
-        where = {"backend": backend, "client": client, "run": not finalize}
-        _align(utterances, root, out / "align", resolved, jobs, say, **where)
+        _align(
+            utterances,
+            root,
+            out / "align",
+            resolved,
+            jobs,
+            say,
+            backend=backend,
+            client=client,
+            run=not finalize,
+        )
     report = PrepareReport(corpus, out)
     report.raw_seconds = sum(u.raw_seconds for u in found.utterances)
 
@@ -488,8 +497,7 @@ def _prepare(
         raise NoValidUtterances(
             f"no valid utterance in {root}: {len(rejections)} rejected, see {out}/rejected.tsv"
         )
-    if not finalize:
-        _clean_stale(out, plans)
+    _clean_stale(out, plans)
 
     genders = {s.id: s.gender for s in found.speakers}
     # built once here: versions and outputs may load a model (PASE) or hash its file
