@@ -75,8 +75,34 @@ def main() -> None:
     help="Override one recipe key (repeatable).",
 )
 @jobs_option
-@click.option("--shard-index", type=int, help="With --num-shards: process only shards i with i % N == INDEX.")
-@click.option("--num-shards", type=int, help="Number of jobs sharing the shards (Slurm array size).")
+@click.option(
+    "--shard-index",
+    type=int,
+    help="With --num-shards: process only shards i with i % N == INDEX "
+    "[default in a Slurm array: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN].",
+)
+@click.option(
+    "--num-shards",
+    type=int,
+    help="Number of jobs sharing the shards [default in a Slurm array: SLURM_ARRAY_TASK_COUNT].",
+)
+@click.option(
+    "--finalize",
+    is_flag=True,
+    help="Process nothing: write the manifest once every shard exists (after a Slurm array).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["loky", "dask"]),
+    default="loky",
+    show_default=True,
+    help="Where shards run: loky processes here, or Dask (needs featprep[dask]).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDR",
+    help="Dask scheduler address (tcp://host:8786) [default: a local cluster of --jobs workers].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @_reports_errors
 def prepare(
@@ -88,12 +114,21 @@ def prepare(
     jobs: int,
     shard_index: int | None,
     num_shards: int | None,
+    finalize: bool,
+    backend: str,
+    scheduler: str | None,
     quiet: bool,
 ) -> None:
     """Discover, clean, resample, trim, split and shard CORPUS found at --root.
 
     Writes OUT/manifest.json, OUT/rejected.tsv and OUT/shards/<split>/shard-NNNNNN/.
     A rerun skips complete shards (resume after a kill).
+
+    \b
+    On a cluster (README, "Cluster: Dask and Slurm"):
+      featprep prepare vctk --root /data/VCTK-Corpus --backend dask --scheduler tcp://head:8786
+      sbatch --array=0-15 --wrap 'featprep prepare vctk --root /data/VCTK-Corpus --out /shared/vctk'
+      featprep prepare vctk --root /data/VCTK-Corpus --out /shared/vctk --finalize
     """
     from .pipeline import prepare as run
 
@@ -106,6 +141,9 @@ def prepare(
         jobs=jobs,
         shard_index=shard_index,
         num_shards=num_shards,
+        backend=backend,
+        scheduler=scheduler,
+        finalize=finalize,
         progress=not quiet and sys.stderr.isatty(),
         log=None if quiet else _echo,
     )

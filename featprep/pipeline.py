@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,7 +29,7 @@ from .acoustic import AcousticStage
 from .audio.stage import AudioStage
 from .check import check
 from .corpora import discover
-from .errors import ArgumentError, CorpusError, FeatprepError, NoValidUtterances, Rejected
+from .errors import ArgumentError, CorpusError, FeatprepError, NoValidUtterances, OutputError, Rejected
 from .io import check_output_dir, dead_temporary, remove_dead_temporaries
 from .labels.stage import LabelStage, LinguisticStage
 from .labels.xwaves import read_xwaves
@@ -38,7 +40,7 @@ from .records import Rejection, Utterance
 from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
-from .workers import resolve_jobs
+from .workers import check_backend, dask_client, parallel_config, resolve_jobs
 
 #: the per-utterance stages of prepare, in order
 STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
@@ -48,20 +50,22 @@ def build_stages(recipe: dict[str, Any], root: str, genders: dict[str, str] | No
     return [cls(recipe, root, genders) for cls in STAGES]
 
 
-#: a worker process's stages: (run token, stages built and set up on its first shard of that run)
-_worker_stages: tuple[str, list[Stage]] | None = None
+#: a worker thread's stages, ``.run``: (run token, stages built and set up on its first shard
+#: of that run); per thread, as the stages keep per-shard state and a Dask worker may run
+#: several tasks at once in threads
+_worker_stages = threading.local()
 
 
 def _stages_of_worker(recipe: dict[str, Any], root: str, genders: dict[str, str], run: str) -> list[Stage]:
-    """The stages of prepare run ``run`` in this worker process, built and set up once per run
+    """The stages of prepare run ``run`` in this worker thread, built and set up once per run
     (PASE weights read and hashed, question sets compiled once, not per shard)."""
-    global _worker_stages
-    if _worker_stages is None or _worker_stages[0] != run:
+    cached = getattr(_worker_stages, "run", None)
+    if cached is None or cached[0] != run:
         stages = build_stages(recipe, root, genders)
         for stage in stages:
             stage.setup()
-        _worker_stages = (run, stages)
-    return _worker_stages[1]
+        _worker_stages.run = cached = (run, stages)
+    return cached[1]
 
 
 def stage_outputs(stages: list[Stage]) -> tuple[list[ArraySpec], dict[str, pa.DataType]]:
@@ -143,8 +147,18 @@ def process_shard(
     return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
 
 
-def _check_arguments(jobs: int, shard_index: int | None, num_shards: int | None) -> None:
+def _check_arguments(
+    jobs: int,
+    shard_index: int | None,
+    num_shards: int | None,
+    backend: str,
+    scheduler: str | None,
+    finalize: bool,
+) -> None:
     resolve_jobs(jobs)
+    check_backend(backend, scheduler)
+    if finalize and num_shards is not None:
+        raise ArgumentError("finalize (--finalize) processes no shard: it takes no shard_index or num_shards")
     if (shard_index is None) != (num_shards is None):
         raise ArgumentError("shard_index and num_shards (--shard-index, --num-shards) go together")
     if num_shards is not None:
@@ -170,13 +184,69 @@ def _clean_stale(out: Path, plans: list[ShardPlan]) -> None:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def slurm_array_task(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[int, int] | None:
+    """``(shard_index, num_shards)`` of the Slurm array task this process is, from
+    ``SLURM_ARRAY_TASK_ID``, ``_MIN``, ``_STEP`` and ``_COUNT``; None outside an array.
+
+    Task ids start at ``SLURM_ARRAY_TASK_MIN`` (``--array=1-8`` gives 1..8) and advance by
+    ``SLURM_ARRAY_TASK_STEP`` (``--array=0-14:2``): the index is (id - min) / step. An
+    array whose ids are not evenly stepped (``--array=1,4,5``) cannot be numbered from its
+    environment: one line, as for values that are not whole numbers.
+    """
+    if "SLURM_ARRAY_TASK_ID" not in environ:
+        return None
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP", "SLURM_ARRAY_TASK_COUNT")
+    defaults = {"SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "1"}
+    try:
+        task, first, step, count = (int(environ.get(n, defaults.get(n, ""))) for n in names)
+    except ValueError:
+        found = ", ".join(f"{n}={environ.get(n)!r}" for n in names)
+        raise ArgumentError(f"a Slurm array task needs whole numbers in {found}") from None
+    index, off_step = divmod(task - first, step) if step > 0 else (-1, 0)
+    if count < 1 or off_step or not 0 <= index < count:
+        raise ArgumentError(
+            f"SLURM_ARRAY_TASK_ID={task} is not one of the {count} tasks of an evenly stepped array "
+            f"starting at SLURM_ARRAY_TASK_MIN={first} by SLURM_ARRAY_TASK_STEP={step}: submit "
+            "--array=0-N (any start, any step), or give --shard-index and --num-shards"
+        )
+    return index, count
+
+
+class _DaskTick:
+    """Progress from a task on a Dask worker: an event on ``topic``, carried by the scheduler
+    to the client (a manager queue of this process may not be reachable from a worker on
+    another machine)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    def __call__(self, n: int) -> None:
+        from distributed import get_worker
+
+        get_worker().log_event(self.topic, n)
+
+
 @contextlib.contextmanager
-def _progress(total: int, jobs: int, enabled: bool) -> Iterator[Any]:
-    """A per-utterance progress bar; with workers, fed through a manager queue."""
+def _progress(total: int, jobs: int, enabled: bool, client: Any = None) -> Iterator[Any]:
+    """A per-utterance progress bar; with loky workers, fed through a manager queue; with
+    the Dask workers of ``client``, through the scheduler's events."""
     if not enabled:
         yield None
         return
     bar = tqdm(total=total, unit="utt", file=sys.stderr, dynamic_ncols=True)
+    if client is not None:
+        topic = f"featprep-progress-{uuid.uuid4().hex}"
+        client.subscribe_topic(topic, lambda event: bar.update(event[1]))
+        try:
+            yield _DaskTick(topic)
+            # events travel apart from the results: give the last ones a moment to arrive
+            deadline = time.monotonic() + 10
+            while bar.n < total and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            client.unsubscribe_topic(topic)
+            bar.close()
+        return
     if jobs == 1:
         yield bar.update
         bar.close()
@@ -222,19 +292,23 @@ def _run_shards(
     genders: dict[str, str],
     jobs: int,
     progress: bool,
+    backend: str = "loky",
+    client: Any = None,
 ) -> list[dict[str, Any]]:
     """Process the shards of ``todo``: in this process with ``stages`` (set up here, once),
-    or in ``jobs`` worker processes that build and set up their own once each."""
+    or in ``jobs`` loky worker processes or the Dask workers of ``client`` (backend
+    ``dask``), which build and set up their own once each."""
     total = sum(len(p.utterances) for p, _ in todo)
-    with _progress(total, jobs, progress) as tick:
-        if jobs == 1:
+    if not todo:
+        return []
+    with _progress(total, jobs, progress, client if backend == "dask" else None) as tick:
+        if jobs == 1 and backend == "loky":
             for stage in stages:
                 stage.setup()
             return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
-        # One BLAS/torch thread per worker (joblib sets the limits, torch's included, in
-        # each worker it starts): the parallelism is across shards.
+        # One BLAS/torch thread per worker: the parallelism is across shards.
         run = uuid.uuid4().hex
-        with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+        with parallel_config(backend, client):
             shards = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
             return list(
                 shards(
@@ -251,11 +325,17 @@ def _align(
     recipe: dict[str, Any],
     jobs: int,
     say: Callable[[str], None],
+    *,
+    backend: str = "loky",
+    client: Any = None,
+    run: bool = True,
 ) -> None:
     """Labels from featprep's aligner, into ``folder`` (OUT/align): for every checked
-    utterance with the ``align`` source; with ``arctic``, for those without a lab/ file
-    (the model still trains on the corpus). The label stage then reads that folder
-    (``labels.dir`` is set to it) with the aligner's rejections."""
+    utterance with the ``align`` source; with ``arctic``, for those without a usable lab/
+    file (`_lab_problem`; the model still trains on the corpus). The label stage then reads that folder
+    (``labels.dir`` is set to it) with the aligner's rejections. The speakers are aligned
+    on ``backend``'s workers; ``run`` False only points the recipe at the folder (finalize:
+    the shards hold the labels already)."""
     from .labels.align.corpus import align_utterances
 
     only = None
@@ -264,15 +344,17 @@ def _align(
         only = {u for u, problem in problems.items() if problem}
         if not only:
             return
-        counts = Counter(p for p in problems.values() if p)
-        say(
-            f"{len(only)} utterances have no usable lab/ phone labels "
-            f"({', '.join(f'{n} {p}' for p, n in sorted(counts.items()))}): featprep's aligner labels them"
-        )
+        if run:
+            counts = ", ".join(f"{n} {p}" for p, n in sorted(Counter(problems.values()).items()) if p)
+            say(f"{len(only)} utterances have no usable lab/ phone labels ({counts}): aligning them")
     recipe["labels"]["dir"] = str(folder.resolve())
     recipe["labels"]["pattern"] = "{speaker}/{utterance}.lab"
+    if not run:
+        return
     try:
-        result = align_utterances(utterances, root, folder, recipe, jobs=jobs, only=only, log=say)
+        result = align_utterances(
+            utterances, root, folder, recipe, jobs=jobs, only=only, log=say, backend=backend, client=client
+        )
     except CorpusError as e:
         if only is None:
             raise
@@ -308,6 +390,9 @@ def prepare(
     jobs: int = 1,
     shard_index: int | None = None,
     num_shards: int | None = None,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    finalize: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> PrepareReport:
@@ -319,10 +404,20 @@ def prepare(
     root : the corpus directory as downloaded.
     out : output directory (default ``manifests/<corpus>``).
     recipe, overrides : a recipe file and ``key=value`` overrides (see `load_recipe`).
-    jobs : worker processes; shards are processed in parallel.
+    jobs : worker processes; shards are processed in parallel (with backend ``dask`` and
+        no scheduler, the workers of the `LocalCluster` started for the run).
     shard_index, num_shards : process only shards ``i`` with ``i % num_shards ==
         shard_index`` (a Slurm array job); the run that finds every shard complete
-        writes the manifest.
+        writes the manifest. When neither is given and ``SLURM_ARRAY_TASK_ID`` is set,
+        they come from the Slurm array's environment (`slurm_array_task`).
+    backend : ``loky`` (processes on this machine) or ``dask`` (joblib's Dask backend:
+        the cluster at ``scheduler``, or a `LocalCluster` of ``jobs`` single-threaded
+        worker processes); the same shard tasks and the aligner's speakers run there,
+        with byte-identical output. Dask workers on other machines need featprep
+        installed and the corpus root and ``out`` at the same absolute paths.
+    scheduler : a Dask scheduler address (``tcp://host:8786``); only with ``dask``.
+    finalize : process no shard: write the manifest if every shard is complete, else
+        raise `OutputError` naming the missing ones (after the jobs of a Slurm array).
     progress : show a per-utterance progress bar on stderr.
 
     Returns
@@ -333,13 +428,52 @@ def prepare(
     to write.
     """
     say = log or (lambda _msg: None)
-    _check_arguments(jobs, shard_index, num_shards)
+    _check_arguments(jobs, shard_index, num_shards, backend, scheduler, finalize)
+    if num_shards is None and not finalize and (task := slurm_array_task()) is not None:
+        shard_index, num_shards = task
+        say(f"Slurm array task: shard index {shard_index} of {num_shards}")
     resolved = load_corpus_recipe(corpus, root, recipe, overrides)
     out = Path(out) if out is not None else Path("manifests") / corpus
     check_output_dir(out)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if backend == "dask" and not finalize:  # started before any work: a bad address is one line now
+            client = stack.enter_context(dask_client(resolve_jobs(jobs), scheduler))
+            say(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+        return _prepare(
+            corpus,
+            root,
+            out,
+            resolved,
+            resolve_jobs(jobs),
+            shard_index,
+            num_shards,
+            backend,
+            client,
+            finalize,
+            progress,
+            say,
+        )
+
+
+def _prepare(
+    corpus: str,
+    root: str | Path,
+    out: Path,
+    resolved: dict[str, Any],
+    jobs: int,
+    shard_index: int | None,
+    num_shards: int | None,
+    backend: str,
+    client: Any,
+    finalize: bool,
+    progress: bool,
+    say: Callable[[str], None],
+) -> PrepareReport:
+    """`prepare` once its arguments, recipe and output folder are checked (and its Dask
+    client started)."""
     remove_dead_temporaries(out)  # of manifest.json or rejected.tsv, by a killed run
     root = str(Path(root).resolve())
-    jobs = resolve_jobs(jobs)
 
     found = discover(corpus, root, resolved)
     say(f"discovered {len(found.utterances)} utterances of {len(found.speakers)} speakers in {root}")
@@ -355,7 +489,17 @@ def prepare(
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections
     if resolved["labels"]["source"] in ("align", "arctic") and utterances:
-        _align(utterances, root, out / "align", resolved, jobs, say)
+        _align(
+            utterances,
+            root,
+            out / "align",
+            resolved,
+            jobs,
+            say,
+            backend=backend,
+            client=client,
+            run=not finalize,
+        )
     report = PrepareReport(corpus, out)
     report.raw_seconds = sum(u.raw_seconds for u in found.utterances)
 
@@ -388,12 +532,21 @@ def prepare(
         if info is not None and info.get("fingerprint") == fp:
             infos[plan.name] = info
             report.shards_skipped += 1
-        elif num_shards is None or i % num_shards == shard_index:
+        elif not finalize and (num_shards is None or i % num_shards == shard_index):
             todo.append((plan, fp))
         else:
             report.shards_pending += 1
+    if finalize and report.shards_pending:
+        missing = [p.name for p in plans if p.name not in infos]
+        shown = ", ".join(missing[:20]) + (f", ... ({len(missing) - 20} more)" if len(missing) > 20 else "")
+        raise OutputError(
+            f"cannot finalize {out}: {len(missing)} of {len(plans)} shards missing or out of date: {shown} "
+            "(run the array jobs that own them, with the same recipe)"
+        )
     say(f"{len(plans)} shards: {len(infos)} complete, {len(todo)} to do")
-    for info in _run_shards(todo, stages, resolved, root, out, genders, jobs, progress):
+    # absolute: a Dask worker may run in another folder, or on another machine
+    ran = _run_shards(todo, stages, resolved, root, out.resolve(), genders, jobs, progress, backend, client)
+    for info in ran:
         infos[info["name"]] = info
         report.shards_written += 1
 

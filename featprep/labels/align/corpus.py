@@ -21,6 +21,8 @@ transcript, speaker or audio is probably not what the others are.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -36,9 +38,9 @@ import soundfile as sf
 
 from ...audio.levels import check_levels
 from ...errors import CorpusError, Rejected
-from ...io import atomic_write_text, check_output_dir
+from ...io import atomic_write_text, check_output_dir, remove_dead_temporaries
 from ...records import Rejection, Utterance
-from ...workers import resolve_jobs
+from ...workers import parallel_config, resolve_jobs
 from ..frontend import frontend_labels, merlin_normalise
 from ..hts import HTSLabel, write_hts
 from ..textgrid import word_segments, write_textgrid
@@ -54,6 +56,8 @@ from .train import TrainingConfig, TrainingUtterance, train_aligner, word_ends
 VERSION = "2"
 MODEL = "aligner.npz"
 RECORD = "aligner.json"
+#: held while a process trains into or aligns into the folder (see `_folder_lock`)
+LOCK = ".aligner.lock"
 #: 1.4826 MAD estimates the standard deviation of normally distributed scores
 _MAD_TO_STD = 1.4826
 
@@ -315,6 +319,27 @@ def _tiers(aligned: HTSLabel, front: HTSLabel) -> dict[str, list[Segment]]:
     return {"words": word_segments(phones, front.words, word_ends(front)), "phones": phones}
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """One writer of ``folder`` at a time: the jobs of a Slurm array preparing one output
+    folder each start by aligning it; the first trains and aligns, the others wait here and
+    then find its model and labels (their fingerprints match) instead of training the same
+    model again. A POSIX lock (``fcntl.lockf``: kept by NFS's lock manager too), released
+    when the holder exits, killed or not. On a file system without locks each job goes on
+    alone: every file is written atomically and the same fingerprint means the same model.
+    """
+    with open(folder / LOCK, "a") as f:
+        try:
+            try:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                say(f"waiting for another process aligning into {folder} (it holds {folder / LOCK})")
+                fcntl.lockf(f, fcntl.LOCK_EX)
+        except OSError as e:  # ENOLCK, EOPNOTSUPP: no locks on this file system
+            say(f"{folder / LOCK}: no lock ({e.strerror or e}): aligning without waiting for other processes")
+        yield
+
+
 def align_utterances(
     utterances: list[Utterance],
     root: str | Path,
@@ -325,6 +350,8 @@ def align_utterances(
     textgrid: bool = False,
     only: set[str] | None = None,
     log: Callable[[str], None] | None = None,
+    backend: str = "loky",
+    client: Any = None,
 ) -> AlignResult:
     """Train (or reuse) the aligner on ``utterances`` (checked, of the corpus at ``root``)
     and align each into ``folder``; see the module docstring for what is written.
@@ -332,11 +359,31 @@ def align_utterances(
     ``recipe``: a resolved recipe (its ``[align]`` and ``[labels]`` tables). ``jobs``:
     worker processes, one speaker each. ``only``: align just these utterance ids (CMU
     Arctic's without lab/); CMVN is still over all of their speaker's utterances.
-    Rejections name the stage ``labels``.
+    ``backend``, ``client``: where the speakers are aligned (`featprep.workers.parallel_config`;
+    prepare's ``--backend``). Rejections name the stage ``labels``. Processes aligning into
+    one folder take turns (`_folder_lock`).
     """
     say = log or (lambda _m: None)
-    root, folder = str(root), Path(folder)
+    # absolute: a Dask worker may run in another folder, or on another machine
+    root, folder = str(root), Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(folder, say):
+        remove_dead_temporaries(folder)  # a killed writer's model or record, once no one else writes
+        return _align_utterances(utterances, root, folder, recipe, jobs, textgrid, only, say, backend, client)
+
+
+def _align_utterances(
+    utterances: list[Utterance],
+    root: str,
+    folder: Path,
+    recipe: dict[str, Any],
+    jobs: int,
+    textgrid: bool,
+    only: set[str] | None,
+    say: Callable[[str], None],
+    backend: str,
+    client: Any,
+) -> AlignResult:
     result = AlignResult(folder)
     record = read_record(folder)
     model_fp = model_fingerprint(utterances, root, recipe)
@@ -364,7 +411,7 @@ def align_utterances(
             todo.append((speaker, utts, fp))
     count = sum(1 for _, us, _ in todo for u in us if only is None or u.id in only)
     say(f"aligning {count} utterances of {len(todo)} speakers")
-    with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+    with parallel_config(backend, client):
         run = joblib.Parallel(n_jobs=max(1, min(jobs, len(todo))), return_as="generator_unordered")
         done = run(
             joblib.delayed(_align_speaker)(s, u, root, folder, recipe, fp, textgrid, only)
