@@ -20,6 +20,7 @@ from .integrity import verify_corpus
 from .io import inside
 from .manifest import UTTERANCES
 from .shards import open_shard
+from .stage import clock_columns
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -35,7 +36,8 @@ class ShardDataset(torch.utils.data.Dataset):
     An item is ``{"utterance", "speaker", "split", "text", "audio", <stream>...}``: ``audio``
     float32 samples / 32768 at 16 kHz (``80 x n_frames`` of them), each stream a tensor of
     its stored dtype with its rows for the utterance (``n_frames`` at 5 ms; PASE's own
-    frame count; one row for per-utterance streams). Shards are memory-mapped on first use
+    frame count; ``n_phones`` for the phone-level ``ling_phone`` and ``durations``; one
+    row for per-utterance streams). Shards are memory-mapped on first use
     in each process, so a `torch.utils.data.DataLoader` with workers sends none of their
     data to them. Items differ in length: batch them with a collate function that pads.
     """
@@ -89,9 +91,9 @@ class ShardDataset(torch.utils.data.Dataset):
                 rows = slice(int(u["frame_offset"]), int(u["frame_offset"]) + int(u["n_frames"]))
             elif rate == "utterance":
                 rows = slice(int(u["row"]), int(u["row"]) + 1)
-            else:  # a stream with its own clock (PASE): its offset and count columns
-                first = int(u[f"{stream}_offset"])
-                rows = slice(first, first + int(u[f"{stream}_frames"]))
+            else:  # a stream with its own clock (PASE, phones): its count and offset columns
+                count, offset = clock_columns(rate)
+                rows = slice(int(u[offset]), int(u[offset]) + int(u[count]))
             item[stream] = torch.from_numpy(np.array(arrays[stream][rows]))
         return item
 

@@ -13,9 +13,10 @@ line). It checks, for the shards of the splits asked for:
 - the index: the manifest's columns, its row count and split, speakers of the manifest's
   speaker table, ids unique across shards, ``n_frames`` > 0, offsets running from 0
   without gap or overlap, ``audio_offset == 80 * frame_offset``, the same for streams
-  with their own clock;
+  with their own clock (PASE frames, phones);
 - the arrays: readable, of the manifest's dtype and width, with exactly the rows the
-  index adds up to (so every offset is in bounds);
+  index adds up to (so every offset is in bounds); each utterance's ``durations`` rows
+  add up to its ``n_frames``;
 - ``utterances.parquet`` (the corpus-wide table, listed under the manifest's ``files``):
   present, its sha256; with ``full``, its rows equal to the shards' indexes;
 - with ``full`` (validate): every float value finite, shard folders the manifest does
@@ -42,6 +43,7 @@ from . import FRAME_SHIFT
 from .errors import CorruptCorpus
 from .io import inside, sha256_file
 from .manifest import read_manifest, utterance_table
+from .stage import clock_columns
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 #: files hashed at once (bounded: more threads than disks only add seeks)
@@ -285,9 +287,10 @@ def _contract_problems(
         index = pd.read_parquet(path / "index.parquet")
     except (OSError, ValueError, pa.ArrowException) as e:
         return [f"index.parquet cannot be read: {_one_line(e)}"]
-    clocks = [f for f in manifest["features"] if f["rate"] not in ("frame", "utterance")]
+    rates = {f["rate"] for f in manifest["features"]} - {"frame", "utterance"}
+    clocks = {clock_columns(rate) for rate in rates}
     needed = ["utterance", "speaker", "split", "n_frames", "audio_offset", "frame_offset"]
-    needed += [f"{f['name']}_{c}" for f in clocks for c in ("frames", "offset")]
+    needed += [c for pair in sorted(clocks) for c in pair]
     absent = [c for c in dict.fromkeys([*manifest["index_columns"], *needed]) if c not in index.columns]
     if absent:
         return [f"index.parquet lacks the column(s) {', '.join(absent)}"]
@@ -316,19 +319,38 @@ def _contract_problems(
             out.append(f"index adds up to {total} {name}, manifest.json says {shard[name]}")
     out += _offset_problems(index, "frame_offset", frames, 1)
     out += _offset_problems(index, "audio_offset", frames, FRAME_SHIFT)
-    for f in clocks:
-        out += _offset_problems(index, f"{f['name']}_offset", index[f"{f['name']}_frames"].to_numpy(), 1)
+    for count, offset in sorted(clocks):
+        out += _offset_problems(index, offset, index[count].to_numpy(), 1)
 
     rows = {"frame": int(frames.sum()), "utterance": len(index)}
     expected = [("audio", manifest["audio"]["dtype"], None, FRAME_SHIFT * int(frames.sum()))]
     for f in manifest["features"]:
         count = rows.get(f["rate"])
         if count is None:
-            count = int(index[f"{f['name']}_frames"].sum())
+            count = int(index[clock_columns(f["rate"])[0]].sum())
         expected.append((f["name"], f["dtype"], f["dim"], count))
     for name, dtype, dim, count in expected:
         out += _array_problems(path / f"{name}.npy", dtype, dim, count, full)
+    if not out and any(f["name"] == "durations" for f in manifest["features"]):
+        out += _duration_problems(path / "durations.npy", index)
     return out
+
+
+def _duration_problems(path: Path, index: pd.DataFrame) -> list[str]:
+    """Each utterance's phone durations (frames per state or phone) against its
+    ``n_frames``; the shapes and offsets are already checked."""
+    per_phone = np.load(path, mmap_mode="r").sum(axis=1, dtype=np.float64)
+    ends = np.concatenate([[0.0], np.cumsum(per_phone)])
+    first, count = index["phone_offset"].to_numpy(), index["n_phones"].to_numpy()
+    totals = ends[first + count] - ends[first]
+    bad = np.flatnonzero(totals != index["n_frames"].to_numpy())
+    if not len(bad):
+        return []
+    i = int(bad[0])
+    return [
+        f"durations.npy: the phones of {index['utterance'].iloc[i]!r} add up to {totals[i]:g} frames, "
+        f"its n_frames is {int(index['n_frames'].iloc[i])} ({len(bad)} utterance(s) differ)"
+    ]
 
 
 def _offset_problems(index: pd.DataFrame, column: str, lengths: np.ndarray, scale: int) -> list[str]:

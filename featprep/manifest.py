@@ -83,7 +83,7 @@ def write_manifest(
     rejections: list[Rejection],
 ) -> dict[str, Any]:
     """Assemble and atomically write ``manifest.json``; returns its content."""
-    from .shards import BASE_COLUMNS, clock_columns
+    from .shards import BASE_COLUMNS, index_clock_columns
 
     kept: dict[str, Counter] = defaultdict(Counter)
     seconds: dict[str, Counter] = defaultdict(Counter)
@@ -122,7 +122,9 @@ def write_manifest(
             "file": "audio.npy",
         },
         "features": [spec.to_dict() for spec in specs],
-        "index_columns": {k: str(v) for k, v in {**BASE_COLUMNS, **columns, **clock_columns(specs)}.items()},
+        "index_columns": {
+            k: str(v) for k, v in {**BASE_COLUMNS, **columns, **index_clock_columns(specs)}.items()
+        },
         "speakers": speaker_rows,
         "splits": splits,
         "rejected": dict(sorted(Counter(r.code for r in rejections).items())),

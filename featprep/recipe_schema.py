@@ -20,7 +20,7 @@ from typing import Any
 from . import SAMPLE_RATE
 from .acoustic import F0_METHODS
 from .errors import RecipeError
-from .labels.linguistic import FRAME_FEATURES
+from .labels.linguistic import DURATION_UNITS, FRAME_FEATURES
 from .labels.sources import SOURCES
 from .pase.architectures import ARCHITECTURES
 
@@ -199,6 +199,7 @@ SCHEMA: dict[str, Rule] = {
     "linguistic.questions": text(r".+", "a question set's name or a .hed file"),
     "linguistic.subphone_features": choice(*FRAME_FEATURES),
     "linguistic.compact": flag(),
+    "linguistic.duration_unit": choice(*DURATION_UNITS),
     "linguistic.vocab.phone": names(empty=False, unique=True),
     "linguistic.vocab.vowel": names(empty=False, unique=True),
     "linguistic.vocab.gpos": names(empty=False, unique=True),

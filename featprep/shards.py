@@ -27,7 +27,7 @@ from . import FRAME_SHIFT, SAMPLE_RATE
 from .io import inside, sha256_file, temporary_name
 from .records import Rejection, Utterance
 from .splits import SPLITS
-from .stage import ArraySpec, Item
+from .stage import ArraySpec, Item, clock_columns
 from .stats import save_statistics, shard_statistics
 
 #: index columns every shard has, before the columns of the stages
@@ -47,17 +47,21 @@ BASE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 #: version of the shard layout; part of every fingerprint, so a new layout rebuilds shards
-SHARD_FORMAT = 2
+SHARD_FORMAT = 3
 
 
-def clock_columns(specs: list[ArraySpec]) -> dict[str, pa.DataType]:
-    """Index columns of the streams with their own clock: ``<name>_frames``, ``<name>_offset``."""
-    return {
-        f"{spec.name}_{c}": pa.int64()
-        for spec in specs
-        if spec.rate not in ("frame", "utterance")
-        for c in ("frames", "offset")
-    }
+def own_clocks(specs: list[ArraySpec]) -> dict[str, list[str]]:
+    """Clocks other than frames and utterances -> their streams, in ``specs`` order."""
+    clocks: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.rate not in ("frame", "utterance"):
+            clocks.setdefault(spec.rate, []).append(spec.name)
+    return clocks
+
+
+def index_clock_columns(specs: list[ArraySpec]) -> dict[str, pa.DataType]:
+    """Index columns of the streams with their own clock (`featprep.stage.clock_columns`)."""
+    return {column: pa.int64() for rate in own_clocks(specs) for column in clock_columns(rate)}
 
 
 @dataclass
@@ -125,8 +129,9 @@ def write_shard(
 ) -> dict[str, Any]:
     """Write one shard atomically and return its ``shard.json`` content.
 
-    Checks the alignment contract on the way: ``len(audio) == 80 * n_frames`` and every
-    frame-rate array has ``n_frames`` rows of ``spec.dim`` columns.
+    Checks the alignment contract on the way: ``len(audio) == 80 * n_frames``, every
+    frame-rate array has ``n_frames`` rows of ``spec.dim`` columns, and the streams of
+    one clock have as many rows as each other.
     """
     final = out_dir / plan.name
     tmp = final.parent / temporary_name(final.name)
@@ -134,8 +139,8 @@ def write_shard(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
 
-    clocks = [spec.name for spec in specs if spec.rate not in ("frame", "utterance")]
-    schema = pa.schema({**BASE_COLUMNS, **columns, **clock_columns(specs)})
+    clocks = own_clocks(specs)
+    schema = pa.schema({**BASE_COLUMNS, **columns, **index_clock_columns(specs)})
     table: dict[str, list[Any]] = {name: [] for name in schema.names}
     audio_offset = frame_offset = 0
     clock_offset = dict.fromkeys(clocks, 0)
@@ -165,10 +170,13 @@ def write_shard(
             "custom": json.dumps(u.custom, sort_keys=True),
             **item.fields,
         }
-        for name in clocks:
-            row[f"{name}_frames"] = len(item.arrays[name])
-            row[f"{name}_offset"] = clock_offset[name]
-            clock_offset[name] += len(item.arrays[name])
+        for rate, names in clocks.items():
+            counts = {len(item.arrays[name]) for name in names}
+            if len(counts) != 1:
+                raise RuntimeError(f"{item.utterance.id}: streams {names} of clock {rate} differ in rows")
+            count, offset = clock_columns(rate)
+            row[count], row[offset] = counts.pop(), clock_offset[rate]
+            clock_offset[rate] += row[count]
         for name in schema.names:
             table[name].append(row[name])
         audio_offset += len(item.audio)

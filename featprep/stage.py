@@ -26,8 +26,9 @@ class ArraySpec:
 
     ``rate`` names the row clock: ``"frame"`` rows are the utterance's 5 ms frames
     (``n_frames`` rows per utterance, the alignment contract); ``"utterance"`` is one row
-    per utterance (in index order); any other clock (PASE's 10 ms frames) keeps its own
-    per-utterance count and offset in the index (``<name>_frames``, ``<name>_offset``).
+    per utterance (in index order); any other clock keeps its own per-utterance count and
+    offset in the index (`clock_columns`), shared by the streams of that clock (PASE's
+    10 ms frames: ``pase_frames``, ``pase_offset``; phones: ``n_phones``, ``phone_offset``).
     """
 
     name: str
@@ -50,6 +51,17 @@ class ArraySpec:
             **({"vocabularies": {k: list(v) for k, v in self.vocabularies}} if self.vocabularies else {}),
             **self.extra,
         }
+
+
+#: index columns (row count, first row) of a clock whose names are not ``<rate>_frames``,
+#: ``<rate>_offset``
+_CLOCK_COLUMNS = {"phone": ("n_phones", "phone_offset")}
+
+
+def clock_columns(rate: str) -> tuple[str, str]:
+    """The index columns holding each utterance's row count and first row in the streams
+    of clock ``rate`` (not ``"frame"`` or ``"utterance"``)."""
+    return _CLOCK_COLUMNS.get(rate, (f"{rate}_frames", f"{rate}_offset"))
 
 
 @dataclass

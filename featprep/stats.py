@@ -13,7 +13,8 @@ are counted, never averaged. ``binary`` marks columns whose every value is 0 or 
 question answers), which normalisers pass through.
 
 Streams: ``audio`` (samples / 32768, one column), ``ling``, ``ling_num``, ``acoustic``
-(its ``lf0`` column over voiced frames only), ``pase``.
+(its ``lf0`` column over voiced frames only), ``pase``, and the phone-level
+``ling_phone`` and ``durations`` (one row per phone).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from .errors import FeatprepError
 from .io import read_npz
+from .stage import clock_columns
 
 #: values per chunk (rows x columns): bounds the float64 working copy to 16 MB
 CHUNK_VALUES = 1 << 21
@@ -128,8 +130,20 @@ def stream_rows(stream: str, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray,
     return x, None
 
 
+#: streams with statistics -> their row clock (`featprep.stage.ArraySpec.rate`)
+STREAM_RATES = {
+    "audio": "sample",
+    "ling": "frame",
+    "ling_num": "frame",
+    "acoustic": "frame",
+    "pase": "pase",
+    "ling_phone": "phone",
+    "durations": "phone",
+}
+
+
 def stream_names(arrays: dict[str, np.ndarray]) -> list[str]:
-    return [s for s in ("audio", "ling", "ling_num", "acoustic", "pase") if s in arrays]
+    return [s for s in STREAM_RATES if s in arrays]
 
 
 def speaker_spans(speakers: list[str], lengths: np.ndarray) -> dict[str, list[tuple[int, int]]]:
@@ -148,12 +162,13 @@ def shard_statistics(index, arrays: dict[str, np.ndarray]) -> dict[str, dict[str
     out: dict[str, dict[str, Moments]] = {}
     for stream in stream_names(arrays):
         x, valid = stream_rows(stream, arrays)
-        if stream == "audio":
+        rate = STREAM_RATES[stream]
+        if rate == "sample":
             lengths = index["n_frames"].to_numpy() * 80
-        elif stream == "pase":
-            lengths = index["pase_frames"].to_numpy()
-        else:
+        elif rate == "frame":
             lengths = index["n_frames"].to_numpy()
+        else:
+            lengths = index[clock_columns(rate)[0]].to_numpy()
         per_speaker = {}
         for speaker, spans in speaker_spans(speakers, lengths).items():
             total = Moments.empty(x.shape[1])

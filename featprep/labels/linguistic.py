@@ -42,6 +42,10 @@ FRAME_FEATURES = {
     "coarse_coding": 4,
     "none": 0,
 }
+#: ``linguistic.duration_unit`` choices (``auto``: ``state`` for the align source, else ``phone``)
+DURATION_UNITS = ("auto", "state", "phone")
+#: HMM states per phone of state-aligned labels (Merlin's and featprep's aligner's five)
+STATES_PER_PHONE = 5
 STATE_MODES = ("full", "minimal_frame", "state_only", "frame_only", "uniform_state", "coarse_coding", "none")
 PHONE_MODES = ("minimal_phoneme", "coarse_coding", "none")
 
@@ -145,6 +149,16 @@ def linguistic_features(
     phone_rows = questions.evaluate(phone_contexts(label))
     if not add_frame_features:
         return phone_rows
+    return frame_features(label, phone_rows, subphone_features)
+
+
+def frame_features(label: HTSLabel, phone_rows: np.ndarray, subphone_features: str = "auto") -> np.ndarray:
+    """The phone rows of `linguistic_features` (``add_frame_features=False``) expanded to
+    5 ms frames, with the frame features of ``subphone_features`` appended.
+
+    Split out so that a caller wanting both the phone rows and the frame rows (prepare's
+    ``linguistic`` stage) answers the questions once.
+    """
     if not label.aligned:
         raise FeatprepError(
             "frame features need aligned labels (start and end times); these have none: "

@@ -4,7 +4,8 @@
 `featprep.labels.sources`) and the span of labelled speech, which ``audio`` then trims
 to. ``linguistic`` (after ``audio``) moves the labels by the trim offset, reconciles
 their length with the audio's frames (the alignment contract) and writes Merlin's
-features (``ling.npy``) and the compact encoding (``ling_cat.npy``, ``ling_num.npy``).
+features (``ling.npy``), the compact encoding (``ling_cat.npy``, ``ling_num.npy``) and
+the duration model's phone-level stream (``ling_phone.npy``, ``durations.npy``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from .compact import FIELD_VOCABULARY, NUMERIC_COLUMNS, label_compact_features, 
 from .context import CATEGORICAL
 from .frontend import festival_batch, frontend_labels, merlin_normalise, utterance_to_labels
 from .hts import FRAME_UNITS, HTSLabel, LabelError, phone_of, read_hts
-from .linguistic import FRAME_FEATURES, feature_names, linguistic_features, phone_contexts
+from .linguistic import (
+    DURATION_UNITS,
+    FRAME_FEATURES,
+    STATES_PER_PHONE,
+    duration_targets,
+    feature_names,
+    frame_features,
+    phone_contexts,
+)
 from .matching import CompiledQuestions
 from .questions import load_questions
 from .sources import SOURCES, label_path, speech_span, transfer_boundaries
@@ -44,7 +53,6 @@ class LabelStage(Stage):
     columns: ClassVar[dict[str, pa.DataType]] = {
         "label_source": pa.string(),
         "label_path": pa.string(),
-        "n_phones": pa.int32(),
     }
 
     def __init__(self, recipe: dict, corpus_root: str, genders: dict[str, str] | None = None) -> None:
@@ -169,7 +177,7 @@ class LabelStage(Stage):
     def process(self, item: Item) -> None:
         utt, cfg = item.utterance, self.cfg
         if cfg["source"] == "none":
-            item.fields.update(label_source="none", label_path="", n_phones=0)
+            item.fields.update(label_source="none", label_path="")
             return
         source = cfg["source"]
         if source == "align":
@@ -202,7 +210,7 @@ class LabelStage(Stage):
             raise Rejected("label_mismatch", f"labels end {overrun:.3f} s after the audio")
         item.data["label"] = label
         item.data["speech_span"] = (start // UNITS_PER_SAMPLE, -(-end // UNITS_PER_SAMPLE))
-        item.fields.update(label_source=source, label_path=where, n_phones=len(phone_contexts(label)))
+        item.fields.update(label_source=source, label_path=where)
 
 
 def label_silence(label: HTSLabel, silences: list[str]) -> str:
@@ -226,8 +234,22 @@ class LinguisticStage(Stage):
             raise FeatprepError(
                 f"linguistic.subphone_features must be one of {sorted(FRAME_FEATURES)}, found {mode!r}"
             )
+        if self.cfg["duration_unit"] not in DURATION_UNITS:
+            raise FeatprepError(
+                f"linguistic.duration_unit must be one of {list(DURATION_UNITS)}, "
+                f"found {self.cfg['duration_unit']!r}"
+            )
         self._questions: CompiledQuestions | None = None
         self.vocab = vocabularies(self.cfg["vocab"])
+
+    @property
+    def duration_unit(self) -> str:
+        """``state`` (frames per HMM state) or ``phone`` (frames per phone): what
+        ``durations.npy`` counts."""
+        unit = self.cfg["duration_unit"]
+        if unit == "auto":
+            return "state" if self.recipe["labels"]["source"] == "align" else "phone"
+        return unit
 
     @property
     def questions(self) -> CompiledQuestions:
@@ -239,7 +261,18 @@ class LinguisticStage(Stage):
         if not self.active:
             return []
         names = feature_names(self.questions, self.cfg["subphone_features"])
-        specs = [ArraySpec("ling", "float32", len(names), columns=tuple(names))]
+        questions = tuple(self.questions.questions.names)
+        unit = self.duration_unit
+        states = range(1, STATES_PER_PHONE + 1)
+        counts = tuple(f"state_{s}" for s in states) if unit == "state" else ("phone",)
+        specs = [
+            ArraySpec("ling", "float32", len(names), columns=tuple(names)),
+            # the duration model's stream: one row per phone kept by the trim
+            ArraySpec("ling_phone", "float32", len(questions), rate="phone", columns=questions),
+            ArraySpec(
+                "durations", "float32", len(counts), rate="phone", columns=counts, extra={"unit": unit}
+            ),
+        ]
         if self.cfg["compact"]:
             vocab = tuple((f, tuple(self.vocab[FIELD_VOCABULARY[f]])) for f in CATEGORICAL)
             specs += [
@@ -249,7 +282,7 @@ class LinguisticStage(Stage):
         return specs
 
     def version(self) -> str:
-        return "1:" + (self.questions.questions.source if self.active else "")
+        return "2:" + (self.questions.questions.source if self.active else "")
 
     def process(self, item: Item) -> None:
         if not self.active:
@@ -265,14 +298,33 @@ class LinguisticStage(Stage):
         end[-1] = limit  # labels a little short of the audio: the last line (silence) grows
         moved = HTSLabel(label.contexts, start, end, label.states)
         try:
-            feats = linguistic_features(
-                moved, self.questions, subphone_features=self.cfg["subphone_features"]
-            )
+            phone_rows = self.questions.evaluate(phone_contexts(moved))
+            feats = frame_features(moved, phone_rows, self.cfg["subphone_features"])
         except FeatprepError as e:
             raise Rejected("bad_label", str(e)) from None
         if len(feats) != n_frames:
             raise RuntimeError(f"{item.utterance.id}: {len(feats)} label frames for {n_frames} audio frames")
+        durations = self._durations(moved)
+        # a phone the trim cut away entirely has no frames to predict; one it cut partly
+        # keeps the frames that remain, so the durations add up to n_frames
+        kept = durations.sum(axis=1) > 0
         item.arrays["ling"] = feats
+        item.arrays["ling_phone"] = phone_rows[kept]
+        item.arrays["durations"] = durations[kept]
         if self.cfg["compact"]:
             item.arrays["ling_cat"], item.arrays["ling_num"] = label_compact_features(moved, self.vocab)
         item.fields["label_adjust_frames"] = adjust
+
+    def _durations(self, label: HTSLabel) -> np.ndarray:
+        """Frames per state or per phone (`duration_unit`) of labels in trimmed time."""
+        durations = duration_targets(label)
+        if self.duration_unit == "phone":
+            return durations.sum(axis=1, keepdims=True)
+        if not label.state_aligned or durations.shape[1] != STATES_PER_PHONE:
+            kind = f"{durations.shape[1]} states per phone" if label.state_aligned else "phone-aligned"
+            raise Rejected(
+                "bad_label",
+                f"linguistic.duration_unit = state needs labels of {STATES_PER_PHONE} states per phone; "
+                f"these are {kind}",
+            )
+        return durations
