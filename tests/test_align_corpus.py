@@ -20,6 +20,7 @@ from featprep.pipeline import prepare
 from featprep.shards import open_shard
 
 from .test_cli import _one_error_line, featprep
+from .test_durations import assert_durations_add_up
 
 #: keeps CI short: two re-estimation rounds of one Gaussian per state on the bootstrap
 QUICK = ["align.iterations=2", "align.mixtures=1"]
@@ -144,6 +145,7 @@ def test_prepare_vctk_aligns_by_default_and_a_rerun_does_not_retrain(demo_corpus
     assert manifest["recipe"]["labels"]["source"] == "align" and first.kept > 0
     lings = list(out.glob("shards/*/*/ling.npy"))
     assert lings and sum(len(np.load(f)) for f in lings) > 0
+    assert_durations_add_up(out, "state")  # the aligner's five states per phone
     r = featprep("validate", out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert any("aligner model written" in line for line in said)
@@ -169,6 +171,8 @@ def test_cmu_arctic_utterance_without_lab_is_aligned(real_arctic, tmp_path):
     awb = index.set_index("utterance").loc["awb_arctic_a0007"]
     assert awb.label_path.endswith("align/awb/awb_arctic_a0007.lab") and awb.n_phones > 20
     assert len(arrays["ling"]) == index.n_frames.sum()
+    # lab/ phones and the aligner's states side by side: frames per phone for both
+    assert_durations_add_up(tmp_path, "phone")
 
 
 def test_a_moved_output_folder_keeps_its_aligned_shards(real_arctic, tmp_path):

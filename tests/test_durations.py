@@ -16,7 +16,9 @@ from featprep.dataset import ShardDataset
 from featprep.demo import DEMO_LABELS
 from featprep.errors import Rejected
 from featprep.integrity import check_corpus
-from featprep.labels.hts import FRAME_UNITS, read_hts
+from featprep.labels.frontend import merlin_normalise
+from featprep.labels.hts import FRAME_UNITS, parse_hts, phone_of, read_hts
+from featprep.labels.linguistic import phone_contexts
 from featprep.labels.stage import UNITS_PER_SAMPLE, LinguisticStage
 from featprep.manifest import read_manifest
 from featprep.normstats import normstats
@@ -54,6 +56,14 @@ def _utterances(corpus):
             phones = slice(r.phone_offset, r.phone_offset + r.n_phones)
             frames = slice(r.frame_offset, r.frame_offset + r.n_frames)
             yield r, arrays["ling"][frames], arrays["ling_phone"][phones], arrays["durations"][phones]
+
+
+def assert_durations_add_up(corpus, unit: str) -> None:
+    """Every utterance's durations (``unit``: state or phone) add up to its frames."""
+    durations = {f["name"]: f for f in read_manifest(corpus)["features"]}["durations"]
+    assert durations["unit"] == unit and durations["dim"] == (5 if unit == "state" else 1)
+    for r, _, _, d in _utterances(corpus):
+        assert d.sum() == r.n_frames and (d.sum(axis=1) > 0).all(), r.utterance
 
 
 def test_phone_rows_repeated_by_their_durations_are_the_frame_rows(corpus):
@@ -169,3 +179,27 @@ def test_datasets_and_the_trainer_take_the_streams_they_want(corpus, tmp_path):
     config = TrainConfig.from_preset("small", {"features": "ling", "batch_size": 2})
     result = train(corpus, tmp_path / "run", config, steps=2, log=lambda _m: None)
     assert (tmp_path / "run" / "checkpoint.pt").is_file(), result
+
+
+def test_merlin_normalise_keeps_the_states_of_state_aligned_labels():
+    """The label stage normalises every source's labels; states lost there made each
+    state of the align source's labels a phone of its own (frame features per state)."""
+    label = read_hts(STATE_LAB)
+    normalised = merlin_normalise(label)
+    assert normalised.state_aligned and (normalised.states == label.states).all()
+    np.testing.assert_array_equal(normalised.frames(), label.frames())
+    assert len(phone_contexts(normalised)) == len(label) // 5
+    # two pauses in a row become one, whose last state runs on to the second one's end
+    phones = ["pau", "pau", "pau", "aa", "pau"]
+    lines = []
+    for p, phone in enumerate(phones):
+        padded = ["x", "x", *phones, "x", "x"][p : p + 5]
+        context = f"{padded[0]}^{padded[1]}-{phone}+{padded[3]}={padded[4]}@x_x"
+        lines += [
+            f"{(5 * p + s) * FRAME_UNITS} {(5 * p + s + 1) * FRAME_UNITS} {context}[{s + 2}]"
+            for s in range(5)
+        ]
+    merged = merlin_normalise(parse_hts("\n".join(lines) + "\n"))
+    assert [phone_of(c) for c in phone_contexts(merged)] == ["sil", "aa", "sil"]
+    assert merged.state_aligned and merged.states.tolist() == [2, 3, 4, 5, 6] * 3
+    np.testing.assert_array_equal(merged.frames(), [1, 1, 1, 1, 11] + [1] * 10)

@@ -126,24 +126,34 @@ def utterance_to_labels(
 
 
 def merlin_normalise(label: HTSLabel, *, silence: str = "pau", edge: str = "sil") -> HTSLabel:
-    """Merge consecutive silences and rename the edge silences ``edge`` (Merlin's way)."""
-    phones = [phone_of(c) for c in label.contexts]
+    """Merge consecutive silences and rename the edge silences ``edge`` (Merlin's way).
+
+    State-aligned labels stay state-aligned: phones are merged with all their states; a
+    merged silence keeps the first silence's states, its last state running on to where
+    the last silence of the run ended.
+    """
+    n = int(label.states.max() - label.states.min() + 1) if label.state_aligned else 1
+    phones = [phone_of(c) for c in label.contexts[::n]]
     keep = [i for i in range(len(phones)) if not (i and phones[i] == silence and phones[i - 1] == silence)]
-    contexts = [label.contexts[i] for i in keep]
     names = [phones[i] for i in keep]
     if names and names[0] == silence:
         names[0] = edge
     if len(names) > 1 and names[-1] == silence:
         names[-1] = edge
     padded = ["x", "x", *names, "x", "x"]
-    contexts = [set_phones(c, tuple(padded[i : i + 5])) for i, c in enumerate(contexts)]
-    words = [label.words[i] for i in keep] if label.words is not None else None
+    lines = [i * n + s for i in keep for s in range(n)]
+    contexts = [
+        set_phones(label.contexts[line], tuple(padded[k // n : k // n + 5])) for k, line in enumerate(lines)
+    ]
+    words = [label.words[line] for line in lines] if label.words is not None else None
     if not label.aligned:
         return HTSLabel(contexts, words=words)
+    starts, ends = label.start[lines].astype(np.int64), label.end[lines].astype(np.int64)
     # a merged silence ends where the last silence of its run ended
-    ends = [int(label.end[b - 1]) for b in keep[1:] + [len(phones)]]
-    starts = [int(label.start[i]) for i in keep]
-    return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64), words=words)
+    ends[n - 1 :: n] = [label.end[b * n - 1] for b in [*keep[1:], len(phones)]]
+    return HTSLabel(
+        contexts, starts, ends, None if label.states is None else label.states[lines], words=words
+    )
 
 
 def festival_batch(
