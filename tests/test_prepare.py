@@ -153,6 +153,7 @@ def test_alignment_contract_and_layout(prepared):
             assert arrays["acoustic"].shape == (index["n_frames"].sum(), 42)
             if name != "vctk-0.80":
                 arrays_expected |= {"ling.npy", "ling_cat.npy", "ling_num.npy"}
+                arrays_expected |= {"ling_phone.npy", "durations.npy"}  # per phone
                 assert (
                     len(arrays["ling"])
                     == len(arrays["ling_cat"])

@@ -38,6 +38,8 @@ def _train_rows(corpus, stream):
         for r in index.itertuples():
             if stream == "pase":
                 x = arrays["pase"][r.pase_offset : r.pase_offset + r.pase_frames]
+            elif stream in ("ling_phone", "durations"):  # one row per phone
+                x = arrays[stream][r.phone_offset : r.phone_offset + r.n_phones]
             else:
                 x = arrays[stream][r.frame_offset : r.frame_offset + r.n_frames]
             rows.setdefault(r.speaker, []).append(np.asarray(x, np.float64))
@@ -52,7 +54,7 @@ def test_speakers_span_shards(corpus):
     assert any(len(a & b) for a, b in itertools.combinations(speakers_per_shard, 2))
 
 
-@pytest.mark.parametrize("stream", ["ling", "ling_num", "acoustic", "pase"])
+@pytest.mark.parametrize("stream", ["ling", "ling_num", "acoustic", "pase", "ling_phone", "durations"])
 def test_normstats_equals_numpy(corpus, stream):
     summary = normstats(corpus, min_frames=0)
     data = np.load(corpus / "stats" / f"{stream}.npz")
