@@ -345,7 +345,8 @@ def _align(
         if not only:
             return
         if run:
-            counts = ", ".join(f"{n} {p}" for p, n in sorted(Counter(problems.values()).items()) if p)
+            found = Counter(p for p in problems.values() if p)
+            counts = ", ".join(f"{n} {p}" for p, n in sorted(found.items()))
             say(f"{len(only)} utterances have no usable lab/ phone labels ({counts}): aligning them")
     recipe["labels"]["dir"] = str(folder.resolve())
     recipe["labels"]["pattern"] = "{speaker}/{utterance}.lab"
