@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import sys
 import threading
@@ -38,6 +39,8 @@ from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
 from .workers import resolve_jobs
+
+logger = logging.getLogger(__name__)
 
 #: the per-utterance stages of prepare, in order
 STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
@@ -314,7 +317,7 @@ def prepare(
     any file of the corpus is read; the output folder is made when there is something
     to write.
     """
-    say = log or (lambda _msg: None)
+    say = log or logger.info
     _check_arguments(jobs, shard_index, num_shards)
     resolved = load_corpus_recipe(corpus, root, recipe, overrides)
     out = Path(out) if out is not None else Path("manifests") / corpus

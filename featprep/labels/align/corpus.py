@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -47,6 +48,8 @@ from .evaluate import phone_segments
 from .features import apply_cmvn, cmvn_stats, mfcc_features
 from .model import AlignerModel
 from .train import TrainingConfig, TrainingUtterance, train_aligner
+
+logger = logging.getLogger(__name__)
 
 #: bump when what this module writes changes: older records are then not reused
 VERSION = "1"
@@ -302,7 +305,7 @@ def align_utterances(
     Arctic's without lab/); CMVN is still over all of their speaker's utterances.
     Rejections name the stage ``labels``.
     """
-    say = log or (lambda _m: None)
+    say = log or logger.info
     root, folder = str(root), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     result = AlignResult(folder)
@@ -377,7 +380,7 @@ def align_corpus(
     root = str(Path(root).resolve())
     found = discover(corpus, root, resolved)
     utterances, rejections = check(found.utterances, root, resolved["clean"])
-    say = log or (lambda _m: None)
+    say = log or logger.info
     say(f"discovered {len(found.utterances)} utterances of {len(found.speakers)} speakers in {root}")
     if not utterances:
         raise CorpusError(f"no valid utterance in {root} to align")

@@ -14,6 +14,7 @@ are pooled; CMVN per speaker does the speaker normalisation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -26,6 +27,8 @@ from .decode import Graph, build_graph, viterbi
 from .features import DIM, apply_cmvn, cmvn_stats, mfcc_features
 from .forward_backward import posteriors
 from .model import N_STATES, SILENCE, SILENCES, AlignerModel, component_log_likelihoods, logsumexp
+
+logger = logging.getLogger(__name__)
 
 #: self-loop probabilities stay inside this range (a state of one frame must still be
 #: allowed to stay, a long one to leave)
@@ -115,7 +118,7 @@ def train_aligner(
     left out of the round that finds it so; ``log`` hears about it and about each round's
     mean per-frame log-likelihood.
     """
-    say = log or (lambda _m: None)
+    say = log or logger.info
     feats, phone_lists, durations, word_final = _prepare(utterances)
     if not feats:
         raise ValueError("train_aligner needs at least one utterance")
