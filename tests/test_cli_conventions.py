@@ -12,6 +12,7 @@ import termios
 
 import click
 import numpy as np
+import pytest
 
 from featprep.cli import config_keys, main
 
@@ -122,3 +123,42 @@ def test_progress_bar_on_a_terminal_only(demo_corpus, tmp_path):
     assert "sha256: 100%" in bar and "B/s" in bar  # the bytes hashed, with a rate
     assert "sha256" not in _on_a_terminal("validate", out, "-q")
     assert "sha256" not in featprep("validate", out).stderr  # not a terminal
+
+
+def test_long_library_calls_show_bars_when_asked(demo_corpus, tmp_path, capsys):
+    """normstats --recompute, train and evaluate each draw a bar on stderr with
+    ``progress=True`` and nothing without (the CLI asks on a terminal only)."""
+    from featprep.normstats import normstats
+    from featprep.pipeline import prepare
+    from featprep.samplernn.evaluate import evaluate
+    from featprep.samplernn.train import TrainConfig, train
+
+    from .conftest import NO_LABELS
+
+    corpus = tmp_path / "vctk"
+    prepare("vctk", demo_corpus / "VCTK-Corpus", corpus, overrides=NO_LABELS)
+    capsys.readouterr()
+    normstats(corpus, min_frames=0, recompute=True)
+    assert capsys.readouterr().err == ""
+    normstats(corpus, min_frames=0, recompute=True, progress=True)
+    assert "recompute: 100%" in capsys.readouterr().err
+    cfg = TrainConfig.from_preset("small", {"features": "acoustic", "batch_size": 4})
+    train(corpus, tmp_path / "run", cfg, steps=2, device="cpu", progress=True)
+    assert "train: 100%" in capsys.readouterr().err
+    evaluate(tmp_path / "run", max_utterances=1, max_seconds=0.1, device="cpu", progress=True)
+    assert "evaluate: 100%" in capsys.readouterr().err
+
+
+def test_pase_refuses_two_files_of_one_name_before_work(tmp_path):
+    from featprep.errors import ArgumentError
+    from featprep.pase.extract import embed_files
+
+    from .conftest import PYSPTK_DATA
+
+    wav = PYSPTK_DATA / "arctic_a0007.wav"
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / wav.name
+    twin.write_bytes(wav.read_bytes())
+    with pytest.raises(ArgumentError, match="have the same name"):
+        embed_files([wav, twin], tmp_path / "out", arch="pase", random_init_seed=0, device="cpu")
+    assert not (tmp_path / "out").exists()
