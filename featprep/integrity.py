@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from .errors import CorruptCorpus
 from .io import inside, sha256_file
 from .manifest import read_manifest
 
+logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 #: files hashed at once (bounded: more threads than disks only add seeks)
 HASH_THREADS = 8
@@ -138,6 +140,7 @@ def _check(
     seen: dict[str, str] = {}
     for shard, path in chosen:
         found = _shard_problems(path, shard, manifest, speakers, seen, digests, full, arrays)
+        logger.debug("%s: %d file(s) checked, %d problem(s)", shard["name"], len(shard["files"]), len(found))
         problems += [f"{shard['name']}: {p}" for p in found]
     if full:
         problems += _unlisted_shards(directory, manifest)

