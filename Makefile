@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+DEBS := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium
 STAMP := $(VENV)/.featprep-installed
 
 .PHONY: setup festival demo test lint bench clean

@@ -1,7 +1,8 @@
 """Benchmark: the built-in forced aligner against known phone boundaries, in one run.
 
 - The demo corpus (Festival speech, true boundaries in ``truth/labels``): trains on the
-  first ``--train`` good utterances of every speaker, aligns the others (held out), and
+  first ``--train`` good utterances of every speaker, aligns the others (held out; CMVN
+  over each speaker's utterances, as ``featprep align`` does), and
   prints per voice and overall the fraction of phone boundaries within 10 and 20 ms, mean
   and median absolute error and how many utterances were compared. ``--split voice``
   instead holds out each voice in turn (trained on the other voices' speakers only).
@@ -36,7 +37,11 @@ from featprep.labels.align import (  # noqa: E402
     TrainingConfig,
     TrainingUtterance,
     align,
+    align_features,
+    apply_cmvn,
     boundary_errors,
+    cmvn_stats,
+    mfcc_features,
     phone_segments,
     train_aligner,
 )
@@ -78,6 +83,8 @@ def main() -> None:
         short_pause=(int, int(TrainingConfig.short_pause)),
         repeat=(int, 1),
         baum_welch=(int, int(TrainingConfig.baum_welch)),
+        contexts=(int, int(TrainingConfig.contexts)),
+        context_prior=(float, TrainingConfig.context_prior),
     )
     root = demo_corpus(args.workdir)
     with open(root / "truth" / "utterances.tsv", newline="") as f:
@@ -100,6 +107,8 @@ def main() -> None:
         keep_bootstrap=bool(args.keep_bootstrap),
         short_pause=bool(args.short_pause),
         baum_welch=bool(args.baum_welch),
+        contexts=bool(args.contexts),
+        context_prior=args.context_prior,
     )
     errors: dict[str, list[np.ndarray]] = {}
     train_cpu = train_audio = align_cpu = align_audio = 0.0
@@ -120,12 +129,24 @@ def main() -> None:
         )
         train_cpu += cpu() - start
         train_audio += sum(len(a) / sr for a, sr in (audio(rows[i]) for i in train_idx))
-        for i in test_idx:
-            a, sr = audio(rows[i])
+        # as align_corpus does: CMVN over each speaker's utterances, every one of them
+        feats, speaker_of = {}, {}
+        for i, r in enumerate(rows):
+            a, sr = audio(r)
             start = cpu()
-            aligned, _ = align(model, a, sr, labels[i])
+            feats[i] = mfcc_features(a, sr)
+            if i in test_idx:
+                align_cpu += cpu() - start
+                align_audio += len(a) / sr
+            speaker_of[i] = r["vctk_speaker"]
+        cmvn = {
+            s: cmvn_stats([f for i, f in feats.items() if speaker_of[i] == s])
+            for s in set(speaker_of.values())
+        }
+        for i in test_idx:
+            start = cpu()
+            aligned, _ = align_features(model, apply_cmvn(feats[i], cmvn[speaker_of[i]]), labels[i])
             align_cpu += cpu() - start
-            align_audio += len(a) / sr
             truth = read_xwaves(
                 root / "truth" / "labels" / rows[i]["vctk_speaker"] / f"{rows[i]['utterance']}.lab"
             )
@@ -133,7 +154,7 @@ def main() -> None:
     print(
         f"demo corpus, split by {args.split}, {len(folds)} training run(s), mixtures {args.mixtures}, "
         f"iterations {args.iterations}, bootstrap {args.bootstrap}, short pause {bool(args.short_pause)}, "
-        f"Baum-Welch {bool(args.baum_welch)}"
+        f"Baum-Welch {bool(args.baum_welch)}, contexts {bool(args.contexts)} (prior {args.context_prior:g})"
     )
     for voice, errs in sorted(errors.items()):
         print(summary(voice, errs))

@@ -335,6 +335,30 @@ def validate(directory: Path, quick: bool) -> None:
 
 
 @main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The HTML file to write.")
+@click.option(
+    "--examples",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Utterances drawn as waveform + spectrogram with trim points and phone boundaries.",
+)
+@common_options
+def report(directory: Path, out: Path, examples: int) -> None:
+    """One self-contained HTML page about a prepared corpus (needs featprep[report]).
+
+    Hours per speaker and split, durations, silence trimmed, rejections with the worst
+    examples, F0 per speaker, feature statistics and example utterances.
+
+    Example: featprep report manifests/vctk --out vctk-report.html
+    """
+    from .report import write_report
+
+    click.echo(write_report(directory, out, examples=examples))
+
+
+@main.command()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),

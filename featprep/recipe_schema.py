@@ -188,6 +188,7 @@ SCHEMA: dict[str, Rule] = {
     "align.mixtures": number(1, 64, integer=True),
     "align.iterations": number(0, integer=True),
     "align.short_pause": flag(),
+    "align.contexts": flag(),
     # with the align source, check_recipe_paths has featprep.festival.voice_command check each
     "align.bootstrap_voices": names(unique=True),
     "align.bootstrap_texts": number(0, integer=True),

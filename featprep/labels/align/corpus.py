@@ -52,7 +52,7 @@ from .train import TrainingConfig, TrainingUtterance, train_aligner
 logger = logging.getLogger(__name__)
 
 #: bump when what this module writes changes: older records are then not reused
-VERSION = "1"
+VERSION = "2"
 MODEL = "aligner.npz"
 RECORD = "aligner.json"
 #: 1.4826 MAD estimates the standard deviation of normally distributed scores
@@ -89,7 +89,10 @@ class AlignResult:
 def training_config(cfg: dict[str, Any]) -> TrainingConfig:
     """The `TrainingConfig` of the recipe's ``[align]`` table."""
     return TrainingConfig(
-        mixtures=cfg["mixtures"], iterations=cfg["iterations"], short_pause=cfg["short_pause"]
+        mixtures=cfg["mixtures"],
+        iterations=cfg["iterations"],
+        short_pause=cfg["short_pause"],
+        contexts=cfg["contexts"],
     )
 
 
@@ -149,6 +152,7 @@ TRAINING_KEYS = (
     "mixtures",
     "iterations",
     "short_pause",
+    "contexts",
     "bootstrap_voices",
     "bootstrap_texts",
 )

@@ -24,6 +24,19 @@ SILENCE = "sil"
 #: label phones that are silence (Merlin's edge ``sil``, Festival's ``pau``)
 SILENCES = ("sil", "pau")
 FORMAT = "featprep-aligner-1"
+#: neighbour classes of the context-dependent models, by how a neighbour colours a
+#: phone's edge (Festival's radio phone set; a phone not listed is a class of its own)
+_NEIGHBOUR_CLASSES = {
+    "front": "iy ih eh ae ey",
+    "back": "aa ah ao ax er uh uw ow aw ay oy",
+    "stop": "p b t d k g",
+    "fricative": "f v th dh s z sh zh hh ch jh",
+    "nasal": "m n ng",
+    "liquid": "l r",
+    "glide": "w y",
+    "silence": SILENCE,
+}
+_CLASS_OF = {p: c for c, phones in _NEIGHBOUR_CLASSES.items() for p in phones.split()}
 _LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -33,7 +46,10 @@ class AlignerModelError(FeatprepError):
 
 @dataclass
 class AlignerModel:
-    """Monophone HMMs: ``phones[p]`` has states ``p * 5 .. p * 5 + 4``.
+    """Phone HMMs: ``phones[p]`` has states ``p * 5 .. p * 5 + 4``.
+
+    A model named ``phone@left+right`` (`context_names`) is ``phone`` between neighbours of
+    those classes; a phone whose context has no model of its own uses its monophone.
 
     ``means`` / ``variances``: ``(phones, 5, mixtures, 39)``; ``log_weights``:
     ``(phones, 5, mixtures)`` (unused components are -inf); ``log_stay``: ``(phones, 5)``,
@@ -59,13 +75,20 @@ class AlignerModel:
         return self.means.shape[2]
 
     def phone_index(self, phones: list[str]) -> np.ndarray:
-        """Model index of each label phone (``pau`` -> the silence model)."""
+        """Model index of each label phone (``pau`` -> the silence model): its context's
+        model where there is one, else its monophone. KeyError names phones without a model."""
         index = {p: i for i, p in enumerate(self.phones)}
         names = [SILENCE if p in SILENCES else p for p in phones]
         unknown = sorted({p for p in names if p not in index})
         if unknown:
             raise KeyError(", ".join(unknown))
-        return np.array([index[p] for p in names], np.int64)
+        contexts = context_names(names)
+        return np.array([index.get(c, index[p]) for c, p in zip(contexts, names, strict=True)], np.int64)
+
+    def parents(self) -> np.ndarray:
+        """Index of each model's monophone (itself for a monophone)."""
+        index = {p: i for i, p in enumerate(self.phones)}
+        return np.array([index[p.split("@")[0]] for p in self.phones], np.int64)
 
     def log_likelihoods(self, features: np.ndarray, states: np.ndarray) -> np.ndarray:
         """``(frames, len(states))`` log p(frame | state) for flat state indices ``states``."""
@@ -140,6 +163,18 @@ class AlignerModel:
         ):
             raise AlignerModelError(f"{path}: no silence model, a bad pause state or a variance <= 0")
         return model
+
+
+def context_names(phones: list[str]) -> list[str]:
+    """The context-dependent model name of each phone of a sequence (silences as
+    ``sil``): ``phone@left+right`` by its neighbours' classes, utterance edges counting
+    as silence; a silence stays ``sil`` (its model skips and loops, the same everywhere)."""
+    names = [SILENCE if p in SILENCES else p for p in phones]
+    edged = [SILENCE, *names, SILENCE]
+    return [
+        p if p == SILENCE else f"{p}@{_CLASS_OF.get(left, left)}+{_CLASS_OF.get(right, right)}"
+        for left, p, right in zip(edged, edged[1:], edged[2:], strict=False)
+    ]
 
 
 def component_log_likelihoods(

@@ -26,7 +26,15 @@ from ..hts import HTSLabel, phone_of
 from .decode import Graph, build_graph, viterbi
 from .features import DIM, apply_cmvn, cmvn_stats, mfcc_features
 from .forward_backward import posteriors
-from .model import N_STATES, SILENCE, SILENCES, AlignerModel, component_log_likelihoods, logsumexp
+from .model import (
+    N_STATES,
+    SILENCE,
+    SILENCES,
+    AlignerModel,
+    component_log_likelihoods,
+    context_names,
+    logsumexp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +57,10 @@ class TrainingConfig:
     bootstrap utterances (true boundaries) stay in every re-estimation, anchoring the
     models against drifting to a self-consistent but shifted segmentation;
     ``short_pause``: an optional pause (one state tied to a silence state) between words,
-    its frames counted in the word's last phone.
+    its frames counted in the word's last phone; ``contexts``: after the monophones, each
+    phone gets a model per neighbour-class context (`context_names`), re-estimated for
+    ``iterations`` rounds with MAP estimates that lean on the monophone as if it had
+    been seen on ``context_prior`` frames (a rare context stays near its monophone).
     """
 
     mixtures: int = 2
@@ -61,6 +72,8 @@ class TrainingConfig:
     short_pause: bool = False
     keep_bootstrap: bool = True
     baum_welch: bool = False
+    contexts: bool = True
+    context_prior: float = 10.0
 
 
 @dataclass
@@ -142,10 +155,7 @@ def train_aligner(
         short_pause=config.short_pause,
     )
     floor = config.var_floor * g_var
-    graphs = [
-        build_graph(model, model.phone_index(ps), ends if config.short_pause else None)
-        for ps, ends in zip(phone_lists, word_final, strict=True)
-    ]
+    graphs = _graphs(model, phone_lists, word_final, config.short_pause)
     anchors: list[tuple[np.ndarray, Graph, np.ndarray]] = []
     stats = _Stats(model)
     if boot_feats:
@@ -170,27 +180,82 @@ def train_aligner(
     for m in schedule:
         if m > model.mixtures:
             model = _split(model, m)
-        for it in range(config.iterations):
-            stats = _Stats(model)
-            for x, gr, path in anchors:
-                stats.add_path(x, gr, path)
-            scores = []
-            for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
-                log_lik = model.log_likelihoods(x, gr.states)
-                try:
-                    if config.baum_welch:
-                        gamma, stays, score = posteriors(gr, log_lik)
-                        stats.add(x, gr, gamma, stays)
-                    else:
-                        path, score = viterbi(gr, log_lik)
-                        stats.add_path(x, gr, path)
-                except Rejected as e:
-                    say(f"utterance {i} left out: {e.detail}")
-                    continue
-                scores.append(score / len(x))
-            model = stats.maximise(floor)
-            say(f"{m} mixture(s), round {it + 1}: mean log-likelihood per frame {np.mean(scores):.3f}")
+        model = _reestimate(model, feats, graphs, anchors, config, floor, say, f"{m} mixture(s)")
+    if config.contexts:
+        model = _with_contexts(model, phone_lists + boot_phones)
+        graphs = _graphs(model, phone_lists, word_final, config.short_pause)
+        if anchors:
+            anchors = [
+                (x, build_graph(model, model.phone_index(ps)), path)
+                for (x, _, path), ps in zip(anchors, boot_phones, strict=True)
+            ]
+        model = _reestimate(
+            model, feats, graphs, anchors, config, floor, say, "contexts", config.context_prior
+        )
     return model
+
+
+def _graphs(
+    model: AlignerModel, phone_lists: list[list[str]], word_final: list[np.ndarray], short_pause: bool
+) -> list[Graph]:
+    return [
+        build_graph(model, model.phone_index(ps), ends if short_pause else None)
+        for ps, ends in zip(phone_lists, word_final, strict=True)
+    ]
+
+
+def _reestimate(
+    model: AlignerModel,
+    feats: list[np.ndarray],
+    graphs: list[Graph],
+    anchors: list[tuple[np.ndarray, Graph, np.ndarray]],
+    config: TrainingConfig,
+    floor: np.ndarray,
+    say: Callable[[str], None],
+    stage: str,
+    prior: float = 0.0,
+) -> AlignerModel:
+    """``config.iterations`` rounds of aligning every utterance and re-estimating
+    (``prior``: see `_Stats.maximise`)."""
+    for it in range(config.iterations):
+        stats = _Stats(model)
+        for x, gr, path in anchors:
+            stats.add_path(x, gr, path)
+        scores = []
+        for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
+            log_lik = model.log_likelihoods(x, gr.states)
+            try:
+                if config.baum_welch:
+                    gamma, stays, score = posteriors(gr, log_lik)
+                    stats.add(x, gr, gamma, stays)
+                else:
+                    path, score = viterbi(gr, log_lik)
+                    stats.add_path(x, gr, path)
+            except Rejected as e:
+                say(f"utterance {i} left out: {e.detail}")
+                continue
+            scores.append(score / len(x))
+        model = stats.maximise(floor, prior)
+        say(f"{stage}, round {it + 1}: mean log-likelihood per frame {np.mean(scores):.3f}")
+    return model
+
+
+def _with_contexts(model: AlignerModel, phone_lists: list[list[str]]) -> AlignerModel:
+    """``model`` plus a copy of the monophone for every context of ``phone_lists`` it has
+    no model of (`context_names`)."""
+    known = set(model.phones)
+    new = sorted(
+        {c for ps in phone_lists for c in context_names(ps) if c not in known and c.split("@")[0] in known}
+    )
+    parent = np.array([model.phones.index(c.split("@")[0]) for c in new], np.int64)
+    return replace(
+        model,
+        phones=model.phones + tuple(new),
+        means=np.concatenate([model.means, model.means[parent]]),
+        variances=np.concatenate([model.variances, model.variances[parent]]),
+        log_weights=np.concatenate([model.log_weights, model.log_weights[parent]]),
+        log_stay=np.concatenate([model.log_stay, model.log_stay[parent]]),
+    )
 
 
 def _prepare(
@@ -326,9 +391,11 @@ class _Stats:
         self.occupancy[unique] += w.sum(axis=0)
         self.stays[unique] += stays
 
-    def maximise(self, floor: np.ndarray) -> AlignerModel:
+    def maximise(self, floor: np.ndarray, prior: float = 0.0) -> AlignerModel:
         """New Gaussians, weights and self-loops; states and components seen on fewer than
-        ``_MIN_FRAMES`` frames keep their previous parameters."""
+        ``_MIN_FRAMES`` frames keep their previous parameters. With ``prior`` > 0, a
+        context model's states are MAP estimates: its monophone's parameters count as
+        ``prior`` frames of evidence beside its own frames."""
         model = self.model
         P, S, M, D = model.means.shape
         means = model.means.reshape(-1, M, D).copy()
@@ -349,6 +416,8 @@ class _Stats:
         log_stay = model.log_stay.reshape(-1).copy()
         seen = self.occupancy >= 1.0
         log_stay[seen] = np.log(np.clip(self.stays[seen] / self.occupancy[seen], *_STAY))
+        if prior > 0:
+            self._towards_monophones(prior, floor, means, variances, logw, log_stay)
         silence = model.phones.index(SILENCE) * S
         return replace(
             model,
@@ -358,3 +427,36 @@ class _Stats:
             log_weights=logw.reshape(P, S, M),
             log_stay=log_stay.reshape(P, S),
         )
+
+    def _towards_monophones(
+        self,
+        prior: float,
+        floor: np.ndarray,
+        means: np.ndarray,
+        variances: np.ndarray,
+        logw: np.ndarray,
+        log_stay: np.ndarray,
+    ) -> None:
+        """MAP estimates (in place, flat state arrays) of every context model's states,
+        the monophone's current parameters as the prior worth ``prior`` frames."""
+        model = self.model
+        P, S, M, D = model.means.shape
+        parents = model.parents()
+        own = np.flatnonzero(np.repeat(parents != np.arange(P), S))
+        if not len(own):
+            return
+        src = (parents[:, None] * S + np.arange(S)).ravel()[own]
+        mu0 = model.means.reshape(-1, M, D)[src]
+        var0 = model.variances.reshape(-1, M, D)[src]
+        w0 = np.exp(model.log_weights.reshape(-1, M)[src])
+        count = self.count[own]
+        n = count[:, :, None] + prior
+        mu = (self.sum[own] + prior * mu0) / n
+        second = (self.square[own] + prior * (var0 + np.square(mu0))) / n
+        means[own] = mu
+        variances[own] = np.maximum(second - np.square(mu), floor)
+        with np.errstate(divide="ignore"):
+            logw[own] = np.log((count + prior * w0) / (count.sum(axis=1, keepdims=True) + prior))
+        stay0 = np.exp(model.log_stay.reshape(-1)[src])
+        stay = (self.stays[own] + prior * stay0) / (self.occupancy[own] + prior)
+        log_stay[own] = np.log(np.clip(stay, *_STAY))
