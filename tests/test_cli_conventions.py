@@ -34,18 +34,27 @@ def prepared(demo_corpus, tmp_path_factory):
     return out
 
 
+def _commands(group: click.Group, path: str = "featprep"):
+    """Every command under ``group`` with its command line (``featprep export kaldi``)."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{path} {name}")
+        else:
+            yield f"{path} {name}", command
+
+
 def test_every_option_has_help_and_every_command_an_example():
-    """Walks the click group: a command added later without `common_options`, an option
-    without help or a help without an example fails here."""
-    assert main.commands
-    for name, command in main.commands.items():
-        assert f"featprep {name} " in (command.help or ""), f"{name}: no example in its help"
-        assert "Example:" in command.help, name
+    """Walks the click group (subgroups too): a command added later without
+    `common_options`, an option without help or a help without an example fails here."""
+    found = dict(_commands(main))
+    assert {"featprep prepare", "featprep validate", "featprep train"} <= found.keys()
+    for path, command in found.items():
+        assert "Example" in (command.help or "") and f"{path} " in command.help, f"{path}: no example"
         options = [p for p in command.params if isinstance(p, click.Option)]
         for option in options:
-            assert option.help, f"featprep {name} {option.opts[0]} has no help"
+            assert option.help, f"{path} {option.opts[0]} has no help"
         names = {o for p in options for o in p.opts}
-        assert {"-v", "-q", "--config"} <= names, f"{name}: common_options not applied"
+        assert {"-v", "-q", "--config"} <= names, f"{path}: common_options not applied"
         # every option but --config itself can come from a --config file
         assert set(config_keys(command).values()) == {p.name for p in options} - {"config"}
 
