@@ -296,7 +296,7 @@ def prepare(
 )
 @jobs_option
 @click.option(
-    "--textgrid", is_flag=True, help="Also write LABDIR/<speaker>/<utterance>.TextGrid (words and phones tiers)."
+    "--textgrid", is_flag=True, help="Also write LABDIR/<speaker>/<utterance>.TextGrid (words, phones)."
 )
 @common_options
 def align(
