@@ -145,7 +145,7 @@ def _check(
         found = _shard_problems(path, shard, manifest, speakers, seen, digests, full, arrays)
         logger.debug("%s: %d file(s) checked, %d problem(s)", shard["name"], len(shard["files"]), len(found))
         problems += [f"{shard['name']}: {p}" for p in found]
-    problems += _table_problems(directory, manifest, hashes, full and not problems)
+    problems += _table_problems(directory, manifest, hashes, full and arrays and not problems)
     if full:
         problems += _unlisted_shards(directory, manifest)
         if (directory / "stats").exists():
@@ -233,18 +233,10 @@ def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
 def _table_problems(directory: Path, manifest: dict[str, Any], hashes: bool, compare: bool) -> list[str]:
     """The files beside manifest.json that it lists (``utterances.parquet``): present, their
     sha256; with ``compare``, the table's rows against the shards' indexes."""
-    out = []
-    for name, digest in sorted(manifest.get("files", {}).items()):
-        try:
-            path = inside(directory, name, "file name")
-        except CorruptCorpus as e:
-            out.append(f"manifest.json: {e}")
-            continue
-        if not path.is_file():
-            out.append(f"{name}: missing")
-        elif hashes and sha256_file(path) != digest:
-            out.append(f"{name}: sha256 differs from manifest.json")
-        elif compare and name == "utterances.parquet":
+    listed = manifest.get("files", {})
+    out, present = _check_listed(directory, listed, hashes, "", "manifest.json", "file name")
+    for name, path in present:
+        if compare and name == "utterances.parquet":
             names = [s["name"] for s in manifest["shards"]]
             try:
                 table = pq.read_table(path)
@@ -258,6 +250,29 @@ def _table_problems(directory: Path, manifest: dict[str, Any], hashes: bool, com
             if not table.equals(expected):
                 out.append(f"{name}: its rows differ from the shards' index.parquet files")
     return out
+
+
+def _check_listed(
+    folder: Path, files: dict[str, str], hashes: bool, prefix: str, lister: str, what: str, advice: str = ""
+) -> tuple[list[str], list[tuple[str, Path]]]:
+    """Problems of the files that ``lister`` lists with their sha256 (``files``) in
+    ``folder``: a name leading outside it, a file missing or with another sha256 (each
+    problem followed by ``advice``); and the ``(name, path)`` of the files that passed."""
+    problems, present = [], []
+    then = f": {advice}" if advice else ""
+    for name, digest in sorted(files.items()):
+        try:
+            path = inside(folder, name, what)
+        except CorruptCorpus as e:
+            problems.append(f"{lister}: {e}")
+            continue
+        if not path.is_file():
+            problems.append(f"{prefix}{name}: missing{then}")
+        elif hashes and sha256_file(path) != digest:
+            problems.append(f"{prefix}{name}: sha256 differs from {lister}{then}")
+        else:
+            present.append((name, path))
+    return problems, present
 
 
 def _is_dtype(value: object) -> bool:
@@ -443,16 +458,7 @@ def statistics_problems(
     out = [
         f"stats/{name}: not written by the last normstats: {rerun}" for name in needed if name not in files
     ]
-    for name, digest in sorted(files.items()):
-        try:
-            file = inside(stats, name, "statistics file")
-        except CorruptCorpus as e:
-            out.append(f"stats/summary.json: {e}")
-            continue
-        if not file.is_file():
-            out.append(f"stats/{name}: missing: {rerun}")
-        elif hashes and sha256_file(file) != digest:
-            out.append(f"stats/{name}: sha256 differs from stats/summary.json: {rerun}")
+    out += _check_listed(stats, files, hashes, "stats/", "stats/summary.json", "statistics file", rerun)[0]
     return out
 
 
