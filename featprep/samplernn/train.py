@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import math
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,11 +39,14 @@ from ..io import (
     remove_dead_temporaries,
 )
 from ..pase.architectures import ARCHITECTURES
+from ..progress import progress_bar
 from ..recipe_schema import Rule, choice, flag, integers, number, text
 from .data import Corpus, TBPTTLoader
 from .model import ModelConfig, SampleRNN, quantise
 from .speakers import AudioSeeds, PaseSeeds
 from .tensorboard import EventWriter
+
+logger = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
@@ -332,7 +337,8 @@ def train(
     device: str = "auto",
     resume: bool = False,
     verify: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``.
 
@@ -341,7 +347,10 @@ def train(
     Under ``torchrun`` (DistributedDataParallel; gloo on the CPU, nccl on GPUs) the batch
     slots are split across ranks, each rank walks every world-th utterance, the loss is
     the mean over all ranks' targets, and only rank 0 writes the log and checkpoints.
+    Messages go to ``log`` (default: this module's logger); ``progress`` shows a bar of
+    the steps (with ``steps``) or epochs on stderr (rank 0).
     """
+    log = log or logger.info
     directory, out = Path(directory), Path(out)
     _check_bounds(cfg, steps, epochs)
     check_output_dir(out, "run folder")
@@ -492,6 +501,17 @@ def train(
             _save(checkpoint, payload)
 
     ctrl_c = _CtrlC(log if rank == 0 else lambda _m: None)
+    bar = progress_bar(
+        steps if steps is not None else epochs,
+        "step" if steps is not None else "epoch",
+        enabled=progress and rank == 0,
+        desc="train",
+    )
+
+    def advance() -> None:
+        bar.update((step if steps is not None else epoch()) - bar.n)
+
+    advance()  # a resumed run's bar starts where it stopped
     try:
         while not stop():
             if not waiting:
@@ -557,6 +577,8 @@ def train(
                             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                         )
                     )
+            bar.set_postfix(bits=f"{record['train_bits']:.3f}", refresh=False)
+            advance()
             if rank == 0 and cfg.sample_every and step % cfg.sample_every == 0:
                 audio = _write_sample(out, step, model, valid or corpus, seeds, cfg.sample_seconds)
                 board.audio(step, "sample", audio, 16000)
@@ -568,6 +590,7 @@ def train(
         if rank == 0 and not interrupted:  # (an interrupted run says so below)
             log(f"checkpoint: {checkpoint} (step {step})")
     finally:
+        bar.close()
         ctrl_c.close()
         if log_file is not None:
             log_file.close()
