@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,9 @@ def resolve_jobs(jobs: int) -> int:
 BACKENDS = ("loky", "dask")
 #: seconds a run waits for the first worker of a Dask scheduler given by address
 WORKER_WAIT_S = 120.0
+#: seconds to connect to a scheduler and complete Dask's handshake (something else
+#: listening on the port never completes it)
+CONNECT_S = 30.0
 
 
 def check_backend(backend: str, scheduler: str | None) -> None:
@@ -51,6 +55,8 @@ def dask_client(jobs: int, scheduler: str | None = None) -> Iterator[Any]:
     """
     try:
         from distributed import Client, LocalCluster
+        from distributed.comm import parse_address
+        from distributed.comm.addressing import parse_host_port
     except ImportError as e:
         raise ArgumentError(
             f"backend 'dask' needs the optional packages dask and distributed "
@@ -71,7 +77,9 @@ def dask_client(jobs: int, scheduler: str | None = None) -> Iterator[Any]:
             client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
             try:
-                client = stack.enter_context(Client(scheduler, set_as_default=False))
+                # checked before a Client exists: a half-built one hangs in its finaliser
+                parse_host_port(parse_address(scheduler)[1])
+                client = stack.enter_context(_connect(Client, scheduler))
             except (OSError, ValueError, TypeError) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ArgumentError(f"cannot reach the Dask scheduler at {scheduler!r}: {first}") from None
@@ -83,6 +91,34 @@ def dask_client(jobs: int, scheduler: str | None = None) -> Iterator[Any]:
                     f"some (dask worker {scheduler} --nthreads 1)"
                 ) from None
         yield client
+
+
+def _connect(client_class: Any, scheduler: str) -> Any:
+    """A client of ``scheduler``; `ArgumentError` after `CONNECT_S` seconds without one.
+
+    distributed's own timeout does not cover a handshake that never completes (another
+    server listening on the port): the client is made in a daemon thread that is left
+    behind when it does not return in time.
+    """
+    made: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            made["client"] = client_class(scheduler, set_as_default=False, timeout=CONNECT_S)
+        except Exception as e:  # handed to the caller's thread
+            made["error"] = e
+
+    thread = threading.Thread(target=connect, name="featprep-dask-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_S + 5.0)
+    if thread.is_alive():
+        raise ArgumentError(
+            f"no Dask scheduler answered at {scheduler!r} within {CONNECT_S:g} s "
+            "(is that the address of a Dask scheduler?)"
+        )
+    if "error" in made:
+        raise made["error"]
+    return made["client"]
 
 
 def parallel_config(backend: str, client: Any = None) -> contextlib.AbstractContextManager:

@@ -352,3 +352,26 @@ def test_a_scheduler_without_workers_is_one_line(demo_corpus, tmp_path, monkeypa
                 scheduler=address,
             )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_another_server_on_the_port_is_one_line_not_a_hang(monkeypatch):
+    """A plain TCP server that never answers Dask's handshake (an HTTP server, say):
+    distributed's own connect timeout does not end the wait; featprep's does."""
+    from featprep import workers
+
+    monkeypatch.setattr(workers, "CONNECT_S", 1.0)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        said = rf"no Dask scheduler answered at '{address}' within 1 s"
+        with pytest.raises(ArgumentError, match=said), workers.dask_client(1, address):
+            pass
+
+
+def test_an_address_without_a_port_is_one_line_at_once():
+    from featprep import workers
+
+    with (
+        pytest.raises(ArgumentError, match="missing port number in address 'garbage'"),
+        workers.dask_client(1, "garbage"),
+    ):
+        pass

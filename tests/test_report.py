@@ -305,4 +305,4 @@ def test_statistics_of_other_shards_are_not_shown(corpus, tmp_path):
     found = gather.statistics(copy, read_manifest(copy))
     assert found.source.startswith("merged now from the shards' stats.npz, splits train: stats/ does not fit")
     assert "stats/acoustic.npz: sha256 differs" in found.source
-    assert set(found.streams) == {"audio", "ling", "ling_num", "acoustic"}
+    assert set(found.streams) == {"audio", "ling", "ling_num", "acoustic", "ling_phone", "durations"}
