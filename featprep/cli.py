@@ -9,6 +9,7 @@ exit code 1. Library code logs with ``logging.getLogger(__name__)``; only this m
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
@@ -87,9 +88,56 @@ def config_keys(command: click.Command) -> dict[str, str]:
     return keys
 
 
+#: TOML's names of the Python types tomllib reads (bool before int: a bool is an int)
+_TOML_TYPES = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "table"),
+    (datetime.datetime, "date-time"),
+    (datetime.date, "date"),
+    (datetime.time, "time"),
+)
+
+
+def _toml_type(setting: object) -> str:
+    """TOML's name of the type of a value tomllib read."""
+    return next(name for kind, name in _TOML_TYPES if isinstance(setting, kind))
+
+
+def _config_type(param: click.Parameter) -> tuple[tuple[type, ...], str]:
+    """The Python types a ``--config`` value for ``param`` may have (each value, for a
+    repeatable option) and what the error line says the option takes."""
+    if getattr(param, "is_flag", False) or isinstance(param.type, click.types.BoolParamType):
+        kinds, one, many = (bool,), "a boolean (true or false)", "booleans"
+    elif getattr(param, "count", False) or isinstance(param.type, click.types.IntParamType):
+        kinds, one, many = (int,), "an integer", "integers"
+    elif isinstance(param.type, click.types.FloatParamType):
+        kinds, one, many = (int, float), "a number", "numbers"
+    elif (getattr(param, "help", None) or "").startswith("Comma-separated"):
+        kinds, one, many = (str,), "a string (comma-separated)", "strings"
+    else:
+        kinds, one, many = (str,), "a string", "strings"
+    return kinds, f"an array of {many} (or one)" if param.multiple else one
+
+
+def _config_value(param: click.Parameter, setting: object) -> object | None:
+    """``setting`` as ``param`` takes it (a repeatable option a list; one value is a list
+    of one), or None where its TOML type does not match the option's: exact types, so a
+    float or boolean is no integer and a list no string."""
+    kinds, _ = _config_type(param)
+    if param.multiple:
+        values = setting if isinstance(setting, list) else [setting]
+        return values if all(type(v) in kinds for v in values) else None
+    return setting if type(setting) in kinds else None
+
+
 def _read_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
     """Lay the TOML file's keys under the command line (as defaults: the command line
-    wins); an unreadable file or an unknown key is one line."""
+    wins); an unreadable file, an unknown key, a key given twice (``-`` and ``_``) or a
+    value of the wrong TOML type is one line."""
     if value is None:
         return
     try:
@@ -106,13 +154,25 @@ def _read_config(ctx: click.Context, _param: click.Parameter, value: Path | None
             f"{', '.join(sorted(keys))}"
         )
     params = {p.name: p for p in ctx.command.params}
+    spelled: dict[str, str] = {}
     defaults = {}
     for key, setting in table.items():
         param = params[keys[key.replace("-", "_")]]
-        # a repeatable option (--set) takes a list; one string is one value
-        setting = [setting] if param.multiple and isinstance(setting, str) else setting
+        option = next(o for o in param.opts if o.startswith("--"))
+        if param.name in spelled:  # else the last spelling would silently win
+            raise click.ClickException(
+                f"--config {value}: {spelled[param.name]} and {key} both set {option}; give it once"
+            )
+        spelled[param.name] = key
+        taken = _config_value(param, setting)
+        if taken is None:
+            kinds, expected = _config_type(param)
+            found = f"a TOML {_toml_type(setting)}"
+            if param.multiple and isinstance(setting, list):  # name the value that does not fit
+                found = f"a TOML {_toml_type(next(v for v in setting if type(v) not in kinds))} in the array"
+            raise click.ClickException(f"--config {value}: {key}: {found}, but {option} takes {expected}")
         try:  # here, to name the file: click's own message names the option only
-            defaults[param.name] = param.type_cast_value(ctx, setting)
+            defaults[param.name] = param.type_cast_value(ctx, taken)
         except click.BadParameter as e:
             raise click.ClickException(f"--config {value}: {key}: {e.message}") from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}

@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from .errors import ArgumentError, CorruptCorpus
-from .integrity import verify_corpus
+from .integrity import read_checked_manifest, verify_corpus
 from .io import inside
-from .manifest import UTTERANCES
+from .manifest import UTTERANCES, check_splits, split_names
 from .shards import open_shard
 from .stage import clock_columns
 
@@ -29,7 +29,8 @@ class ShardDataset(torch.utils.data.Dataset):
     Parameters
     ----------
     directory : a prepared corpus (``featprep prepare``).
-    splits : the splits whose utterances are items (default all three).
+    splits : the splits whose utterances are items (default all three); one string is one
+        split. A split the corpus does not have is a `FeatprepError`.
     streams : feature streams to return (default every stream of the corpus).
     verify : check the sha256 of every file first (`featprep.integrity.verify_corpus`).
 
@@ -45,11 +46,14 @@ class ShardDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         directory: str | Path,
-        splits: tuple[str, ...] | None = None,
+        splits: str | tuple[str, ...] | list[str] | None = None,
         streams: tuple[str, ...] | list[str] | None = None,
         verify: bool = True,
     ) -> None:
         self.directory = Path(directory)
+        if splits is not None:
+            splits = split_names(splits)
+            check_splits(read_checked_manifest(self.directory), splits)
         manifest = verify_corpus(self.directory, splits=splits, hashes=verify)
         if UTTERANCES not in manifest.get("files", {}):
             raise CorruptCorpus(

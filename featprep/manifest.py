@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import FRAME_SHIFT, SAMPLE_RATE, __version__
-from .errors import OutputError
+from .errors import ArgumentError, FeatprepError, OutputError
 from .io import atomic_path, atomic_write_text, inside, sha256_file
 from .records import Rejection, Speaker, Utterance
 
@@ -177,6 +177,29 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise OutputError(f"{path} is not a featprep manifest (format {manifest.get('format')!r})")
     return manifest
+
+
+def split_names(splits: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``splits`` as a tuple of names: one string is one split.
+
+    Raises `ArgumentError` when ``splits`` names none or holds a non-string.
+    """
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not splits or not all(isinstance(s, str) and s for s in splits):
+        raise ArgumentError(f"splits must name one or more splits, e.g. ('train',), found {splits!r}")
+    return splits
+
+
+def check_splits(manifest: dict[str, Any], splits: tuple[str, ...]) -> None:
+    """Refuse a split the corpus does not have (train, valid and test always pass: a
+    small corpus may have none of one).
+
+    Raises `FeatprepError` naming the unknown splits and the corpus's.
+    """
+    known = {s["split"] for s in manifest["shards"]}
+    unknown = sorted(set(splits) - known - {"train", "valid", "test"})
+    if unknown:
+        raise FeatprepError(f"unknown split(s) {unknown}; this corpus has {sorted(known)}")
 
 
 def shard_paths(

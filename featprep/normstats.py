@@ -35,7 +35,7 @@ from .io import (
     remove_dead_temporaries,
     sha256_file,
 )
-from .manifest import shard_paths
+from .manifest import check_splits, shard_paths, split_names
 from .progress import progress_bar
 from .shards import open_shard
 from .stats import Moments, StatisticsUnavailable, load_statistics, merge, merge_all, shard_statistics
@@ -44,10 +44,7 @@ GLOBAL = "__global__"
 
 
 def _selected_shards(directory: Path, manifest: dict[str, Any], splits: tuple[str, ...]) -> list[Path]:
-    known = {s["split"] for s in manifest["shards"]}
-    unknown = sorted(set(splits) - known - {"train", "valid", "test"})
-    if unknown:
-        raise FeatprepError(f"unknown split(s) {unknown}; this corpus has {sorted(known)}")
+    check_splits(manifest, splits)
     shards = [path for s, path in shard_paths(directory, manifest, splits) if s["rows"] > 0]
     if not shards:
         raise FeatprepError(f"{directory}: no shard in split(s) {list(splits)}")
@@ -138,9 +135,7 @@ def normstats(
     and column, never averaged) or when ``recompute`` disagrees with the merged values.
     """
     directory = Path(directory)
-    splits = (splits,) if isinstance(splits, str) else tuple(splits)
-    if not splits or not all(isinstance(s, str) and s for s in splits):
-        raise ArgumentError(f"splits must name one or more splits, e.g. ('train',), found {splits!r}")
+    splits = split_names(splits)
     if not isinstance(min_frames, int) or isinstance(min_frames, bool) or min_frames < 0:
         raise ArgumentError(f"min_frames must be an integer >= 0, found {min_frames!r}")
     if not isinstance(variance_floor, int | float) or not 0 < variance_floor < math.inf:

@@ -105,8 +105,11 @@ def test_dir_source_reads_what_align_wrote(aligned, wrong_corpus, tmp_path):
     assert report.kept > 0
     lings = list((tmp_path / "prepared" / "shards").glob("*/*/ling.npy"))
     assert lings and sum(len(np.load(f)) for f in lings) > 0
-    codes = {r.utterance: r.code for r in read_rejected(tmp_path / "prepared" / "rejected.tsv")}
-    assert codes[WRONG] == "missing_label"
+    # the aligner's reason for writing no label, not missing_label
+    rejected = {r.utterance: r for r in read_rejected(tmp_path / "prepared" / "rejected.tsv")}
+    by_aligner = {r.utterance: r for r in read_rejected(out / "rejected.tsv")}
+    assert rejected[WRONG].code == "align_outlier"
+    assert rejected[WRONG].detail == by_aligner[WRONG].detail
 
 
 def test_rerun_reuses_the_model_and_the_speakers(aligned, wrong_corpus):

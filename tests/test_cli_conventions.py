@@ -84,10 +84,10 @@ def test_config_file_errors_are_one_line(tmp_path):
         f"--config {config}: unknown key(s) jobs, qestions; featprep linguistic takes",
         "subphone_features",
     )
-    config.write_text('phone_level = "sometimes"\n')
+    config.write_text('subphone-features = "sometimes"\n')
     _one_error_line(
         featprep("linguistic", LAB, "--config", config, "--out", tmp_path / "x.npy"),
-        f"--config {config}: phone_level: 'sometimes' is not a valid boolean",
+        f"--config {config}: subphone-features: 'sometimes' is not one of",
     )
     config.write_text("questions = \n")
     _one_error_line(
@@ -98,6 +98,61 @@ def test_config_file_errors_are_one_line(tmp_path):
         "cannot be read",
     )
     assert not (tmp_path / "x.npy").exists()
+
+
+BOOLEAN, INTEGER, STRING = "a boolean (true or false)", "an integer", "a string"
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "says"),
+    [
+        (["validate", "DIR"], "quick = 3", f"quick: a TOML integer, but --quick takes {BOOLEAN}"),
+        (["validate", "DIR"], "quick = 1.5", f"quick: a TOML float, but --quick takes {BOOLEAN}"),
+        (["validate", "DIR"], 'quick = "true"', f"quick: a TOML string, but --quick takes {BOOLEAN}"),
+        (["validate", "DIR"], "quick = [1]", f"quick: a TOML array, but --quick takes {BOOLEAN}"),
+        (["validate", "DIR"], "[quick]", f"quick: a TOML table, but --quick takes {BOOLEAN}"),
+        (["validate", "DIR"], "quick = 1979-05-27", f"quick: a TOML date, but --quick takes {BOOLEAN}"),
+        (
+            ["prepare", "vctk", "--root", "DIR"],
+            "jobs = [1, 2]",
+            f"jobs: a TOML array, but --jobs takes {INTEGER}",
+        ),
+        (
+            ["prepare", "vctk", "--root", "DIR"],
+            "jobs = 1.5",
+            f"jobs: a TOML float, but --jobs takes {INTEGER}",
+        ),
+        (
+            ["prepare", "vctk", "--root", "DIR"],
+            "jobs = true",
+            f"jobs: a TOML boolean, but --jobs takes {INTEGER}",
+        ),
+        (["prepare", "vctk"], "root = 5", f"root: a TOML integer, but --root takes {STRING}"),
+        (
+            ["prepare", "vctk", "--root", "DIR"],
+            'set = ["labels.source=none", 1]',
+            "set: a TOML integer in the array, but --set takes an array of strings (or one)",
+        ),
+        (
+            ["export", "kaldi", "DIR", "DIR"],
+            'streams = ["acoustic", "ling"]',
+            "streams: a TOML array, but --streams takes a string (comma-separated)",
+        ),
+        (
+            ["prepare", "vctk", "--root", "DIR"],
+            "shard-index = 0\nshard_index = 7",
+            "shard-index and shard_index both set --shard-index; give it once",
+        ),
+    ],
+)
+def test_config_value_of_the_wrong_toml_type_is_one_line(tmp_path, command, setting, says):
+    """Only the TOML type of the option passes: no traceback from click, no float cut to an
+    integer, no list joined into one string, no second spelling silently winning."""
+    config = tmp_path / "c.toml"
+    config.write_text(setting + "\n")
+    args = [tmp_path / "none" if a == "DIR" else a for a in command]
+    _one_error_line(featprep(*args, "--config", config), f"--config {config}: {says}")
+    assert not (tmp_path / "none").exists()
 
 
 def test_verbosity_goes_through_logging(tmp_path):

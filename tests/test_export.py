@@ -23,7 +23,7 @@ import torch
 
 from featprep.dataset import ShardDataset
 from featprep.demo import DEMO_LABELS, DEMO_PASE
-from featprep.errors import ArgumentError, CorruptCorpus, OutputError
+from featprep.errors import ArgumentError, CorruptCorpus, FeatprepError, OutputError
 from featprep.export import common, export_kaldi, export_lhotse
 from featprep.export.kaldi import segment_time
 from featprep.integrity import check_corpus
@@ -345,3 +345,13 @@ def test_dataset_items_are_the_shard_rows(corpus):
     assert [item["utterance"] for item in loader] == list(valid.table["utterance"])
     with pytest.raises(ArgumentError, match="mfcc"):
         ShardDataset(corpus, streams=["mfcc"])
+
+
+def test_dataset_splits_one_string_or_known_names(corpus):
+    valid = ShardDataset(corpus, splits=("valid",), verify=False)
+    one = ShardDataset(corpus, splits="valid", verify=False)
+    assert len(one) > 0 and list(one.table["utterance"]) == list(valid.table["utterance"])
+    known = sorted({s["split"] for s in read_manifest(corpus)["shards"]})
+    with pytest.raises(FeatprepError) as refused:
+        ShardDataset(corpus, splits=("train", "bogus"), verify=False)
+    assert str(refused.value) == f"unknown split(s) ['bogus']; this corpus has {known}"

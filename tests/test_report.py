@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from PIL import Image
 
 from featprep.demo import DEMO_GENDERS, DEMO_LABELS
-from featprep.errors import ArgumentError
+from featprep.errors import ArgumentError, FeatprepError
 from featprep.labels.xwaves import read_xwaves
 from featprep.manifest import read_manifest, shard_paths
 from featprep.normstats import normstats
@@ -223,6 +224,29 @@ def test_rejections_worst_first(tmp_path):
     found = gather.read_rejections(tmp_path)
     assert [r["utterance"] for r in found.rows["too_short"]] == ["u1", "u2", "u0"]
     assert found.order == {"empty_text": "in utterance order", "too_short": "shortest first"}
+
+
+def test_empty_rejections_file_is_no_rejections(tmp_path):
+    (tmp_path / "rejected.tsv").write_bytes(b"")
+    found = gather.read_rejections(tmp_path)
+    assert (found.rows, found.order, found.note) == ({}, {}, "")
+
+
+def test_rejections_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "rejected.tsv")
+    said: list[str] = []
+
+    def read() -> None:
+        try:
+            gather.read_rejections(tmp_path)
+        except FeatprepError as e:
+            said.append(str(e))
+
+    # a daemon thread: opening the FIFO (the bug) blocks it forever, the test fails instead of hanging
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert said == [f"{tmp_path / 'rejected.tsv'} is not a regular file: expected prepare's rejection table"]
 
 
 def _featprep(*args: object, hide_matplotlib: bool = False) -> subprocess.CompletedProcess:

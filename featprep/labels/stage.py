@@ -83,13 +83,18 @@ class LabelStage(Stage):
         entry = self.aligned.get("speakers", {}).get(utt.speaker, {})
         return utt.id in entry.get("scores", {}) or utt.id in entry.get("rejected", {})
 
+    def _raise_aligner_rejection(self, utt: Utterance) -> None:
+        """Raise `Rejected` with the aligner's code (``align_outlier``, ``clipping``, ...)
+        when ``labels.dir/aligner.json`` records that it rejected ``utt``."""
+        rejected = self.aligned.get("speakers", {}).get(utt.speaker, {}).get("rejected", {})
+        if utt.id in rejected:
+            raise Rejected(*rejected[utt.id])
+
     def _read_aligned(self, utt: Utterance) -> tuple[HTSLabel, str]:
         """What the aligner wrote for ``utt`` in ``labels.dir`` (the align source, and
         CMU Arctic utterances without lab/), with its path; `Rejected` with the aligner's
         rejection, or ``missing_label``."""
-        rejected = self.aligned.get("speakers", {}).get(utt.speaker, {}).get("rejected", {})
-        if utt.id in rejected:
-            raise Rejected(*rejected[utt.id])
+        self._raise_aligner_rejection(utt)
         path = Path(self.corpus_root) / self.cfg["dir"] / utt.speaker / f"{utt.id}.lab"
         if not path.is_file():
             raise Rejected("missing_label", f"no {path}")
@@ -185,6 +190,8 @@ class LabelStage(Stage):
         elif source == "dir":
             path = label_path(utt, cfg, self.corpus_root)
             if not path.is_file():
+                # labels.dir written by `featprep align`: its reason, not a missing file
+                self._raise_aligner_rejection(utt)
                 raise Rejected("missing_label", f"no {path}")
             try:
                 label = read_hts(path)

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -154,6 +155,17 @@ def read_rejections(directory: Path) -> Rejections:
     """``rejected.tsv`` by code, each code's rows worst first where its detail has a measure."""
     path = directory / "rejected.tsv"
     try:
+        # looked at before opening: reading a FIFO would wait for a writer forever
+        info = path.stat()
+    except FileNotFoundError:
+        return Rejections({}, {}, f"{path.name} is missing: rejections are counted from manifest.json only")
+    except OSError as e:
+        raise FeatprepError(f"{path} cannot be read: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise FeatprepError(f"{path} is not a regular file: expected prepare's rejection table")
+    if info.st_size == 0:  # no header either: nothing was rejected
+        return Rejections({}, {})
+    try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f, delimiter="\t")
             header = next(reader, None)
@@ -163,8 +175,6 @@ def read_rejections(directory: Path) -> Rejections:
                 )
             # a short row (a hand-edited file) reads as empty fields rather than failing
             rows = [{c: r[i] if i < len(r) else "" for i, c in enumerate(REJECTED_COLUMNS)} for r in reader]
-    except FileNotFoundError:
-        return Rejections({}, {}, f"{path.name} is missing: rejections are counted from manifest.json only")
     except (OSError, UnicodeDecodeError) as e:
         raise FeatprepError(f"{path} cannot be read: {e}") from None
     by_code: dict[str, list[dict[str, str]]] = {}
