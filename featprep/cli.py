@@ -327,7 +327,13 @@ def prepare(
         featprep prepare vctk --root /data/VCTK-Corpus --out /shared/vctk --finalize
     """
     from .pipeline import prepare as run
+    from .pipeline import slurm_array_task
 
+    if shard_index is None and num_shards is None and not finalize and (task := slurm_array_task()):
+        shard_index, num_shards = task
+        logging.getLogger("featprep.pipeline").info(
+            f"Slurm array task: shard index {shard_index} of {num_shards}"
+        )
     report = run(
         corpus,
         root,

@@ -412,8 +412,9 @@ def prepare(
         no scheduler, the workers of the `LocalCluster` started for the run).
     shard_index, num_shards : process only shards ``i`` with ``i % num_shards ==
         shard_index`` (a Slurm array job); the run that finds every shard complete
-        writes the manifest. When neither is given and ``SLURM_ARRAY_TASK_ID`` is set,
-        they come from the Slurm array's environment (`slurm_array_task`).
+        writes the manifest. The command ``featprep prepare`` takes them from a Slurm
+        array's environment (`slurm_array_task`) when neither is given; this function
+        never reads the environment (a notebook or a test inside an array job stays whole).
     backend : ``loky`` (processes on this machine) or ``dask`` (joblib's Dask backend:
         the cluster at ``scheduler``, or a `LocalCluster` of ``jobs`` single-threaded
         worker processes); the same shard tasks and the aligner's speakers run there,
@@ -433,9 +434,6 @@ def prepare(
     """
     say = log or logger.info
     _check_arguments(jobs, shard_index, num_shards, backend, scheduler, finalize)
-    if num_shards is None and not finalize and (task := slurm_array_task()) is not None:
-        shard_index, num_shards = task
-        say(f"Slurm array task: shard index {shard_index} of {num_shards}")
     resolved = load_corpus_recipe(corpus, root, recipe, overrides)
     out = Path(out) if out is not None else Path("manifests") / corpus
     check_output_dir(out)

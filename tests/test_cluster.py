@@ -227,22 +227,23 @@ def test_concurrent_array_tasks_train_the_aligner_once(aligned_reference, demo_c
 
 
 def test_slurm_array_environment_gives_the_shard_index(demo_corpus, tmp_path, monkeypatch):
-    """--array=4-5: task id 5 is shard index 1 of 2; options given win over the environment."""
+    """--array=4-5: task id 5 is shard index 1 of 2 for the command; the library function
+    never reads the environment (a notebook or a test inside an array job stays whole)."""
     root, sets = demo_corpus / "VCTK-Corpus", [*NO_LABELS, "shards.max_seconds=20"]
     explicit = prepare("vctk", root, tmp_path / "explicit", overrides=sets, shard_index=1, num_shards=2)
-    for name, value in {"ID": "5", "MIN": "4", "MAX": "5", "COUNT": "2", "STEP": "1"}.items():
-        monkeypatch.setenv(f"SLURM_ARRAY_TASK_{name}", value)
-    said: list[str] = []
-    from_env = prepare("vctk", root, tmp_path / "env", overrides=sets, log=said.append)
-    assert "Slurm array task: shard index 1 of 2" in said
-    assert (from_env.shards_written, from_env.shards_pending) == (
-        explicit.shards_written,
-        explicit.shards_pending,
-    )
+    slurm = {"ID": "5", "MIN": "4", "MAX": "5", "COUNT": "2", "STEP": "1"}
+    environ = {**os.environ, **{f"SLURM_ARRAY_TASK_{k}": v for k, v in slurm.items()}}
+    command = _prepare_cli(root, tmp_path / "env", sets)
+    r = subprocess.run(command, capture_output=True, text=True, env=environ)
+    assert r.returncode == 0, r.stderr
+    assert "Slurm array task: shard index 1 of 2" in r.stderr
     assert sorted(p.name for p in (tmp_path / "env").glob("shards/*/*")) == sorted(
         p.name for p in (tmp_path / "explicit").glob("shards/*/*")
     )
-    whole = prepare("vctk", root, tmp_path / "whole", overrides=sets, shard_index=0, num_shards=1)
+    assert explicit.shards_pending > 0 and not (tmp_path / "env" / "manifest.json").exists()
+    for name, value in slurm.items():
+        monkeypatch.setenv(f"SLURM_ARRAY_TASK_{name}", value)
+    whole = prepare("vctk", root, tmp_path / "whole", overrides=sets)
     assert whole.complete and whole.shards_pending == 0
 
 
