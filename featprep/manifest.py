@@ -163,15 +163,39 @@ def write_utterances(path: Path, names: list[str], indexes: list[pa.Table]) -> s
     return sha256_file(path)
 
 
+#: what prepare, normstats and align write in a prepared corpus folder
+CORPUS_ENTRIES = ("manifest.json", "rejected.tsv", "utterances.parquet", "shards", "stats", "align")
+
+
+def check_outside_corpus(directory: str | Path, out: str | Path, what: str) -> None:
+    """Raise `OutputError` when ``out`` (links followed) is the corpus folder ``directory``
+    or lies in what featprep wrote there (`CORPUS_ENTRIES`): a report or an export must not
+    overwrite or add to the files a corpus is checked against."""
+    home, target = Path(directory).resolve(), Path(out).resolve()
+    owned = [home / entry for entry in CORPUS_ENTRIES]
+    if target == home or any(target == e or e in target.parents for e in owned):
+        where = target.relative_to(home).as_posix()
+        raise OutputError(
+            f"{what} {out} is inside the prepared corpus {directory} (at {where}): "
+            "choose a path outside it, or a new name beside manifest.json"
+        )
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """Load ``<directory>/manifest.json``, checking that it is a featprep manifest."""
     path = Path(directory) / "manifest.json"
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise OutputError(f"{directory} is not a folder: expected a prepared corpus (its manifest.json)")
+    if path.exists() and not path.is_file():  # a FIFO would hang the read, a folder cannot be read
+        raise OutputError(f"{path} is not a regular file: expected prepare's manifest")
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise OutputError(f"{path} does not exist: run featprep prepare first") from None
     except ValueError as e:  # not JSON, not UTF-8
         raise OutputError(f"{path} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise OutputError(f"{path} cannot be read: {e.strerror or e}") from None
     if not isinstance(manifest, dict):
         raise OutputError(f"{path} is not a featprep manifest (a JSON {type(manifest).__name__})")
     if manifest.get("format") != FORMAT:

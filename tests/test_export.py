@@ -227,11 +227,19 @@ def test_exports_refuse_bad_input(corpus, tmp_path):
         with pytest.raises(OutputError, match="whitespace"):
             run(corpus, tmp_path / "my data")
         assert not (tmp_path / "out").exists() and not (tmp_path / "my data").exists()
-    # an empty folder is fine: the export replaces it
+        with pytest.raises(OutputError, match=r"inside the prepared corpus .* \(at shards/kaldi\)"):
+            run(corpus, corpus / "shards" / "kaldi")  # validate would then find an unlisted shard folder
+    # an empty folder is fine: the export replaces it; so is a link to one (the export goes there)
     (tmp_path / "empty").mkdir()
     export_lhotse(corpus, tmp_path / "empty")
     assert (tmp_path / "empty" / "cmu_arctic_cuts_train.jsonl.gz").is_file()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    export_lhotse(corpus, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    assert (tmp_path / "target" / "cmu_arctic_cuts_train.jsonl.gz").is_file()
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+    assert validate(corpus) == []
 
 
 def test_a_shard_too_long_for_a_wav_file(corpus, tmp_path, monkeypatch):

@@ -20,13 +20,14 @@ import pytest
 from PIL import Image
 
 from featprep.demo import DEMO_GENDERS, DEMO_LABELS
-from featprep.errors import ArgumentError, FeatprepError
+from featprep.errors import ArgumentError, FeatprepError, OutputError
 from featprep.labels.xwaves import read_xwaves
 from featprep.manifest import read_manifest, shard_paths
 from featprep.normstats import normstats
 from featprep.pipeline import prepare
 from featprep.report import gather, write_report
 from featprep.shards import open_shard
+from featprep.validate import validate
 
 #: Chromium's start-up on two busy cores can take a while
 CHROMIUM_TIMEOUT = 300
@@ -330,3 +331,29 @@ def test_statistics_of_other_shards_are_not_shown(corpus, tmp_path):
     assert found.source.startswith("merged now from the shards' stats.npz, splits train: stats/ does not fit")
     assert "stats/acoustic.npz: sha256 differs" in found.source
     assert set(found.streams) == {"audio", "ling", "ling_num", "acoustic", "ling_phone", "durations"}
+
+
+@pytest.mark.parametrize(
+    "inside", ["manifest.json", "rejected.tsv", "shards/train/r.html", "stats/r.html", "align/r.html"]
+)
+def test_a_report_inside_what_prepare_wrote_is_refused(corpus, tmp_path, inside):
+    """--out onto the manifest (or into a shard folder) would leave a corpus that no longer
+    validates; a new name beside manifest.json is fine."""
+    copy = tmp_path / "copy"
+    shutil.copytree(corpus, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    with pytest.raises(OutputError, match=f"inside the prepared corpus .* \\(at {inside}\\)"):
+        write_report(copy, copy / inside)
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    write_report(copy, copy / "report.html")
+    assert validate(copy) == []
+
+
+def test_a_manifest_that_is_not_a_file_is_one_line(corpus, tmp_path):
+    with pytest.raises(OutputError, match="is not a folder"):
+        read_manifest(__file__)
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "manifest.json")
+    with pytest.raises(OutputError, match="manifest.json is not a regular file"):
+        read_manifest(fifo)  # would wait for a writer for ever

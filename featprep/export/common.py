@@ -22,7 +22,7 @@ from .. import SAMPLE_RATE
 from ..errors import OutputError
 from ..integrity import verify_corpus
 from ..io import check_output_dir, dead_temporary, temporary_name
-from ..manifest import read_manifest, shard_paths
+from ..manifest import check_outside_corpus, read_manifest, shard_paths
 from ..shards import open_shard
 
 
@@ -50,8 +50,9 @@ def check_export(directory: str | Path, out: str | Path) -> tuple[Path, dict[str
     sha256 of every file). Returns the absolute export folder and the manifest."""
     directory, out = Path(directory), Path(out)
     read_manifest(directory)  # not a prepared corpus: the usual one line
+    check_outside_corpus(directory, out, "export folder")
     check_output_dir(out, "export folder")
-    final = out.absolute()
+    final = out.resolve()  # a link to an empty folder: the export goes where it points
     if any(c.isspace() or not c.isprintable() for c in str(final)):
         raise OutputError(
             f"export folder {str(final)!r} has whitespace or control characters: Kaldi's wav.scp and "
@@ -76,9 +77,14 @@ def export_folder(final: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if final.is_dir():
-            final.rmdir()  # checked empty by check_export
-        tmp.rename(final)
+        try:
+            if final.is_dir():
+                final.rmdir()  # checked empty by check_export
+            tmp.rename(final)
+        except OSError as e:  # another export (or anything) filled it meanwhile
+            raise OutputError(
+                f"export folder {final} changed while this export ran ({e.strerror or e}): nothing written"
+            ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import ArgumentError
 from ..integrity import verify_corpus
 from ..io import atomic_write_text, check_output_file
+from ..manifest import check_outside_corpus
 from . import gather
 from .page import render
 from .plots import require_matplotlib
@@ -40,6 +41,7 @@ def write_report(directory: str | Path, out: str | Path, *, examples: int = 4) -
         raise ArgumentError(f"examples must be an integer >= 0, found {examples!r}")
     require_matplotlib()
     directory, out = Path(directory), Path(out)
+    check_outside_corpus(directory, out, "report")
     check_output_file(out, "report")
     manifest = verify_corpus(directory, hashes=False)
     table = gather.utterance_table(directory, manifest)
