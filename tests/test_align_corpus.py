@@ -138,6 +138,8 @@ def test_rerun_reuses_the_model_and_the_speakers(aligned, wrong_corpus):
     assert (out / MODEL).stat().st_mtime_ns == stamp
     assert "align_outlier" not in (out / "rejected.tsv").read_text()
     assert (out / "p906" / f"{WRONG}.lab").is_file()
+    # realigned without --textgrid: no TextGrid of the earlier alignment is left to mislead
+    assert not list(out.rglob("*.TextGrid"))
 
 
 def test_prepare_vctk_aligns_by_default_and_a_rerun_does_not_retrain(demo_corpus, tmp_path):

@@ -306,6 +306,8 @@ def _align_speaker(
         write_hts(lab, labels[u.id])
         if textgrid:
             write_textgrid(grid, _tiers(labels[u.id], merlin_normalise(fronts[u.id])))
+        else:
+            grid.unlink(missing_ok=True)  # of an earlier --textgrid run: it shows the old alignment
     return speaker, {
         "fingerprint": fingerprint,
         "scores": {u: round(s, 4) for u, s in scores.items()},
