@@ -167,6 +167,8 @@ def test_kaldi_streams_and_default(corpus, tmp_path):
     bare = export_kaldi(corpus, tmp_path / "bare", streams=[])
     assert bare.streams == [] and not (tmp_path / "bare" / "train" / "feats.scp").exists()
     assert (tmp_path / "bare" / "train" / "wav.scp").is_file()
+    assert "note: no feats.scp: no stream asked for (audio and tables only)" in bare.lines()
+    assert not any("no feats.scp" in line for line in result.lines())
 
 
 # -- lhotse -----------------------------------------------------------------------------------

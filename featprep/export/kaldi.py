@@ -90,6 +90,7 @@ def export_kaldi(
     directory = Path(directory)
     final, manifest = check_export(directory, out)
     available = exportable_streams(manifest)
+    explicit = streams is not None
     if streams is None:
         streams = [s for s in available if s == "acoustic"]
     streams = list(streams)
@@ -99,6 +100,12 @@ def export_kaldi(
             f"streams {streams} are not distinct streams Kaldi can take from this corpus; it has {available}"
         )
     result = KaldiExport(final, streams=streams)
+    if not streams:
+        result.notes.append(
+            "no feats.scp: the corpus has no acoustic stream"
+            if "acoustic" not in available and not explicit
+            else "no feats.scp: no stream asked for (audio and tables only)"
+        )
     gender_of = genders(manifest)
     shards = shards_with_audio(directory, manifest, final)
     with export_folder(final) as tmp:
