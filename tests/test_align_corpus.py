@@ -188,6 +188,12 @@ def test_a_moved_output_folder_keeps_its_aligned_shards(real_arctic, tmp_path):
     report = prepare("cmu_arctic", real_arctic, moved, overrides=QUICK, log=said.append)
     assert report.shards_written == 0 and report.shards_skipped == 1 and report.kept == 2
     assert any("reused" in line for line in said)
+    # prepared afresh elsewhere (another depth below /): the same bytes, label paths included
+    deeper = tmp_path / "a" / "b" / "c"
+    prepare("cmu_arctic", real_arctic, deeper, overrides=QUICK)
+    (shard,) = read_manifest(moved)["shards"]
+    for name in ("index.parquet", "ling.npy"):
+        assert (moved / shard["name"] / name).read_bytes() == (deeper / shard["name"] / name).read_bytes()
 
 
 @pytest.mark.parametrize(

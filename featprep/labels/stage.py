@@ -99,9 +99,11 @@ class LabelStage(Stage):
         if not path.is_file():
             raise Rejected("missing_label", f"no {path}")
         try:
-            return read_hts(path), os.path.relpath(path, self.corpus_root)
+            label = read_hts(path)
         except LabelError as e:
             raise Rejected("bad_label", str(e)) from None
+        # relative to the output folder (labels.dir is OUT/align): the same bytes wherever OUT is
+        return label, f"{Path(self.cfg['dir']).name}/{utt.speaker}/{utt.id}.lab"
 
     def version(self) -> str:
         if not (self.cfg["source"] == "align" or self.cfg["source"] == "arctic" and self.cfg["dir"]):
