@@ -32,6 +32,8 @@ FORMAT_VERSION = 1
 REJECTED_COLUMNS = ("utterance", "speaker", "stage", "code", "detail", "path")
 #: the corpus-wide table of kept utterances, beside manifest.json
 UTTERANCES = "utterances.parquet"
+#: the rejection table beside manifest.json (listed and hashed by it)
+REJECTED = "rejected.tsv"
 
 
 def tool_versions() -> dict[str, str]:
@@ -132,10 +134,15 @@ def write_manifest(
             {k: shard[k] for k in ("name", "split", "rows", "frames", "samples", "seconds", "files")}
             for shard in shards
         ],
-        "files": {UTTERANCES: table_digest},
+        "files": {UTTERANCES: table_digest, **_digest_if_there(path.parent / REJECTED)},
     }
     atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
     return manifest
+
+
+def _digest_if_there(path: Path) -> dict[str, str]:
+    """``{name: sha256}`` of ``path`` when it exists (prepare writes rejected.tsv first)."""
+    return {path.name: sha256_file(path)} if path.is_file() else {}
 
 
 def _count_speakers(index: pa.Table, kept: dict[str, Counter], seconds: dict[str, Counter]) -> None:

@@ -474,3 +474,12 @@ def test_files_and_folders_without_read_permission(demo_corpus, corpus):
         finally:
             for path in [*locked, top]:
                 os.chmod(path, 0o755)
+
+
+def test_an_edited_or_deleted_rejection_table_is_caught(copy):
+    """rejected.tsv is listed and hashed by manifest.json: the report reads its reasons."""
+    table = copy / "rejected.tsv"
+    table.write_text(table.read_text().replace("\tclipping\t", "\tclippinX\t"))
+    assert "rejected.tsv: sha256 differs from manifest.json" in validate(copy, quick=True)
+    table.unlink()
+    assert "rejected.tsv: missing" in validate(copy)
