@@ -595,7 +595,8 @@ def train(
     Several processes: torchrun --nproc_per_node N --no-python featprep train ...
     """
     from .recipe import parse_override
-    from .samplernn.train import TrainConfig, keep_freed_memory
+    from .samplernn.loop import keep_freed_memory
+    from .samplernn.train import TrainConfig
     from .samplernn.train import train as run
 
     cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))

@@ -28,8 +28,8 @@ from ..io import atomic_write_text, check_output_dir
 from ..splits import SPLITS
 from .data import Corpus, TBPTTLoader
 from .generate import Generator, generate_many
+from .loss import evaluate_nll
 from .run import Run
-from .train import evaluate_nll
 
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
 
