@@ -254,6 +254,10 @@ class Task:
     """One model's side of `run_steps`: what a step computes, what is validated, what is
     saved. A model's trainer subclasses it; the loop knows nothing else of the model."""
 
+    group: Group  # the processes
+    optimisation: Optimisation  # of the model's parameters (and whatever else it trains)
+    batches: SharedEpochs  # this rank's batches
+    checkpoint: Path  # where `save` writes
     #: the record's keys: the training loss (as `report` gives it), the validation figure
     #: the learning rate's plateau is judged on, and targets per second
     loss_key, valid_key, rate_key = "train_loss", "valid_loss", "targets_per_s"
@@ -282,21 +286,13 @@ class Task:
 
 
 def run_steps(
-    task: Task,
-    *,
-    group: Group,
-    optimisation: Optimisation,
-    batches: SharedEpochs,
-    run_log: RunLog,
-    checkpoint: Path,
-    checkpoint_every: int,
-    steps: int | None,
-    epochs: int | None,
+    task: Task, run_log: RunLog, *, checkpoint_every: int, steps: int | None, epochs: int | None
 ) -> dict[str, Any]:
     """Train ``task`` until ``steps`` or ``epochs``, saving every ``checkpoint_every`` steps
     and at the end (rank 0 says where), then leave the process group. Returns the last
     record. The loss is the mean over all ranks' targets; a Ctrl-C on any rank stops every
     rank after the same step, saved, and raises KeyboardInterrupt."""
+    group, optimisation, batches, checkpoint = task.group, task.optimisation, task.batches, task.checkpoint
     say = run_log.log if group.rank == 0 else lambda _m: None
     record: dict[str, Any] = {}
     started, done, saved_step = time.perf_counter(), 0, optimisation.step

@@ -178,17 +178,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)  # once the options and the corpus are known good
     if group.rank == 0:
         _announce(directory, out, cfg, task, steps, epochs, log)
-    return run_steps(
-        task,
-        group=group,
-        optimisation=task.optimisation,
-        batches=task.batches,
-        run_log=RunLog(out, task.optimisation.step, log, _BOARD_TAGS, active=group.rank == 0),
-        checkpoint=task.checkpoint,
-        checkpoint_every=cfg.checkpoint_every,
-        steps=steps,
-        epochs=epochs,
-    )
+    run_log = RunLog(out, task.optimisation.step, log, _BOARD_TAGS, active=group.rank == 0)
+    return run_steps(task, run_log, checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs)
 
 
 class _Steps(Task):
