@@ -84,6 +84,11 @@ class TrainConfig:
                 "(the top tier reads one 5 ms frame)"
             )
 
+    @property
+    def feature_spec(self) -> str | None:
+        """``features`` as `Corpus` takes it: None for ``none``."""
+        return None if self.features == "none" else self.features
+
     @classmethod
     def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
         if preset not in PRESETS:
@@ -167,7 +172,7 @@ def train(
     group = Group.join(resolve_device(device))
     if cfg.batch_size % group.world:
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {group.world} processes")
-    features = None if cfg.features == "none" else cfg.features
+    features = cfg.feature_spec
     # checked before the first step; verify=False skips the sha256 of every file
     corpus = Corpus(directory, ("train",), features, verify=verify)
     valid = Corpus(directory, ("valid",), features, verify=verify) if _has_split(directory, "valid") else None
@@ -288,7 +293,7 @@ def _announce(
     from ..manifest import read_manifest
 
     corpus, valid, world = task.corpus, task.valid, task.group.world
-    features = None if cfg.features == "none" else cfg.features
+    features = cfg.feature_spec
     run_info = {
         "train": asdict(cfg),
         "model": task.model.cfg.to_dict(),
