@@ -82,10 +82,7 @@ class Regression(Task):
             return {"valid_mse": float(((self.model(self.x) - self.y) ** 2).mean())}
 
     def save(self):
-        per_rank = {"loader": self.batches.state_dict()}
-        write_checkpoint(
-            self.checkpoint, self.group, self.model, self.optimisation, per_rank, {"lr": 0.2}, {}
-        )
+        write_checkpoint(self, {"lr": 0.2}, {}, {})
 
 
 def _train(out, steps, resume=False, config=None):
@@ -95,8 +92,7 @@ def _train(out, steps, resume=False, config=None):
     task = Regression(out, x, y)
     saved = resume_checkpoint(out, resume, config or {"lr": 0.2}, dict, task.group, CHECKPOINT_KEYS, print)
     if saved is not None:
-        restore(saved, task.checkpoint, task.model, task.optimisation)
-        task.batches.load_state_dict(saved["loader"][0])
+        restore(task, saved)
     out.mkdir(exist_ok=True)
     run_log = RunLog(out, task.optimisation.step, lambda _m: None, {"train_mse": "train/mse"}, active=True)
     return run_steps(task, run_log, checkpoint_every=5, steps=steps, epochs=None)

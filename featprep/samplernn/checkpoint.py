@@ -5,8 +5,9 @@ One dict, written by rank 0 to a temporary name and renamed, read back weights-o
 from every rank (``loader``, each rank's data position; SampleRNN adds ``hidden``, its
 carried TBPTT state), ``rng`` (torch's generator), ``step``, ``skipped`` and ``config``
 (the training options, which a resumed run must share), then a model's extra parts
-(SampleRNN's PASE ``encoder``). Any model's trainer saves with `write_checkpoint` and
-resumes with `resume_checkpoint` and `restore`, naming its own per-rank and extra parts.
+(SampleRNN's PASE ``encoder``). Any model's trainer saves its `loop.Task` with
+`write_checkpoint` and resumes it with `resume_checkpoint` and `restore`, naming its own
+per-rank and extra parts and restoring those itself.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from ..errors import FeatprepError, OutputError
 from ..io import atomic_path, check_output_dir, load_into, load_weights, remove_dead_temporaries
 from .distributed import Group
-from .loop import Optimisation
+from .loop import Task
 
 #: the parts every checkpoint holds
 CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "loader", "rng", "step", "skipped", "config"})
@@ -44,20 +45,17 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def write_checkpoint(
-    path: Path,
-    group: Group,
-    model: torch.nn.Module,
-    optimisation: Optimisation,
-    per_rank: dict[str, Any],
-    config: dict[str, Any],
-    extra: dict[str, Any],
+    task: Task, config: dict[str, Any], per_rank: dict[str, Any], extra: dict[str, Any]
 ) -> None:
-    """The run's checkpoint, by rank 0, with each ``per_rank`` part gathered from every rank
-    into a list in rank order: every rank calls it at the same step."""
-    gathered = {name: group.gather(part) for name, part in per_rank.items()}
+    """``task``'s checkpoint, by rank 0, with this rank's data position and each ``per_rank``
+    part gathered from every rank into a list in rank order: every rank calls it at the
+    same step."""
+    group, optimisation = task.group, task.optimisation
+    gathered = {"loader": group.gather(task.batches.state_dict())}
+    gathered.update((name, group.gather(part)) for name, part in per_rank.items())
     if group.rank == 0:
         payload = {
-            "model": model.state_dict(),
+            "model": task.model.state_dict(),
             **optimisation.state_dict(),
             **gathered,
             "rng": torch.random.get_rng_state(),
@@ -66,7 +64,7 @@ def write_checkpoint(
             "config": config,
             **extra,
         }
-        save_checkpoint(path, payload)
+        save_checkpoint(task.checkpoint, payload)
 
 
 def resume_checkpoint(
@@ -113,12 +111,13 @@ def resume_checkpoint(
     return saved
 
 
-def restore(saved: dict[str, Any], path: Path, model: torch.nn.Module, optimisation: Optimisation) -> None:
-    """The model's weights, the optimisation's state and counts, and torch's generator from
-    the checkpoint ``saved`` (read from ``path``); the per-rank and extra parts are the
-    trainer's to restore."""
-    load_into(model, saved["model"], path, "the model of these options")
-    optimisation.load_state_dict(saved)
+def restore(task: Task, saved: dict[str, Any]) -> None:
+    """``task``'s model weights, optimisation state and counts, this rank's data position,
+    and torch's generator from the checkpoint ``saved``; its own per-rank and extra parts
+    are the task's to restore."""
+    load_into(task.model, saved["model"], task.checkpoint, "the model of these options")
+    task.optimisation.load_state_dict(saved)
+    task.batches.load_state_dict(saved["loader"][task.group.rank])
     torch.random.set_rng_state(saved["rng"])
 
 

@@ -255,6 +255,7 @@ class Task:
     saved. A model's trainer subclasses it; the loop knows nothing else of the model."""
 
     group: Group  # the processes
+    model: torch.nn.Module  # whose weights the checkpoint holds
     optimisation: Optimisation  # of the model's parameters (and whatever else it trains)
     batches: SharedEpochs  # this rank's batches
     checkpoint: Path  # where `save` writes

@@ -229,10 +229,9 @@ class _Steps(Task):
         self.keys = CHECKPOINT_KEYS | {"hidden"}
 
     def restore(self, saved: dict[str, Any]) -> None:
-        restore(saved, self.checkpoint, self.model, self.optimisation)
+        restore(self, saved)
         if self.encoder is not None:
             load_into(self.encoder, saved["encoder"], self.checkpoint, "the PASE encoder of these options")
-        self.batches.load_state_dict(saved["loader"][self.group.rank])
         self.state = [s.to(self.group.device) for s in saved["hidden"][self.group.rank]]
 
     def new_epoch(self) -> None:
@@ -266,11 +265,8 @@ class _Steps(Task):
             run_log.board.audio(step, "sample", audio, 16000)
 
     def save(self) -> None:
-        per_rank = {"loader": self.batches.state_dict(), "hidden": [s.cpu() for s in self.state]}
         extra = {"encoder": self.encoder.state_dict()} if self.encoder is not None else {}
-        write_checkpoint(
-            self.checkpoint, self.group, self.model, self.optimisation, per_rank, asdict(self.cfg), extra
-        )
+        write_checkpoint(self, asdict(self.cfg), {"hidden": [s.cpu() for s in self.state]}, extra)
 
 
 def _speaker_source(
