@@ -1,11 +1,20 @@
-"""The ``featprep`` command: a thin shell of options over library calls."""
+"""The ``featprep`` command: a thin shell of options over library calls.
+
+Every command takes the same conventions from `common_options` (apply it under
+``@main.command()`` to a new command): ``-v``/``-q`` (featprep's loggers to stderr at
+debug / warning level, and no progress bars with ``-q``), ``--config FILE`` (a TOML table
+of the command's options; the command line wins) and library errors as one line with
+exit code 1. Library code logs with ``logging.getLogger(__name__)``; only this module prints.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +24,9 @@ import click
 from . import __version__
 from .corpora import CORPORA
 from .errors import FeatprepError
+
+#: ctx.meta key of the verbosity: -1 (-q), 0, 1 (-v)
+_VERBOSITY = "featprep.verbosity"
 
 
 def _reports_errors(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,8 +42,122 @@ def _reports_errors(f: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _echo(msg: str) -> None:
-    click.echo(msg, err=True)
+class _Messages(logging.Formatter):
+    """Library messages as the command shows them: information plain, anything else
+    after its level (``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+def _log_to_stderr(verbosity: int) -> None:
+    """featprep's loggers to the stderr of this call (click's test runner swaps it):
+    warnings with -q, information by default, debug with -v."""
+    logger = logging.getLogger("featprep")
+    for handler in [h for h in logger.handlers if isinstance(h.formatter, _Messages)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Messages())
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
+
+
+def _bars() -> bool:
+    """Progress bars: on a terminal, without -q."""
+    return click.get_current_context().meta.get(_VERBOSITY, 0) >= 0 and sys.stderr.isatty()
+
+
+def _count(sign: int) -> Callable[[click.Context, click.Parameter, int], None]:
+    def store(ctx: click.Context, _param: click.Parameter, count: int) -> None:
+        ctx.meta[_VERBOSITY] = ctx.meta.get(_VERBOSITY, 0) + sign * min(count, 1)
+
+    return store
+
+
+def config_keys(command: click.Command) -> dict[str, str]:
+    """The keys a ``--config`` file may set for ``command``: each option's long name
+    without its dashes (``-`` or ``_`` between words) -> the parameter's name."""
+    keys = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name != "config":
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    keys[opt[2:].replace("-", "_")] = param.name
+    return keys
+
+
+def _read_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    """Lay the TOML file's keys under the command line (as defaults: the command line
+    wins); an unreadable file or an unknown key is one line."""
+    if value is None:
+        return
+    try:
+        table = tomllib.loads(value.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise click.ClickException(f"--config {value}: cannot be read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise click.ClickException(f"--config {value}: not a TOML file: {e}") from None
+    keys = config_keys(ctx.command)
+    unknown = sorted(k for k in table if k.replace("-", "_") not in keys)
+    if unknown:
+        raise click.ClickException(
+            f"--config {value}: unknown key(s) {', '.join(unknown)}; featprep {ctx.info_name} takes "
+            f"{', '.join(sorted(keys))}"
+        )
+    params = {p.name: p for p in ctx.command.params}
+    defaults = {}
+    for key, setting in table.items():
+        param = params[keys[key.replace("-", "_")]]
+        # a repeatable option (--set) takes a list; one string is one value
+        setting = [setting] if param.multiple and isinstance(setting, str) else setting
+        try:  # here, to name the file: click's own message names the option only
+            defaults[param.name] = param.type_cast_value(ctx, setting)
+        except click.BadParameter as e:
+            raise click.ClickException(f"--config {value}: {key}: {e.message}") from None
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """What every featprep command has: ``-v``/``-q``, ``--config FILE`` and library
+    errors as one line. Apply it right above the command's function."""
+    options = [
+        click.option(
+            "--verbose",
+            "-v",
+            count=True,
+            expose_value=False,
+            callback=_count(+1),
+            help="Debug messages too.",
+        ),
+        click.option(
+            "--quiet",
+            "-q",
+            count=True,
+            expose_value=False,
+            callback=_count(-1),
+            help="Warnings and errors only, no progress bars.",
+        ),
+        click.option(
+            "--config",
+            type=click.Path(path_type=Path, dir_okay=False),
+            is_eager=True,
+            expose_value=False,
+            callback=_read_config,
+            help="TOML file of this command's options (key = option name, e.g. jobs = 4); "
+            "the command line wins.",
+        ),
+    ]
+
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _log_to_stderr(click.get_current_context().meta.get(_VERBOSITY, 0))
+        return f(*args, **kwargs)
+
+    command = _reports_errors(run)
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 jobs_option = click.option(
@@ -59,7 +185,14 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="featprep")
 def main() -> None:
-    """Speech corpora (VCTK, CMU Arctic) to training shards for multi-speaker SampleRNN."""
+    """Speech corpora (VCTK, CMU Arctic) to training shards for multi-speaker SampleRNN.
+
+    Every command takes -v/-q and --config FILE; `featprep COMMAND --help` shows an
+    example of each. Shell completion (bash; zsh and fish alike):
+
+    \b
+        eval "$(_FEATPREP_COMPLETE=bash_source featprep)"
+    """
 
 
 @main.command()
@@ -103,8 +236,7 @@ def main() -> None:
     metavar="ADDR",
     help="Dask scheduler address (tcp://host:8786) [default: a local cluster of --jobs workers].",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@_reports_errors
+@common_options
 def prepare(
     corpus: str,
     root: Path,
@@ -117,18 +249,22 @@ def prepare(
     finalize: bool,
     backend: str,
     scheduler: str | None,
-    quiet: bool,
 ) -> None:
     """Discover, clean, resample, trim, split and shard CORPUS found at --root.
 
     Writes OUT/manifest.json, OUT/rejected.tsv and OUT/shards/<split>/shard-NNNNNN/.
     A rerun skips complete shards (resume after a kill).
 
+    Example:
+
+    \b
+        featprep prepare vctk --root /data/VCTK-Corpus --out manifests/vctk --jobs 8
+
     \b
     On a cluster (README, "Cluster: Dask and Slurm"):
-      featprep prepare vctk --root /data/VCTK-Corpus --backend dask --scheduler tcp://head:8786
-      sbatch --array=0-15 --wrap 'featprep prepare vctk --root /data/VCTK-Corpus --out /shared/vctk'
-      featprep prepare vctk --root /data/VCTK-Corpus --out /shared/vctk --finalize
+        featprep prepare vctk --root /data/VCTK-Corpus --backend dask --scheduler tcp://head:8786
+        sbatch --array=0-15 --wrap 'featprep prepare vctk --root /data/VCTK-Corpus --out /shared/vctk'
+        featprep prepare vctk --root /data/VCTK-Corpus --out /shared/vctk --finalize
     """
     from .pipeline import prepare as run
 
@@ -144,8 +280,7 @@ def prepare(
         backend=backend,
         scheduler=scheduler,
         finalize=finalize,
-        progress=not quiet and sys.stderr.isatty(),
-        log=None if quiet else _echo,
+        progress=_bars(),
     )
     for line in report.lines():
         click.echo(line)
@@ -161,10 +296,9 @@ def prepare(
 )
 @jobs_option
 @click.option(
-    "--textgrid", is_flag=True, help="Also write LABDIR/<speaker>/<utterance>.TextGrid (phones tier)."
+    "--textgrid", is_flag=True, help="Also write LABDIR/<speaker>/<utterance>.TextGrid (words, phones)."
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
-@_reports_errors
+@common_options
 def align(
     corpus: str,
     root: Path,
@@ -173,13 +307,17 @@ def align(
     overrides: tuple[str, ...],
     jobs: int,
     textgrid: bool,
-    quiet: bool,
 ) -> None:
     """Train featprep's forced aligner on CORPUS at --root and align every utterance.
 
     Writes state-aligned HTS labels LABDIR/<speaker>/<utterance>.lab (usable as
     labels.source = "dir"), LABDIR/rejected.tsv, the model LABDIR/aligner.npz and
     LABDIR/aligner.json; a rerun reuses the model and the speakers already aligned.
+
+    Example:
+
+    \b
+        featprep align vctk --root /data/VCTK-Corpus --out /data/vctk-lab --textgrid
     """
     from .labels.align.corpus import align_corpus
 
@@ -191,7 +329,6 @@ def align(
         overrides=overrides,
         jobs=jobs,
         textgrid=textgrid,
-        log=None if quiet else _echo,
     )
     for line in result.lines():
         click.echo(line)
@@ -208,15 +345,26 @@ _NO_VERIFY = click.option(
 
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@_reports_errors
-def validate(directory: Path) -> None:
-    """Check a prepared corpus: checksums, alignment contract, finite values.
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Only the files against manifest.json (names, presence, sha256, nothing unlisted, stats/): "
+    "no index or array is read, so values (NaN/Inf), offsets, shapes and dtypes go unchecked.",
+)
+@common_options
+def validate(directory: Path, quick: bool) -> None:
+    """Check a prepared corpus: checksums, alignment contract, finite values, statistics.
 
-    Exits non-zero when anything is wrong, listing every problem.
+    Lists every problem on stdout and exits 1 when there is any.
+
+    Example:
+
+    \b
+        featprep validate manifests/vctk --quick
     """
     from .validate import validate as run
 
-    problems = run(directory)
+    problems = run(directory, quick=quick, progress=_bars())
     for p in problems:
         click.echo(p)
     if problems:
@@ -237,12 +385,16 @@ def export() -> None:
     default=None,
     help="Comma-separated feature streams, the first as feats.scp [default: acoustic]; '' for none.",
 )
-@_reports_errors
+@common_options
 def export_kaldi(directory: Path, out: Path, streams: str | None) -> None:
     """Kaldi data directories (OUT/<split>/: wav.scp, segments, text, utt2spk, spk2utt,
     spk2gender, feats.scp, cmvn.scp) of the prepared corpus DIRECTORY.
 
-    Example: featprep export kaldi manifests/vctk data/vctk
+    Example:
+
+    \b
+        featprep export kaldi manifests/vctk data/vctk
+        featprep export kaldi manifests/vctk data/vctk-ling --streams acoustic,ling
     """
     from .export import export_kaldi as run
 
@@ -254,12 +406,15 @@ def export_kaldi(directory: Path, out: Path, streams: str | None) -> None:
 @export.command("lhotse")
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@_reports_errors
+@common_options
 def export_lhotse(directory: Path, out: Path) -> None:
     """lhotse recordings, supervisions and cuts (OUT/<corpus>_<kind>_<split>.jsonl.gz) of the
     prepared corpus DIRECTORY.
 
-    Example: featprep export lhotse manifests/vctk data/vctk-lhotse
+    Example:
+
+    \b
+        featprep export lhotse manifests/vctk data/vctk-lhotse
     """
     from .export import export_lhotse as run
 
@@ -277,7 +432,7 @@ def export_lhotse(directory: Path, out: Path) -> None:
     show_default=True,
     help="Utterances drawn as waveform + spectrogram with trim points and phone boundaries.",
 )
-@_reports_errors
+@common_options
 def report(directory: Path, out: Path, examples: int) -> None:
     """One self-contained HTML page about a prepared corpus (needs featprep[report]).
 
@@ -307,18 +462,25 @@ def report(directory: Path, out: Path, examples: int) -> None:
     help="Good utterances per speaker.",
 )
 @jobs_option
-@click.option("--seed", type=int, default=0, show_default=True)
-@_reports_errors
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Of the room noise and the broken utterances."
+)
+@common_options
 def demo(out: Path, utterances: int, jobs: int, seed: int) -> None:
     """Synthesise a small multi-speaker corpus with Festival and prepare it.
 
     The corpus comes in three real layouts (VCTK 0.80, VCTK 0.92, CMU Arctic) with room
     noise, leading and trailing silence and deliberately broken utterances; Festival's
     phone boundaries are kept as ground truth under OUT/corpus/truth/.
+
+    Example:
+
+    \b
+        featprep demo --out demo --utterances 8
     """
     from .demo import run_demo
 
-    for line in run_demo(out, per_speaker=utterances, jobs=jobs, seed=seed, log=_echo):
+    for line in run_demo(out, per_speaker=utterances, jobs=jobs, seed=seed):
         click.echo(line)
 
 
@@ -357,43 +519,20 @@ def demo(out: Path, utterances: int, jobs: int, seed: int) -> None:
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Output .npy (float32, rows = frames)."
 )
-@_reports_errors
+@common_options
 def linguistic(label: Path, questions: str, subphone_features: str, phone_level: bool, out: Path) -> None:
-    """Merlin linguistic features of one HTS LABEL file, as a float32 .npy matrix."""
-    import io
+    """Merlin linguistic features of one HTS LABEL file, as a float32 .npy matrix.
 
-    import numpy as np
+    Example:
 
-    from .io import atomic_write_bytes, check_output_file
-    from .labels.hts import read_hts
-    from .labels.linguistic import default_subphone_features, linguistic_features
-    from .labels.matching import CompiledQuestions
-    from .labels.questions import load_questions
+    \b
+        featprep linguistic demo/corpus/truth/full/p901/p901_001.lab --out p901_001.npy
+    """
+    from .labels.linguistic import write_label_file_features
 
-    check_output_file(out)
-    labels = read_hts(label)
-    if subphone_features == "auto" and not phone_level:
-        chosen = default_subphone_features(labels)
-        kind = (
-            "state-aligned"
-            if labels.state_aligned
-            else "phone-aligned"
-            if labels.aligned
-            else "without times"
-        )
-        phone_level = chosen is None
-        _echo(
-            f"{label}: labels {kind}: " + ("one row per phone" if phone_level else f"frame features {chosen}")
-        )
-    features = linguistic_features(
-        labels,
-        CompiledQuestions(load_questions(questions)),
-        subphone_features=subphone_features,
-        add_frame_features=not phone_level,
+    features = write_label_file_features(
+        label, out, questions=questions, subphone_features=subphone_features, phone_level=phone_level
     )
-    buf = io.BytesIO()
-    np.save(buf, features)
-    atomic_write_bytes(out, buf.getvalue())
     click.echo(f"{out}: {features.shape[0]} rows x {features.shape[1]} columns")
 
 
@@ -427,41 +566,31 @@ def linguistic(label: Path, questions: str, subphone_features: str, phone_level:
     type=click.Path(path_type=Path),
     help="Output .lab file, or a folder when several inputs are given.",
 )
-@_reports_errors
+@common_options
 def frontend(
     texts: tuple[str, ...], utts: tuple[Path, ...], voice: str, times: bool, merlin: bool, out: Path
 ) -> None:
-    """Full-context HTS labels from text or Festival utterances, with Festival."""
-    from .io import check_output_dir, check_output_file
-    from .labels.frontend import merlin_normalise, text_to_labels, utterance_to_labels
-    from .labels.hts import HTSLabel, write_hts
+    """Full-context HTS labels from text or Festival utterances, with Festival.
 
-    if bool(texts) == bool(utts):
-        raise click.UsageError("give --text or --utt (one or more of either)")
-    if len(texts) + len(utts) > 1:
-        check_output_dir(out)
-    else:
-        check_output_file(out)
-    labels = text_to_labels(texts, voice=voice) if texts else utterance_to_labels(utts)
-    names = [f"{i:04d}.lab" for i in range(len(texts))] if texts else [f"{Path(u).stem}.lab" for u in utts]
-    if texts and not times:
-        labels = [HTSLabel(lab.contexts) for lab in labels]
-    if merlin:
-        labels = [merlin_normalise(lab) for lab in labels]
-    if len(labels) > 1:
-        out.mkdir(parents=True, exist_ok=True)
-        targets = [out / n for n in names]
-    else:
-        targets = [out]
-    for target, label in zip(targets, labels, strict=True):
-        write_hts(target, label)
+    Example:
+
+    \b
+        featprep frontend --text "He turned sharply, and faced Gregson." --out a0009.lab
+    """
+    from .labels.frontend import write_labels
+
+    for target, label in write_labels(out, texts=texts, utts=utts, voice=voice, times=times, merlin=merlin):
         click.echo(f"{target}: {len(label)} phones")
 
 
 @main.command()
 @click.argument("wavs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "--arch", type=click.Choice(["pase", "pase+", "pase_dense_qrnn"]), default="pase+", show_default=True
+    "--arch",
+    type=click.Choice(["pase", "pase+", "pase_dense_qrnn"]),
+    default="pase+",
+    show_default=True,
+    help="Encoder architecture of the checkpoint.",
 )
 @click.option(
     "--checkpoint", type=click.Path(path_type=Path), help="Official checkpoint file (FE_e*.ckpt, ...)."
@@ -469,7 +598,13 @@ def frontend(
 @click.option(
     "--random-init", type=int, metavar="SEED", help="Random weights from SEED (plumbing and tests only)."
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CUDA when present.",
+)
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16", "fp16"]),
@@ -481,7 +616,7 @@ def frontend(
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Folder for one <stem>.npy per input."
 )
-@_reports_errors
+@common_options
 def pase(
     wavs: tuple[Path, ...],
     arch: str,
@@ -492,33 +627,27 @@ def pase(
     batch_size: int,
     out: Path,
 ) -> None:
-    """PASE frames (frames x embedding, float32, 100 frames/s) of each audio file."""
-    import io
+    """PASE frames (frames x embedding, float32, 100 frames/s) of each audio file.
 
-    import numpy as np
+    Example:
 
-    from .audio import downmix, read_audio, resample
-    from .errors import FeatprepError, Rejected
-    from .io import atomic_write_bytes, check_output_dir
-    from .pase import load_encoder
-    from .pase.extract import extract
+    \b
+        featprep pase a.wav b.flac --arch pase+ --checkpoint FE_e199.ckpt --out pase/
+    """
+    from .pase.extract import embed_files
 
-    check_output_dir(out)
-    encoder = load_encoder(arch, checkpoint=checkpoint, random_init_seed=random_init)
-    waves = []
-    for path in wavs:
-        try:
-            audio, sr = read_audio(path)
-        except Rejected as r:
-            raise FeatprepError(f"{path}: {r.code}: {r.detail}") from None
-        waves.append(resample(downmix(audio), sr, 16000))
-    frames = extract(encoder, waves, batch_size=batch_size, device=device, precision=precision)
-    out.mkdir(parents=True, exist_ok=True)
-    for path, f in zip(wavs, frames, strict=True):
-        buf = io.BytesIO()
-        np.save(buf, f)
-        atomic_write_bytes(out / f"{Path(path).stem}.npy", buf.getvalue())
-        click.echo(f"{out / (Path(path).stem + '.npy')}: {f.shape[0]} frames x {f.shape[1]}")
+    written = embed_files(
+        wavs,
+        out,
+        arch=arch,
+        checkpoint=checkpoint,
+        random_init_seed=random_init,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+    )
+    for target, frames in written:
+        click.echo(f"{target}: {frames.shape[0]} frames x {frames.shape[1]}")
 
 
 @main.command()
@@ -534,13 +663,25 @@ def pase(
     show_default=True,
     help="Speakers with fewer rows use the global statistics.",
 )
-@click.option("--variance-floor", type=float, default=1e-8, show_default=True)
+@click.option(
+    "--variance-floor",
+    type=float,
+    default=1e-8,
+    show_default=True,
+    help="Smallest variance a standard deviation is taken from.",
+)
 @_NO_VERIFY
-@_reports_errors
+@common_options
 def normstats(
     directory: Path, splits: str, recompute: bool, min_frames: int, variance_floor: float, no_verify: bool
 ) -> None:
-    """Per-speaker and global normalisation statistics of a prepared corpus (DIR/stats/)."""
+    """Per-speaker and global normalisation statistics of a prepared corpus (DIR/stats/).
+
+    Example:
+
+    \b
+        featprep normstats manifests/vctk --recompute
+    """
     from .normstats import normstats as run
 
     summary = run(
@@ -550,6 +691,7 @@ def normstats(
         variance_floor=variance_floor,
         recompute=recompute,
         verify=not no_verify,
+        progress=_bars(),
     )
     for stream, s in summary["streams"].items():
         click.echo(
@@ -564,7 +706,13 @@ def normstats(
 @main.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, logs).")
-@click.option("--preset", type=click.Choice(["paper", "small"]), default="paper", show_default=True)
+@click.option(
+    "--preset",
+    type=click.Choice(["paper", "small"]),
+    default="paper",
+    show_default=True,
+    help="Training configuration laid under --set (paper: SSW 2019, a GPU run; small: CPU checks).",
+)
 @click.option(
     "--set",
     "overrides",
@@ -575,10 +723,16 @@ def normstats(
 )
 @click.option("--steps", type=int, help="Stop after this many steps (counted from the start of training).")
 @click.option("--epochs", type=int, help="Stop after this many epochs.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: CUDA when present.",
+)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt exactly where it stopped.")
 @_NO_VERIFY
-@_reports_errors
+@common_options
 def train(
     directory: Path,
     out: Path,
@@ -593,6 +747,11 @@ def train(
     """Train the multi-speaker SampleRNN on a prepared corpus (run featprep normstats first).
 
     Several processes: torchrun --nproc_per_node N --no-python featprep train ...
+
+    Example:
+
+    \b
+        featprep train manifests/vctk --out runs/vctk --preset paper --epochs 20
     """
     from .recipe import parse_override
     from .samplernn.loop import keep_freed_memory
@@ -611,7 +770,7 @@ def train(
             device=device,
             resume=resume,
             verify=not no_verify,
-            log=_echo,
+            progress=_bars(),
         )
     except KeyboardInterrupt:  # every rank stopped at one step and the checkpoint is saved
         click.echo("interrupted", err=True)
@@ -678,11 +837,11 @@ _DTYPE = click.option(
     help="Output .wav (16 kHz) for one utterance; a folder for several (LABELS-STEM.wav, text-N.wav).",
 )
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="0: greedy.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Of the sampling noise.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances generated at once.")
 @_DTYPE
 @_GENERATION_DEVICE
-@_reports_errors
+@common_options
 def generate(
     run_folder: Path,
     labels: tuple[Path, ...],
@@ -698,9 +857,13 @@ def generate(
 ) -> None:
     """Generate speech for labels or text with a trained run, as a corpus speaker or, for
     pase_seed runs, as the speaker of a recording (--seed-wav). Several --labels/--text
-    are generated in batches."""
-    import torch
+    are generated in batches.
 
+    Example:
+
+    \b
+        featprep generate runs/vctk --text "Please call Stella." --speaker p225 --out stella.wav
+    """
     from .samplernn.run import generate_to
 
     written = generate_to(
@@ -713,8 +876,9 @@ def generate(
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
-        dtype=getattr(torch, dtype),
+        dtype=dtype,
         device=device,
+        progress=_bars(),
     )
     for target, samples in written:
         click.echo(f"{target}: {len(samples) / 16000:.2f} s")
@@ -722,14 +886,14 @@ def generate(
 
 @main.command()
 @click.argument("run_folder", type=click.Path(path_type=Path))
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", default="test", show_default=True, help="Split evaluated: test, valid or train.")
 @click.option("--max-utterances", type=int, help="Evaluate only the first N utterances.")
 @click.option("--max-seconds", type=float, help="Generate only the first S seconds of each utterance.")
-@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="0: greedy.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances generated at once.")
 @_DTYPE
 @_GENERATION_DEVICE
-@_reports_errors
+@common_options
 def evaluate(
     run_folder: Path,
     split: str,
@@ -740,32 +904,26 @@ def evaluate(
     dtype: str,
     device: str,
 ) -> None:
-    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json)."""
-    import torch
+    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json).
 
+    Example:
+
+    \b
+        featprep evaluate runs/vctk --split test --max-utterances 20
+    """
     from .samplernn.evaluate import evaluate as run
+    from .samplernn.evaluate import result_lines
 
     result = run(
-        str(run_folder),
+        run_folder,
         split=split,
         max_utterances=max_utterances,
         max_seconds=max_seconds,
         temperature=temperature,
         batch_size=batch_size,
-        dtype=getattr(torch, dtype),
+        dtype=dtype,
         device=device,
+        progress=_bars(),
     )
-
-    def number(value: float | None, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
-    header = f"{'utterance':<16} {'speaker':<10} {'frames':>7} {'MCD dB':>8} {'F0 RMSE':>8} {'V/UV err':>8}"
-    click.echo(header)
-    for r in result["utterances"]:
-        metrics = f"{r['mcd_db']:8.2f} {number(r['f0_rmse_hz'], '8.1f'):>8} {r['vuv_error']:8.3f}"
-        click.echo(f"{r['utterance']:<16} {r['speaker']:<10} {r['frames']:>7} {metrics}")
-    click.echo(
-        f"{split}: NLL {number(result['nll_bits'], '.3f')} bits/sample, MCD {result['mcd_db']:.2f} dB, "
-        f"F0 RMSE {number(result['f0_rmse_hz'], '.1f')} Hz ({result['f0_frames']} frames voiced in both), "
-        f"V/UV error {result['vuv_error']:.3f}"
-    )
+    for line in result_lines(result):
+        click.echo(line)

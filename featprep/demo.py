@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import shlex
 import shutil
 import sys
@@ -32,6 +33,8 @@ from .labels.frontend import merlin_normalise, utterance_to_labels
 from .labels.hts import write_hts
 from .labels.xwaves import Segment, format_xwaves, read_xwaves
 from .workers import resolve_jobs
+
+logger = logging.getLogger(__name__)
 
 RATE = 48000
 
@@ -351,7 +354,7 @@ class _Writer:
 
 
 def build_corpus(
-    out: Path, *, per_speaker: int = 8, seed: int = 0, log: Callable[[str], None] = print
+    out: Path, *, per_speaker: int = 8, seed: int = 0, log: Callable[[str], None] | None = None
 ) -> Path:
     """Synthesise the demo corpus into ``out`` (skipped when already built the same way).
 
@@ -360,8 +363,10 @@ def build_corpus(
     expected outcome of every utterance; in the corpus audio's time: ``labels/``,
     Festival's phone boundaries (xwaves), ``utts/``, Festival's utterances, and ``full/``,
     full-context labels, Merlin-normalised). The CMU Arctic layout carries the same
-    utterances in ``festival/utts/`` and boundaries in ``lab/``.
+    utterances in ``festival/utts/`` and boundaries in ``lab/``. Messages go to ``log``
+    (default: this module's logger).
     """
+    log = log or logger.info
     out = Path(out).resolve()  # Festival scripts name files by absolute path
     check_output_dir(out.parent, "demo folder")  # the corpus is built beside out, then renamed
     stamp = json.dumps(
@@ -524,15 +529,18 @@ def run_demo(
     per_speaker: int = 8,
     jobs: int = 1,
     seed: int = 0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Build the demo corpus under ``out/corpus`` and prepare its three layouts.
 
     Returns the summary lines of each prepare run, then the commands that go on from the
     CMU Arctic layout (normstats, train, generate, evaluate) with the demo's paths.
+    Messages go to ``log`` (default: this module's logger).
     """
     from .manifest import read_manifest
     from .pipeline import prepare
+
+    log = log or logger.info
 
     resolve_jobs(jobs)  # before minutes of synthesis, not after
     corpus = build_corpus(out / "corpus", per_speaker=per_speaker, seed=seed, log=log)

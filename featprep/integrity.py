@@ -20,12 +20,18 @@ line). It checks, for the shards of the splits asked for:
   present, its sha256; with ``full``, its rows equal to the shards' indexes;
 - with ``full`` (validate): every float value finite, shard folders the manifest does
   not list, and the normalisation statistics (`statistics_problems`).
+
+With ``arrays=False`` (``featprep validate --quick``) no index and no array is opened:
+only the files against the manifest (names, presence, sha256, nothing unlisted) and,
+with ``full``, unlisted shard folders and ``stats/`` against its ``summary.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -43,6 +49,7 @@ from .errors import CorruptCorpus
 from .io import inside, sha256_file
 from .manifest import read_manifest, utterance_table
 
+logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 #: files hashed at once (bounded: more threads than disks only add seeks)
 HASH_THREADS = 8
@@ -56,6 +63,7 @@ def check_corpus(
     splits: tuple[str, ...] | None = None,
     hashes: bool = True,
     full: bool = False,
+    arrays: bool = True,
     progress: Callable[[int], Any] | None = None,
 ) -> list[str]:
     """Every problem of the prepared corpus in ``directory`` (empty: none).
@@ -66,12 +74,28 @@ def check_corpus(
     hashes : compare every file's sha256 with the manifest.
     full : also read every value (finite floats), look for shard folders the manifest
         does not list and check ``stats/``.
+    arrays : open the index and the arrays (the alignment contract); False: the files
+        against the manifest only.
     progress : called with the bytes of each file hashed.
 
     Raises `OutputError` when there is no readable manifest at all.
     """
     directory = Path(directory)
-    return _check(directory, read_manifest(directory), splits, hashes, full, progress)
+    return _check(directory, read_manifest(directory), splits, hashes, full, progress, arrays)
+
+
+def hashed_bytes(directory: str | Path) -> int:
+    """Bytes `check_corpus` hashes (the total of its progress bar): the sizes of the shard
+    files the manifest lists; 0 when its tables are damaged (`check_corpus` says how)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if _manifest_problems(manifest):
+        return 0
+    chosen = []
+    for shard in manifest["shards"]:
+        with contextlib.suppress(CorruptCorpus):  # a bad name: reported by check_corpus
+            chosen.append((shard, inside(directory, shard["name"], "shard name")))
+    return sum(f.stat().st_size for f in _listed_files(chosen))
 
 
 def read_checked_manifest(directory: str | Path) -> dict[str, Any]:
@@ -89,7 +113,7 @@ def verify_corpus(
     first problem in one line."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    raise_first(directory, _check(directory, manifest, splits, hashes, False, None))
+    raise_first(directory, _check(directory, manifest, splits, hashes, False, None, True))
     return manifest
 
 
@@ -100,6 +124,7 @@ def _check(
     hashes: bool,
     full: bool,
     progress: Callable[[int], Any] | None,
+    arrays: bool,
 ) -> list[str]:
     problems = _manifest_problems(manifest)
     if problems:
@@ -117,9 +142,10 @@ def _check(
     digests = _digests(chosen, progress) if hashes else None
     seen: dict[str, str] = {}
     for shard, path in chosen:
-        found = _shard_problems(path, shard, manifest, speakers, seen, digests, full)
+        found = _shard_problems(path, shard, manifest, speakers, seen, digests, full, arrays)
+        logger.debug("%s: %d file(s) checked, %d problem(s)", shard["name"], len(shard["files"]), len(found))
         problems += [f"{shard['name']}: {p}" for p in found]
-    problems += _table_problems(directory, manifest, hashes, full and not problems)
+    problems += _table_problems(directory, manifest, hashes, full and arrays and not problems)
     if full:
         problems += _unlisted_shards(directory, manifest)
         if (directory / "stats").exists():
@@ -139,15 +165,7 @@ def _digests(
 ) -> dict[Path, str]:
     """sha256 of every plain file the chosen shards list, a few files at a time: hashlib
     lets go of the GIL, so the threads use as many cores (disks permitting)."""
-    files = []
-    for shard, path in chosen:
-        for name in shard["files"]:
-            try:
-                file = _shard_file(path, name)
-            except CorruptCorpus:
-                continue  # reported by _shard_problems
-            if file.is_file():
-                files.append(file)
+    files = _listed_files(chosen)
 
     def one(file: Path) -> str:
         digest = sha256_file(file)
@@ -157,6 +175,21 @@ def _digests(
 
     with ThreadPoolExecutor(min(HASH_THREADS, os.cpu_count() or 1)) as pool:
         return dict(zip(files, pool.map(one, files), strict=True))
+
+
+def _listed_files(chosen: list[tuple[dict[str, Any], Path]]) -> list[Path]:
+    """The plain files the chosen shards list (a bad name or a missing file is reported
+    by `_shard_problems`)."""
+    files = []
+    for shard, path in chosen:
+        for name in shard["files"]:
+            try:
+                file = _shard_file(path, name)
+            except CorruptCorpus:
+                continue
+            if file.is_file():
+                files.append(file)
+    return files
 
 
 def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
@@ -200,18 +233,10 @@ def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
 def _table_problems(directory: Path, manifest: dict[str, Any], hashes: bool, compare: bool) -> list[str]:
     """The files beside manifest.json that it lists (``utterances.parquet``): present, their
     sha256; with ``compare``, the table's rows against the shards' indexes."""
-    out = []
-    for name, digest in sorted(manifest.get("files", {}).items()):
-        try:
-            path = inside(directory, name, "file name")
-        except CorruptCorpus as e:
-            out.append(f"manifest.json: {e}")
-            continue
-        if not path.is_file():
-            out.append(f"{name}: missing")
-        elif hashes and sha256_file(path) != digest:
-            out.append(f"{name}: sha256 differs from manifest.json")
-        elif compare and name == "utterances.parquet":
+    listed = manifest.get("files", {})
+    out, present = _check_listed(directory, listed, hashes, "", "manifest.json", "file name")
+    for name, path in present:
+        if compare and name == "utterances.parquet":
             names = [s["name"] for s in manifest["shards"]]
             try:
                 table = pq.read_table(path)
@@ -225,6 +250,29 @@ def _table_problems(directory: Path, manifest: dict[str, Any], hashes: bool, com
             if not table.equals(expected):
                 out.append(f"{name}: its rows differ from the shards' index.parquet files")
     return out
+
+
+def _check_listed(
+    folder: Path, files: dict[str, str], hashes: bool, prefix: str, lister: str, what: str, advice: str = ""
+) -> tuple[list[str], list[tuple[str, Path]]]:
+    """Problems of the files that ``lister`` lists with their sha256 (``files``) in
+    ``folder``: a name leading outside it, a file missing or with another sha256 (each
+    problem followed by ``advice``); and the ``(name, path)`` of the files that passed."""
+    problems, present = [], []
+    then = f": {advice}" if advice else ""
+    for name, digest in sorted(files.items()):
+        try:
+            path = inside(folder, name, what)
+        except CorruptCorpus as e:
+            problems.append(f"{lister}: {e}")
+            continue
+        if not path.is_file():
+            problems.append(f"{prefix}{name}: missing{then}")
+        elif hashes and sha256_file(path) != digest:
+            problems.append(f"{prefix}{name}: sha256 differs from {lister}{then}")
+        else:
+            present.append((name, path))
+    return problems, present
 
 
 def _is_dtype(value: object) -> bool:
@@ -242,6 +290,7 @@ def _shard_problems(
     seen: dict[str, str],
     digests: dict[Path, str] | None,
     full: bool,
+    arrays: bool,
 ) -> list[str]:
     if not path.is_dir():
         return ["missing"]
@@ -259,7 +308,7 @@ def _shard_problems(
             out.append(f"{name}: sha256 differs from manifest.json")
     listed = set(shard["files"]) | {"shard.json"}
     out += [f"{p.name}: not listed in manifest.json" for p in sorted(path.iterdir()) if p.name not in listed]
-    if missing:  # the contract needs every file
+    if missing or not arrays:  # the contract needs every file
         return out
     return out + _contract_problems(path, shard, manifest, speakers, seen, full)
 
@@ -409,16 +458,7 @@ def statistics_problems(
     out = [
         f"stats/{name}: not written by the last normstats: {rerun}" for name in needed if name not in files
     ]
-    for name, digest in sorted(files.items()):
-        try:
-            file = inside(stats, name, "statistics file")
-        except CorruptCorpus as e:
-            out.append(f"stats/summary.json: {e}")
-            continue
-        if not file.is_file():
-            out.append(f"stats/{name}: missing: {rerun}")
-        elif hashes and sha256_file(file) != digest:
-            out.append(f"stats/{name}: sha256 differs from stats/summary.json: {rerun}")
+    out += _check_listed(stats, files, hashes, "stats/", "stats/summary.json", "statistics file", rerun)[0]
     return out
 
 

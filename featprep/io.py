@@ -179,6 +179,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_npy(path: str | Path, array: np.ndarray) -> None:
+    """`numpy.save` to a temporary name beside ``path``, then rename it into place."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     """A 16-bit PCM WAV file of float ``samples`` in [-1, 1]."""
     import soundfile as sf

@@ -36,6 +36,7 @@ from .io import (
     sha256_file,
 )
 from .manifest import shard_paths
+from .progress import progress_bar
 from .shards import open_shard
 from .stats import Moments, StatisticsUnavailable, load_statistics, merge, merge_all, shard_statistics
 
@@ -66,13 +67,18 @@ def merged_statistics(directory: Path, splits: tuple[str, ...] = ("train",)) -> 
 
 
 def recomputed_statistics(
-    directory: Path, splits: tuple[str, ...] = ("train",)
+    directory: Path, splits: tuple[str, ...] = ("train",), *, progress: bool = False
 ) -> dict[str, dict[str, Moments]]:
-    """The same statistics, from the arrays (memory-mapped, read chunk by chunk)."""
+    """The same statistics, from the arrays (memory-mapped, read chunk by chunk);
+    ``progress``: a bar of the shards read, on stderr."""
     manifest = read_checked_manifest(directory)
-    return merge_all(
-        [shard_statistics(*open_shard(s)) for s in _selected_shards(directory, manifest, splits)]
-    )
+    shards = _selected_shards(directory, manifest, splits)
+    per_shard = []
+    with progress_bar(len(shards), "shard", enabled=progress, desc="recompute") as bar:
+        for shard in shards:
+            per_shard.append(shard_statistics(*open_shard(shard)))
+            bar.update(1)
+    return merge_all(per_shard)
 
 
 def _check_agreement(merged: dict[str, dict[str, Moments]], again: dict[str, dict[str, Moments]]) -> None:
@@ -118,13 +124,15 @@ def normstats(
     variance_floor: float = 1e-8,
     recompute: bool = False,
     verify: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Merge (or recompute) the statistics and write ``stats/``; returns the summary.
 
     The shards of ``splits`` are checked first (`featprep.integrity.verify_corpus`; sha256
     of every file unless ``verify`` is False). ``summary.json`` records which shards the
     statistics come from and the sha256 of each file written, so that readers refuse them
-    once the corpus is prepared again.
+    once the corpus is prepared again. ``progress``: a bar of the shards ``recompute``
+    reads, on stderr.
 
     Raises `FeatprepError` when an array holds NaN or Inf (reported per stream, speaker
     and column, never averaged) or when ``recompute`` disagrees with the merged values.
@@ -142,7 +150,10 @@ def normstats(
     check_output_dir(out, "statistics folder")
     remove_dead_temporaries(out)
     manifest = verify_corpus(directory, splits=splits, hashes=verify)
-    stats = recomputed_statistics(directory, splits) if recompute else merged_statistics(directory, splits)
+    if recompute:
+        stats = recomputed_statistics(directory, splits, progress=progress)
+    else:
+        stats = merged_statistics(directory, splits)
     problems = [
         f"{stream}: speaker {speaker}: {int(m.nonfinite.sum())} NaN/Inf values "
         f"in columns {np.flatnonzero(m.nonfinite).tolist()[:8]}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -41,6 +42,8 @@ from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
 from .splits import assign_splits
 from .stage import ArraySpec, Item, Stage
 from .workers import check_backend, dask_client, parallel_config, resolve_jobs
+
+logger = logging.getLogger(__name__)
 
 #: the per-utterance stages of prepare, in order
 STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
@@ -345,7 +348,8 @@ def _align(
         if not only:
             return
         if run:
-            counts = ", ".join(f"{n} {p}" for p, n in sorted(Counter(problems.values()).items()) if p)
+            found = Counter(p for p in problems.values() if p)
+            counts = ", ".join(f"{n} {p}" for p, n in sorted(found.items()))
             say(f"{len(only)} utterances have no usable lab/ phone labels ({counts}): aligning them")
     recipe["labels"]["dir"] = str(folder.resolve())
     recipe["labels"]["pattern"] = "{speaker}/{utterance}.lab"
@@ -427,7 +431,7 @@ def prepare(
     any file of the corpus is read; the output folder is made when there is something
     to write.
     """
-    say = log or (lambda _msg: None)
+    say = log or logger.info
     _check_arguments(jobs, shard_index, num_shards, backend, scheduler, finalize)
     if num_shards is None and not finalize and (task := slurm_array_task()) is not None:
         shard_index, num_shards = task

@@ -17,6 +17,7 @@ import pytest
 
 from featprep.corpora import _registry, discover
 from featprep.errors import CorpusError, CorruptCorpus, FeatprepError
+from featprep.integrity import shards_digest
 from featprep.io import sha256_file
 from featprep.manifest import read_manifest, read_rejected
 from featprep.normalise import Normaliser
@@ -197,6 +198,93 @@ def test_validate_lists_every_problem(copy):
     assert any(f"speaker(s) {gone} not in the manifest's speaker table" in p for p in problems)
     result = featprep("validate", copy)
     assert result.returncode == 1 and result.stdout.splitlines() == problems
+
+
+def _flip_a_bit(corpus: Path) -> None:
+    audio = corpus / SHARD / "audio.npy"
+    data = bytearray(audio.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    audio.write_bytes(bytes(data))
+
+
+def _truncate(corpus: Path) -> None:
+    path = corpus / SHARD / "acoustic.npy"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size - 168])  # one row of 42 float32
+
+
+def _resign_with_statistics(corpus: Path) -> None:
+    """`resign`, and the statistics tied to the shards as they are now."""
+    resign(corpus)
+    summary = json.loads((corpus / "stats/summary.json").read_text())
+    summary["shards_digest"] = shards_digest(read_manifest(corpus), summary["splits"])
+    (corpus / "stats/summary.json").write_text(json.dumps(summary))
+
+
+def _write_nan(corpus: Path) -> None:
+    """A NaN in a feature and every hash signed again over it: only reading the values
+    can see it."""
+    path = corpus / SHARD / "acoustic.npy"
+    arr = np.load(path)
+    arr[3, 5] = np.nan
+    np.save(path, arr)
+    _resign_with_statistics(corpus)
+
+
+def _offset_off_by_one(corpus: Path) -> None:
+    def shift(index):
+        index.loc[1, "frame_offset"] += 1
+
+    edit_index(corpus, shift)
+    _resign_with_statistics(corpus)  # only the contract can see it
+
+
+DAMAGE = {
+    # name: (damage, what full validate says, whether --quick sees it too)
+    "bit flip": (_flip_a_bit, f"{SHARD}: audio.npy: sha256 differs from manifest.json", True),
+    "truncation": (_truncate, f"{SHARD}: acoustic.npy: sha256 differs from manifest.json", True),
+    "deleted file": (
+        lambda c: (c / SHARD / "acoustic.npy").unlink(),
+        f"{SHARD}: acoustic.npy: missing",
+        True,
+    ),
+    "NaN, manifest signed again": (_write_nan, f"{SHARD}: acoustic.npy has non-finite values", False),
+    "offset off by one, manifest signed again": (_offset_off_by_one, f"{SHARD}: frame_offset of", False),
+    "extra shard": (
+        lambda c: shutil.copytree(c / SHARD, c / "shards/train/shard-000009"),
+        "shards/train/shard-000009: a shard folder manifest.json does not list",
+        True,
+    ),
+    "renamed shard": (
+        lambda c: os.rename(c / SHARD, c / "shards/train/shard-000007"),
+        f"{SHARD}: missing",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_validate_and_quick_on_each_kind_of_damage(copy, damage):
+    """Issue 14, item 4: each damage is caught by the full check; --quick (the files
+    against the manifest, no array read) catches all but what a manifest signed again
+    vouches for (values and offsets)."""
+    assert validate(copy) == [] and validate(copy, quick=True) == []
+    harm, said, quick_sees = DAMAGE[damage]
+    harm(copy)
+    assert any(p.startswith(said) for p in validate(copy)), validate(copy)
+    quick = validate(copy, quick=True)
+    assert bool(quick) == quick_sees, quick
+    if quick_sees:
+        assert any(p.startswith(said) for p in quick), quick
+
+
+def test_validate_command_quick_and_full(copy):
+    _write_nan(copy)
+    quick = featprep("validate", copy, "--quick")
+    assert quick.returncode == 0 and quick.stdout.strip() == f"{copy}: ok"
+    full = featprep("validate", copy)
+    assert full.returncode == 1
+    assert full.stdout.splitlines() == [f"{SHARD}: acoustic.npy has non-finite values"]
+    assert full.stderr.strip() == f"Error: {copy}: 1 problem(s)"  # no bar: stderr is not a terminal
 
 
 @pytest.mark.parametrize("how", ["name", "folder link", "file link"])

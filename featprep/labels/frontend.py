@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ArgumentError, FeatprepError, Rejected
 from ..festival import FestivalTimeout, run_script, scheme_path, scheme_string, voice_command
+from ..io import check_output_dir, check_output_file
 from ..records import Utterance
 from .context import set_phones
-from .hts import HTSLabel, phone_of
+from .hts import HTSLabel, phone_of, write_hts
 
 DEFAULT_VOICE = "cmu_us_slt_arctic_hts"
 _E5 = re.compile(r"(/E:[^/]*?&)(\d+)(\+)")
@@ -123,6 +124,46 @@ def utterance_to_labels(
             raise FeatprepError(f"Festival utterance {path} does not exist")
         commands.append(f"(set! utt (utt.load nil {scheme_path(path)}))")
     return _run(commands, None, workdir, timeout)
+
+
+def write_labels(
+    out: str | Path,
+    *,
+    texts: Sequence[str] = (),
+    utts: Sequence[str | Path] = (),
+    voice: str = DEFAULT_VOICE,
+    times: bool = False,
+    merlin: bool = True,
+) -> list[tuple[Path, HTSLabel]]:
+    """Full-context labels of ``texts`` or of saved Festival utterances ``utts``, written
+    as HTS label files (``featprep frontend``): ``out`` itself for one input, else the
+    folder ``out`` of ``NNNN.lab`` (texts) or ``<utt stem>.lab``. Returns each file written
+    with its labels.
+
+    Texts keep Festival's predicted durations only with ``times`` (not an alignment to
+    any recording); ``merlin`` applies `merlin_normalise`. The output location is checked
+    before Festival runs.
+    """
+    texts, utts, out = list(texts), [Path(u) for u in utts], Path(out)
+    if bool(texts) == bool(utts):
+        raise ArgumentError("give texts or Festival utterance files (--text, --utt), one or more of either")
+    several = len(texts) + len(utts) > 1
+    if several:
+        check_output_dir(out)
+    else:
+        check_output_file(out)
+    labels = text_to_labels(texts, voice=voice) if texts else utterance_to_labels(utts)
+    if texts and not times:
+        labels = [HTSLabel(label.contexts) for label in labels]
+    if merlin:
+        labels = [merlin_normalise(label) for label in labels]
+    names = [f"{i:04d}.lab" for i in range(len(texts))] if texts else [f"{u.stem}.lab" for u in utts]
+    targets = [out / name for name in names] if several else [out]
+    if several:
+        out.mkdir(parents=True, exist_ok=True)
+    for target, label in zip(targets, labels, strict=True):
+        write_hts(target, label)
+    return list(zip(targets, labels, strict=True))
 
 
 def merlin_normalise(label: HTSLabel, *, silence: str = "pau", edge: str = "sil") -> HTSLabel:

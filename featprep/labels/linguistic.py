@@ -24,13 +24,19 @@ differs only for times off the 5 ms grid).
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import FeatprepError
-from .hts import HTSLabel
+from ..io import atomic_write_npy, check_output_file
+from .hts import HTSLabel, read_hts
 from .matching import CompiledQuestions
+from .questions import load_questions
+
+logger = logging.getLogger(__name__)
 
 FRAME_FEATURES = {
     "full": 9,
@@ -106,6 +112,54 @@ def default_subphone_features(label: HTSLabel) -> str | None:
     if not label.aligned:
         return None
     return "full" if label.state_aligned else "coarse_coding"
+
+
+def label_file_features(
+    label: str | Path,
+    *,
+    questions: str = "featprep_hts",
+    subphone_features: str = "auto",
+    phone_level: bool = False,
+) -> np.ndarray:
+    """Merlin's feature matrix of one HTS label file (``featprep linguistic``): float32,
+    one row per frame, or per phone with ``phone_level`` (question columns only).
+
+    ``questions`` is a ``.hed`` file or a built-in set's name. ``auto`` frame features
+    follow the file as Merlin would use it (`default_subphone_features`; labels without
+    times give phone-level rows); the choice is logged.
+    """
+    labels = read_hts(label)
+    if subphone_features == "auto" and not phone_level:
+        chosen = default_subphone_features(labels)
+        kind = (
+            "state-aligned"
+            if labels.state_aligned
+            else "phone-aligned"
+            if labels.aligned
+            else "without times"
+        )
+        phone_level = chosen is None
+        logger.info(
+            "%s: labels %s: %s",
+            label,
+            kind,
+            "one row per phone" if phone_level else f"frame features {chosen}",
+        )
+    return linguistic_features(
+        labels,
+        CompiledQuestions(load_questions(questions)),
+        subphone_features=subphone_features,
+        add_frame_features=not phone_level,
+    )
+
+
+def write_label_file_features(label: str | Path, out: str | Path, **options: str | bool) -> np.ndarray:
+    """`label_file_features` of ``label`` written to the ``.npy`` file ``out`` (checked
+    writable before any work); returns the matrix."""
+    check_output_file(out)
+    features = label_file_features(label, **options)
+    atomic_write_npy(out, features)
+    return features
 
 
 def phone_contexts(label: HTSLabel) -> list[str]:

@@ -10,13 +10,15 @@ of an utterance is centred near sample ``160 j + 150``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import SAMPLE_RATE
 from ..device import resolve_device
-from ..errors import FeatprepError
+from ..errors import ArgumentError, FeatprepError, Rejected
 from .model import HOP, PaseEncoder
 
 
@@ -90,3 +92,47 @@ def extract(
     if pending is not None:
         collect(*pending)
     return out  # type: ignore[return-value]
+
+
+def embed_files(
+    wavs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    arch: str = "pase+",
+    checkpoint: str | Path | None = None,
+    random_init_seed: int | None = None,
+    batch_size: int = 0,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> list[tuple[Path, np.ndarray]]:
+    """PASE frames of each audio file (``featprep pase``), written to ``out/<stem>.npy``
+    (float32, frames x embedding, 100 frames/s); returns each file written with its frames.
+
+    Every file is read, downmixed and resampled to 16 kHz as prepare does; one that cannot
+    be decoded is a `FeatprepError` naming it. ``out`` is checked before any work; the
+    encoder comes from `load_encoder` (``checkpoint`` or ``random_init_seed``).
+    """
+    from ..audio import downmix, read_audio, resample
+    from ..io import atomic_write_npy, check_output_dir
+    from .checkpoint import load_encoder
+
+    out = Path(out)
+    stems = [Path(path).stem for path in wavs]
+    twice = sorted({str(path) for path in wavs if stems.count(Path(path).stem) > 1})
+    if twice:  # each would be written to the same out/<stem>.npy, the last one winning
+        raise ArgumentError(f"audio files {', '.join(twice)} have the same name: rename one")
+    check_output_dir(out)
+    encoder = load_encoder(arch, checkpoint=checkpoint, random_init_seed=random_init_seed)
+    waves = []
+    for path in wavs:
+        try:
+            audio, rate = read_audio(path)
+        except Rejected as r:
+            raise FeatprepError(f"{path}: {r.code}: {r.detail}") from None
+        waves.append(resample(downmix(audio), rate, SAMPLE_RATE))
+    frames = extract(encoder, waves, batch_size=batch_size, device=device, precision=precision)
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [out / f"{stem}.npy" for stem in stems]
+    for target, f in zip(targets, frames, strict=True):
+        atomic_write_npy(target, f)
+    return list(zip(targets, frames, strict=True))

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import SAMPLE_RATE
+from .. import FRAME_SHIFT, SAMPLE_RATE
 from ..acoustic import f0, mel_cepstrum
-from ..device import resolve_device
+from ..device import resolve_device, resolve_dtype
 from ..errors import ArgumentError, FeatprepError
 from ..io import atomic_write_text, check_output_dir
+from ..progress import progress_bar
 from ..splits import SPLITS
 from .data import Corpus, TBPTTLoader
 from .generate import Generator, generate_many
@@ -68,9 +69,10 @@ def evaluate(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 16,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     device: str = "auto",
     verify: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a trained run on ``split``: per utterance and over the split, also
     written to ``RUN/eval_<split>.json`` (strict JSON: an undefined figure is null).
@@ -78,7 +80,8 @@ def evaluate(
     Utterances are generated ``batch_size`` at a time (see ``generate_many``) on
     ``device`` (auto: CUDA when present). The arguments and the run folder's
     writability are checked before anything is generated, then the split's shards (sha256
-    of every file unless ``verify`` is False)."""
+    of every file unless ``verify`` is False). ``progress``: a bar of the seconds of audio
+    generated and compared, on stderr. `result_lines` gives the table of the result."""
     if split not in SPLITS:
         raise ArgumentError(f"split must be one of {list(SPLITS)}, found {split!r}")
     if max_utterances is not None and (not isinstance(max_utterances, int) or max_utterances < 1):
@@ -107,18 +110,44 @@ def evaluate(
         for u, n in zip(utterances, lengths, strict=True)
     )
     generated = generate_many(
-        Generator(run.model, dtype=dtype), requests, batch_size=batch_size, temperature=temperature, seed=seed
+        Generator(run.model, dtype=resolve_dtype(dtype)),
+        requests,
+        batch_size=batch_size,
+        temperature=temperature,
+        seed=seed,
     )
     batch = min(8, len(corpus.utterances))
     seeds = run.speaker_source()
     nll = evaluate_nll(run.model, TBPTTLoader(corpus, batch, info["train"]["seq_len"]), dev, seeds)
     rows, errors = [], []
-    for u, n, audio in zip(utterances, lengths, generated, strict=True):
-        errors.append(frame_errors(corpus.audio(u, 0, n * 80), audio))
-        rows.append({"utterance": u.utterance, "speaker": corpus.speakers[u.speaker], "frames": n})
-        rows[-1].update(summarise(errors[-1:]))
+    seconds = sum(lengths) * FRAME_SHIFT / SAMPLE_RATE
+    with progress_bar(seconds, "s", enabled=progress, desc="evaluate") as bar:
+        for u, n, audio in zip(utterances, lengths, generated, strict=True):
+            errors.append(frame_errors(corpus.audio(u, 0, n * FRAME_SHIFT), audio))
+            rows.append({"utterance": u.utterance, "speaker": corpus.speakers[u.speaker], "frames": n})
+            rows[-1].update(summarise(errors[-1:]))
+            bar.update(n * FRAME_SHIFT / SAMPLE_RATE)
     nll_bits = nll if math.isfinite(nll) else None  # a diverged model's
     result = {"split": split, "nll_bits": nll_bits, "utterances": rows, **summarise(errors)}
     text = json.dumps(result, indent=1, allow_nan=False)  # strict JSON: undefined figures are null
     atomic_write_text(Path(run_folder) / f"eval_{split}.json", text + "\n")
     return result
+
+
+def result_lines(result: dict[str, Any]) -> list[str]:
+    """The table `evaluate` results are shown as: one line per utterance, then the split's."""
+
+    def number(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"{'utterance':<16} {'speaker':<10} {'frames':>7} {'MCD dB':>8} {'F0 RMSE':>8} {'V/UV err':>8}"]
+    for r in result["utterances"]:
+        metrics = f"{r['mcd_db']:8.2f} {number(r['f0_rmse_hz'], '8.1f'):>8} {r['vuv_error']:8.3f}"
+        lines.append(f"{r['utterance']:<16} {r['speaker']:<10} {r['frames']:>7} {metrics}")
+    lines.append(
+        f"{result['split']}: NLL {number(result['nll_bits'], '.3f')} bits/sample, "
+        f"MCD {result['mcd_db']:.2f} dB, "
+        f"F0 RMSE {number(result['f0_rmse_hz'], '.1f')} Hz ({result['f0_frames']} frames voiced in both), "
+        f"V/UV error {result['vuv_error']:.3f}"
+    )
+    return lines

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import ArgumentError, FeatprepError
 from ..io import atomic_write_text
+from ..progress import progress_bar
 from .distributed import Group
 from .tensorboard import EventWriter
 
@@ -260,8 +261,9 @@ class Task:
     batches: SharedEpochs  # this rank's batches
     checkpoint: Path  # where `save` writes
     #: the record's keys: the training loss (as `report` gives it), the validation figure
-    #: the learning rate's plateau is judged on, and targets per second
-    loss_key, valid_key, rate_key = "train_loss", "valid_loss", "targets_per_s"
+    #: the learning rate's plateau is judged on, and targets per second; the progress
+    #: bar's name of the training loss
+    loss_key, valid_key, rate_key, loss_name = "train_loss", "valid_loss", "targets_per_s", "loss"
 
     def loss(self, batch: Any, step: int) -> tuple[torch.Tensor, int]:
         """This rank's loss on ``batch`` at ``step``, summed over its targets, and their number."""
@@ -287,18 +289,32 @@ class Task:
 
 
 def run_steps(
-    task: Task, run_log: RunLog, *, checkpoint_every: int, steps: int | None, epochs: int | None
+    task: Task,
+    run_log: RunLog,
+    *,
+    checkpoint_every: int,
+    steps: int | None,
+    epochs: int | None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``task`` until ``steps`` or ``epochs``, saving every ``checkpoint_every`` steps
     and at the end (rank 0 says where), then leave the process group. Returns the last
     record. The loss is the mean over all ranks' targets; a Ctrl-C on any rank stops every
-    rank after the same step, saved, and raises KeyboardInterrupt."""
+    rank after the same step, saved, and raises KeyboardInterrupt. ``progress``: a bar of
+    the steps (with ``steps``) or epochs on stderr (rank 0)."""
     group, optimisation, batches, checkpoint = task.group, task.optimisation, task.batches, task.checkpoint
     say = run_log.log if group.rank == 0 else lambda _m: None
     record: dict[str, Any] = {}
     started, done, saved_step = time.perf_counter(), 0, optimisation.step
     interrupted = False
     ctrl_c = CtrlC(say)
+    bar = progress_bar(
+        steps if steps is not None else epochs,
+        "step" if steps is not None else "epoch",
+        enabled=progress and group.rank == 0,
+        desc="train",
+    )
+    bar.update(_position(task, steps) - bar.n)  # a resumed run's bar starts where it stopped
     try:
         while not (interrupted or reached(optimisation.step, batches.epoch, steps, epochs)):
             batch = batches.next()
@@ -326,6 +342,8 @@ def run_steps(
                 optimisation.validated(figures[task.valid_key])
             record.update(figures)
             run_log.write(record)
+            bar.set_postfix({task.loss_name: f"{record[task.loss_key]:.3f}"}, refresh=False)
+            bar.update(_position(task, steps) - bar.n)
             task.after_step(step, run_log)
             if step % checkpoint_every == 0:
                 task.save()
@@ -335,6 +353,7 @@ def run_steps(
         if not interrupted:  # (an interrupted run says so below)
             say(f"checkpoint: {checkpoint} (step {optimisation.step})")
     finally:
+        bar.close()
         ctrl_c.close()
         run_log.close()
     group.leave()  # every rank ends at the same step, interrupted or not
@@ -342,3 +361,8 @@ def run_steps(
         say(f"interrupted at step {optimisation.step}: {checkpoint} saved; --resume continues from it")
         raise KeyboardInterrupt
     return record
+
+
+def _position(task: Task, steps: int | None) -> int:
+    """How far the run is, in the progress bar's unit: steps with ``steps``, else epochs."""
+    return task.optimisation.step if steps is not None else task.batches.epoch

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..device import resolve_device
+from .. import FRAME_SHIFT, SAMPLE_RATE
+from ..device import resolve_device, resolve_dtype
 from ..errors import ArgumentError, FeatprepError, OutputError
 from ..io import load_into, load_weights
 from ..labels.compact import label_compact_features, manifest_vocabularies
@@ -21,6 +22,7 @@ from ..labels.linguistic import linguistic_features
 from ..labels.matching import CompiledQuestions
 from ..labels.questions import load_questions
 from ..manifest import read_manifest
+from ..progress import progress_bar
 from .conditioning import FeatureSpec, pack, parse_spec
 from .data import Normalisers
 from .model import ModelConfig, SampleRNN
@@ -198,8 +200,9 @@ def generate_to(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 16,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     device: str = "auto",
+    progress: bool = False,
 ) -> Iterator[tuple[Path, np.ndarray]]:
     """Generate one utterance per label file and per text with a trained run (``featprep
     generate``), as a corpus ``speaker`` or, for pase_seed runs, as the speaker of
@@ -208,7 +211,8 @@ def generate_to(
 
     One utterance with ``out`` ending in ``.wav`` is written there; otherwise ``out`` is a
     folder of ``LABELS-STEM.wav`` and ``text-NNN.wav``. The arguments and the output
-    location are checked before anything is generated.
+    location are checked before anything is generated. ``progress``: a bar of the
+    seconds of audio generated, on stderr.
     """
     from ..io import atomic_write_bytes, check_output_dir, wav_bytes
     from ..labels.frontend import merlin_normalise, text_to_labels
@@ -235,14 +239,17 @@ def generate_to(
         utterances += [merlin_normalise(label) for label in text_to_labels(texts)]
     conditioning = [trained.conditioning(label, speaker) for label in utterances]  # no speaker: global
     requests = [(features, who, frames) for features, frames in conditioning]
-    generator = Generator(trained.model.to(resolve_device(device)), dtype=dtype)
+    generator = Generator(trained.model.to(resolve_device(device)), dtype=resolve_dtype(dtype))
     audio = generate_many(generator, requests, batch_size=batch_size, temperature=temperature, seed=seed)
     targets = [out] if single else [out / f"{name}.wav" for name in names]
+    seconds = sum(frames for _, frames in conditioning) * FRAME_SHIFT / SAMPLE_RATE
 
     def write() -> Iterator[tuple[Path, np.ndarray]]:
-        for target, samples in zip(targets, audio, strict=True):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, wav_bytes(samples, 16000))
-            yield target, samples
+        with progress_bar(seconds, "s", enabled=progress, desc="generate") as bar:
+            for target, samples in zip(targets, audio, strict=True):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, wav_bytes(samples, SAMPLE_RATE))
+                bar.update(len(samples) / SAMPLE_RATE)
+                yield target, samples
 
     return write()

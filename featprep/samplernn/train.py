@@ -10,6 +10,7 @@ never stopped. Losses are NLL in nats over real targets only, reported in bits p
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +33,8 @@ from .loop import Optimisation, RunLog, SharedEpochs, Task, check_bounds, run_st
 from .loss import chunk_loss, evaluate_nll
 from .model import ModelConfig, SampleRNN
 from .speakers import SpeakerSource
+
+logger = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
@@ -154,7 +157,8 @@ def train(
     device: str = "auto",
     resume: bool = False,
     verify: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``.
 
@@ -163,7 +167,10 @@ def train(
     Under ``torchrun`` (DistributedDataParallel; gloo on the CPU, nccl on GPUs) the batch
     slots are split across ranks, each rank walks every world-th utterance, the loss is
     the mean over all ranks' targets, and only rank 0 writes the log and checkpoints.
+    Messages go to ``log`` (default: this module's logger); ``progress`` shows a bar of
+    the steps (with ``steps``) or epochs on stderr (rank 0).
     """
+    log = log or logger.info
     directory, out = Path(directory), Path(out)
     if not isinstance(cfg, TrainConfig):
         raise ArgumentError(f"cfg must be a TrainConfig, found {type(cfg).__name__}")
@@ -184,14 +191,16 @@ def train(
     if group.rank == 0:
         _announce(directory, out, cfg, task, steps, epochs, log)
     run_log = RunLog(out, task.optimisation.step, log, _BOARD_TAGS, active=group.rank == 0)
-    return run_steps(task, run_log, checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs)
+    return run_steps(
+        task, run_log, checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs, progress=progress
+    )
 
 
 class _Steps(Task):
     """SampleRNN's side of the loop: TBPTT chunks whose hidden state carries over from one
     step to the next, speakers as indices or PASE vectors, NLL in bits per sample."""
 
-    loss_key, valid_key, rate_key = "train_bits", "valid_bits", "samples_per_s"
+    loss_key, valid_key, rate_key, loss_name = "train_bits", "valid_bits", "samples_per_s", "bits"
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -51,6 +52,8 @@ from .evaluate import phone_segments
 from .features import apply_cmvn, cmvn_stats, mfcc_features
 from .model import AlignerModel
 from .train import TrainingConfig, TrainingUtterance, train_aligner, word_ends
+
+logger = logging.getLogger(__name__)
 
 #: bump when what this module writes changes: older records are then not reused
 VERSION = "2"
@@ -363,7 +366,7 @@ def align_utterances(
     prepare's ``--backend``). Rejections name the stage ``labels``. Processes aligning into
     one folder take turns (`_folder_lock`).
     """
-    say = log or (lambda _m: None)
+    say = log or logger.info
     # absolute: a Dask worker may run in another folder, or on another machine
     root, folder = str(root), Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -457,7 +460,7 @@ def align_corpus(
     root = str(Path(root).resolve())
     found = discover(corpus, root, resolved)
     utterances, rejections = check(found.utterances, root, resolved["clean"])
-    say = log or (lambda _m: None)
+    say = log or logger.info
     say(f"discovered {len(found.utterances)} utterances of {len(found.speakers)} speakers in {root}")
     if not utterances:
         raise CorpusError(f"no valid utterance in {root} to align")

@@ -14,6 +14,7 @@ are pooled; CMVN per speaker does the speaker normalisation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -34,6 +35,8 @@ from .model import (
     context_names,
     logsumexp,
 )
+
+logger = logging.getLogger(__name__)
 
 #: self-loop probabilities stay inside this range (a state of one frame must still be
 #: allowed to stay, a long one to leave)
@@ -128,7 +131,7 @@ def train_aligner(
     left out of the round that finds it so; ``log`` hears about it and about each round's
     mean per-frame log-likelihood.
     """
-    say = log or (lambda _m: None)
+    say = log or logger.info
     feats, phone_lists, durations, word_final = _prepare(utterances)
     if not feats:
         raise ValueError("train_aligner needs at least one utterance")
