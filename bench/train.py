@@ -23,8 +23,8 @@ from plain_samplernn import plain
 from samplernn_models import PRESETS, peak_rss_mb, preset_model
 from torch.nn import functional as F
 
+from featprep.samplernn.loop import keep_freed_memory
 from featprep.samplernn.model import SampleRNN, quantise
-from featprep.samplernn.train import keep_freed_memory
 
 
 def training_rate(model: SampleRNN, batch: int, steps: int, device: str) -> float:

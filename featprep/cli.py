@@ -820,7 +820,8 @@ def train(
         featprep train manifests/vctk --out runs/vctk --preset paper --epochs 20
     """
     from .recipe import parse_override
-    from .samplernn.train import TrainConfig, keep_freed_memory
+    from .samplernn.loop import keep_freed_memory
+    from .samplernn.train import TrainConfig
     from .samplernn.train import train as run
 
     cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))

@@ -16,8 +16,9 @@ from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
 from featprep.samplernn.evaluate import evaluate as evaluate_run
 from featprep.samplernn.generate import Generator, _negative_gumbel, generate, generate_many
+from featprep.samplernn.loss import evaluate_nll
 from featprep.samplernn.model import ModelConfig, SampleRNN, mu_law_decode, mu_law_encode, quantise
-from featprep.samplernn.train import TrainConfig, evaluate_nll, train
+from featprep.samplernn.train import TrainConfig, train
 from featprep.shards import open_shard
 
 
@@ -230,18 +231,18 @@ def test_a_run_ended_by_its_epochs_keeps_its_last_step(clips, tmp_path):
 
 
 def test_a_checkpoint_that_fails_to_save_leaves_the_last_one(tmp_path):
-    from featprep.samplernn.train import _save
+    from featprep.samplernn.checkpoint import save_checkpoint
 
     path = tmp_path / "checkpoint.pt"
-    _save(path, {"step": 1})
+    save_checkpoint(path, {"step": 1})
     with pytest.raises(Exception, match="pickle"):
-        _save(path, {"step": 2, "unpicklable": lambda: None})
+        save_checkpoint(path, {"step": 2, "unpicklable": lambda: None})
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
 
 
 def test_glibc_keeps_freed_memory():
-    from featprep.samplernn.train import keep_freed_memory
+    from featprep.samplernn.loop import keep_freed_memory
 
     assert keep_freed_memory()  # Debian's glibc takes both settings
 

@@ -29,8 +29,8 @@ from ..progress import progress_bar
 from ..splits import SPLITS
 from .data import Corpus, TBPTTLoader
 from .generate import Generator, generate_many
+from .loss import evaluate_nll
 from .run import Run
-from .train import evaluate_nll
 
 MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
 

@@ -97,7 +97,8 @@ class Run:
         if mode not in ("pase_seed", "pase_trained"):
             return None
         if getattr(self, "_source", None) is None:
-            from .train import SpeakerSource, TrainConfig
+            from .speakers import SpeakerSource
+            from .train import TrainConfig
 
             cfg = TrainConfig(**self.info["train"])
             source = SpeakerSource(

@@ -9,18 +9,25 @@ from a generator seeded by the step, so a resumed run draws the same windows.
 - `PaseSeeds` (``pase_seed``): the time mean of the stored PASE frames of the window.
 - `AudioSeeds` (``pase_trained``): the window's audio itself, for an encoder trained in
   the loop.
+- `SpeakerSource`: the speaker vectors a trainer (or a trained run) feeds its model, from
+  either; any model conditioned on PASE speaker vectors shares it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from .. import FRAME_SHIFT, SAMPLE_RATE
 from ..errors import FeatprepError
 from ..manifest import read_manifest, shard_paths
 from ..shards import open_shard
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 
 class SpeakerWindows:
@@ -114,3 +121,61 @@ class AudioSeeds(SpeakerWindows):
         return arrays["audio"][r.audio_offset : r.audio_offset + FRAME_SHIFT * r.n_frames] / np.float32(
             32768.0
         )
+
+
+class SpeakerSource:
+    """Speaker vectors for the PASE modes: stored frames (pase_seed) or an encoder in the
+    loop (pase_trained), whose BatchNorm layers keep their running statistics (eval mode)
+    while its weights are fine-tuned: tiny batches of one window per slot would make
+    batch statistics meaningless (the 2019 code left them in training mode)."""
+
+    def __init__(self, mode: str, directory: Path, speakers: list[str], cfg: TrainConfig, dev) -> None:
+        self.mode, self.encoder, self.net = mode, None, None
+        if mode == "pase_seed":
+            self.windows = PaseSeeds(directory, speakers, seconds=cfg.seed_seconds)
+            self.dim = self.windows.dim
+        else:
+            from ..pase import load_encoder
+
+            self.windows = AudioSeeds(directory, speakers, seconds=cfg.seed_seconds)
+            self.encoder = load_encoder(
+                cfg.pase_arch,
+                checkpoint=cfg.pase_checkpoint or None,
+                random_init_seed=None if cfg.pase_checkpoint else cfg.seed,
+            ).to(dev)
+            self.net = self.encoder
+            self.dim = self.encoder.arch.emb_dim
+        self.dev = dev
+
+    @property
+    def fallback(self) -> list[str]:
+        return self.windows.fallback
+
+    def train_mode(self) -> None:
+        if self.encoder is not None:
+            self.encoder.train()
+            for m in self.encoder.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.eval()
+
+    def _encode(self, windows: np.ndarray, net) -> torch.Tensor:
+        wav = torch.from_numpy(windows).to(self.dev)[:, None, :]
+        return net(wav).mean(dim=2)
+
+    def draw(self, speakers: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """(B, E) vectors of random windows, differentiable for pase_trained."""
+        if self.encoder is None:
+            return torch.from_numpy(self.windows.draw(speakers, rng))
+        return self._encode(self.windows.random_windows(speakers, rng), self.net)
+
+    @torch.no_grad()
+    def fixed(self, speaker: int) -> torch.Tensor:
+        """(E,) inference vector of ``speaker``."""
+        if self.encoder is None:
+            return torch.from_numpy(self.windows.fixed(speaker))
+        was = self.encoder.training
+        self.encoder.eval()
+        vector = self._encode(self.windows.fixed_window(speaker)[None], self.encoder)[0].cpu()
+        if was:
+            self.train_mode()
+        return vector
