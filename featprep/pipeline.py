@@ -184,7 +184,8 @@ def _clean_stale(out: Path, plans: list[ShardPlan]) -> None:
             if dead is False:
                 continue
             if dead or f"shards/{split_dir.name}/{path.name}" not in wanted:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                # another task of the array may be removing the same one
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def slurm_array_task(environ: dict[str, str] | os._Environ[str] = os.environ) -> tuple[int, int] | None:

@@ -297,7 +297,9 @@ def test_the_exports_import_neither_toolkit(corpus, tmp_path):
 def test_utterances_table_is_the_shards_indexes(corpus):
     manifest = read_manifest(corpus)
     table = pd.read_parquet(corpus / "utterances.parquet")
-    assert manifest["files"] == {"utterances.parquet": sha256_file(corpus / "utterances.parquet")}
+    assert manifest["files"] == {
+        name: sha256_file(corpus / name) for name in ("utterances.parquet", "rejected.tsv")
+    }
     parts = []
     for shard in manifest["shards"]:
         index = pd.read_parquet(corpus / shard["name"] / "index.parquet")
