@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from samplernn_models import PRESETS, peak_rss_mb, preset_model
 from torch.nn import functional as F
+from train import training_rate
 
 from featprep.samplernn import generate as generation
 from featprep.samplernn.model import SampleRNN, quantise
@@ -194,37 +195,13 @@ def generation_part(small: bool) -> None:
                   flush=True)  # fmt: skip
 
 
-def train_steps(model: SampleRNN, batch: int, steps: int, autocast: bool) -> float:
-    """Training samples/s: forward, backward and Adam step; the first step is a warm-up."""
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    frames = 13  # the presets' seq_len
-    x = torch.rand(batch, 80 + frames * 80, device=DEVICE) * 1.6 - 0.8
-    f = torch.randn(batch, frames, model.cfg.feature_dim, device=DEVICE)
-    s = torch.zeros(batch, dtype=torch.long, device=DEVICE)
-    target = quantise(x[:, 80:], model.cfg)
-    cast = torch.autocast(DEVICE, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    start = 0.0
-    for i in range(steps + 1):
-        if i == 1:
-            sync()
-            start = time.perf_counter()
-        with cast:
-            logits, _ = model(x, f, s, model.initial_state(batch))
-            loss = F.cross_entropy(logits.reshape(-1, model.cfg.levels).float(), target.reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    sync()
-    return steps * batch * frames * 80 / (time.perf_counter() - start)
-
-
 def training_part(small: bool) -> None:
     batch = 2 if small else 64
     for preset in PRESETS[:1] if small else PRESETS:
         model = preset_model(preset).to(DEVICE).train()
         steps = 1 if small else {"small": 20, "paper": 5}[preset]
-        bf16 = train_steps(model, batch, steps, autocast=True)
-        fp32 = train_steps(model, batch, steps, autocast=False)
+        bf16 = training_rate(model, batch, steps, DEVICE, autocast=True)
+        fp32 = training_rate(model, batch, steps, DEVICE, autocast=False)
         print(f"   {preset:>5} (hidden {model.cfg.hidden}) train batch {batch}: bf16 autocast "
               f"{bf16:9.0f} samples/s, fp32 {fp32:9.0f}, bf16 / fp32 {bf16 / fp32:.2f}",
               flush=True)  # fmt: skip

@@ -27,21 +27,25 @@ from featprep.samplernn.loop import keep_freed_memory
 from featprep.samplernn.model import SampleRNN, quantise
 
 
-def training_rate(model: SampleRNN, batch: int, steps: int, device: str) -> float:
+def training_rate(model: SampleRNN, batch: int, steps: int, device: str, autocast: bool = False) -> float:
+    """Training samples/s: forward, backward and Adam step on random batches (the first
+    step is a warm-up); ``autocast``: the forward pass in bfloat16 (bench/gpu.py)."""
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     frames = 13  # the presets' seq_len
     x = torch.rand(batch, 80 + frames * 80, device=device) * 1.6 - 0.8
     f = torch.randn(batch, frames, model.cfg.feature_dim, device=device)
     s = torch.zeros(batch, dtype=torch.long, device=device)
     target = quantise(x[:, 80:], model.cfg)
+    cast = torch.autocast(device, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     start = 0.0
     for i in range(steps + 1):
         if i == 1:
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        logits, _ = model(x, f, s, model.initial_state(batch))
-        loss = F.cross_entropy(logits.reshape(-1, model.cfg.levels), target.reshape(-1))
+        with cast:
+            logits, _ = model(x, f, s, model.initial_state(batch))
+            loss = F.cross_entropy(logits.reshape(-1, model.cfg.levels).float(), target.reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
