@@ -336,8 +336,8 @@ def _align(
 ) -> None:
     """Labels from featprep's aligner, into ``folder`` (OUT/align): for every checked
     utterance with the ``align`` source; with ``arctic``, for those without a usable lab/
-    file (`_lab_problem`; the model still trains on the corpus). The label stage then reads that folder
-    (``labels.dir`` is set to it) with the aligner's rejections. The speakers are aligned
+    file (`_lab_problem`; the model still trains on the corpus). The label stage then
+    reads that folder (``labels.dir`` is set to it) with the aligner's rejections. The speakers are aligned
     on ``backend``'s workers; ``run`` False only points the recipe at the folder (finalize:
     the shards hold the labels already)."""
     from .labels.align.corpus import align_utterances

@@ -78,15 +78,19 @@ class LabelStage(Stage):
             self._aligned = read_record(Path(self.corpus_root) / self.cfg["dir"])
         return self._aligned
 
+    def _aligner_entry(self, utt: Utterance) -> dict:
+        """The aligner's record of ``utt``'s speaker ({} when it has none)."""
+        return self.aligned.get("speakers", {}).get(utt.speaker, {})
+
     def _was_aligned(self, utt: Utterance) -> bool:
         """Whether the aligner's last run on ``utt``'s speaker aligned (or rejected) it."""
-        entry = self.aligned.get("speakers", {}).get(utt.speaker, {})
+        entry = self._aligner_entry(utt)
         return utt.id in entry.get("scores", {}) or utt.id in entry.get("rejected", {})
 
     def _raise_aligner_rejection(self, utt: Utterance) -> None:
         """Raise `Rejected` with the aligner's code (``align_outlier``, ``clipping``, ...)
         when ``labels.dir/aligner.json`` records that it rejected ``utt``."""
-        rejected = self.aligned.get("speakers", {}).get(utt.speaker, {}).get("rejected", {})
+        rejected = self._aligner_entry(utt).get("rejected", {})
         if utt.id in rejected:
             raise Rejected(*rejected[utt.id])
 

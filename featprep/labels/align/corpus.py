@@ -408,8 +408,8 @@ def _align_utterances(
     chosen = sorted(only) if only is not None else None
     todo = []
     for speaker, utts in sorted(by_speaker.items()):
-        levels = {k: recipe["clean"][k] for k in LEVEL_KEYS}
-        fp = _digest([model_fp, recipe["align"], levels, textgrid, chosen, _file_keys(utts, root)])
+        # model_fp holds the level keys too: a change there retrains, then re-aligns
+        fp = _digest([model_fp, recipe["align"], textgrid, chosen, _file_keys(utts, root)])
         if record["speakers"].get(speaker, {}).get("fingerprint") == fp:
             result.speakers_reused += 1
         else:
