@@ -50,6 +50,8 @@ class Run:
         self.model = self._model()
         load_into(self.model, self._saved(checkpoint, "model"), checkpoint, "the model of config.json")
         self.model.eval()
+        #: speaker vectors per tuple of speakers, built once each (`speaker_source`)
+        self._sources: dict[tuple[str, ...], Any] = {}
 
     def _model(self) -> SampleRNN:
         """The model config.json describes, or a `FeatprepError` for a damaged config.json."""
@@ -91,27 +93,29 @@ class Run:
             )
         return speakers.index(speaker)
 
-    def speaker_source(self):  # noqa: ANN201 - a SpeakerSource, or None for the lookup modes
-        """The PASE speaker vectors of this run (pase_seed, pase_trained with its weights)."""
+    def speaker_source(self, speakers: Sequence[str] | None = None):  # noqa: ANN201 - a SpeakerSource, or None
+        """The PASE speaker vectors of this run (pase_seed, pase_trained with its weights) for
+        ``speakers`` of its corpus: its own (None), or others, such as held-out
+        ``adaptation`` speakers, each from a seed recording of theirs (`SpeakerSource`)."""
         mode = self.info["train"]["speaker_mode"]
         if mode not in ("pase_seed", "pase_trained"):
             return None
-        if getattr(self, "_source", None) is None:
+        speakers = tuple(self.info["speakers"] if speakers is None else speakers)
+        sources = self._sources
+        if speakers not in sources:
             from .speakers import SpeakerSource
             from .train import TrainConfig
 
             cfg = TrainConfig(**self.info["train"])
-            source = SpeakerSource(
-                mode, Path(self.info["corpus"]), self.info["speakers"], cfg, torch.device("cpu")
-            )
+            source = SpeakerSource(mode, Path(self.info["corpus"]), list(speakers), cfg, torch.device("cpu"))
             if source.encoder is not None:
                 checkpoint = self.folder / "checkpoint.pt"
                 load_into(
                     source.encoder, self._saved(checkpoint, "encoder"), checkpoint, "the run's PASE encoder"
                 )
                 source.encoder.eval()
-            self._source = source
-        return self._source
+            sources[speakers] = source
+        return sources[speakers]
 
     def speaker_input(self, speaker: str) -> torch.Tensor:
         """What the model takes for ``speaker``: its index, or its fixed PASE vector."""

@@ -36,6 +36,10 @@ from .speakers import SpeakerSource
 
 logger = logging.getLogger(__name__)
 
+#: the speaker roles (`featprep.splits.ROLES`) a model learns from: ``adaptation`` speakers
+#: stay unseen, for evaluation from a seed recording (`evaluate`, ``featprep experiment``)
+TRAINED_ROLES = ("modeling",)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
     "paper": {"hidden": 1024, "batch_size": 128, "seq_len": 13, "lr": 1e-3, "sample_every": 5000},
@@ -160,7 +164,9 @@ def train(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``.
+    """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``,
+    on the utterances of its ``modeling`` speakers (`TRAINED_ROLES`; every speaker unless
+    the recipe's ``split.modeling_per_gender`` picks some).
 
     Returns the last log record. ``steps`` or ``epochs`` bound the run (counting from
     the start of training, so a resumed run stops where the uninterrupted one would).
@@ -181,8 +187,12 @@ def train(
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {group.world} processes")
     features = cfg.feature_spec
     # checked before the first step; verify=False skips the sha256 of every file
-    corpus = Corpus(directory, ("train",), features, verify=verify)
-    valid = Corpus(directory, ("valid",), features, verify=verify) if _has_split(directory, "valid") else None
+    corpus = Corpus(directory, ("train",), features, verify=verify, roles=TRAINED_ROLES)
+    valid = (
+        Corpus(directory, ("valid",), features, verify=verify, roles=TRAINED_ROLES)
+        if _has_split(directory, "valid")
+        else None
+    )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
     saved = resume_checkpoint(out, resume, asdict(cfg), _compared, group, task.keys, log)
     if saved is not None:
@@ -367,6 +377,10 @@ def _write_sample(
 
 
 def _has_split(directory: Path, split: str) -> bool:
+    """Whether a speaker the trainer learns from has utterances in ``split``."""
     from ..manifest import read_manifest
 
-    return any(s["split"] == split and s["rows"] for s in read_manifest(directory)["shards"])
+    return any(
+        s.get("role") in TRAINED_ROLES and s.get("utterances", {}).get(split)
+        for s in read_manifest(directory)["speakers"]
+    )
