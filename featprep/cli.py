@@ -993,3 +993,98 @@ def evaluate(
     )
     for line in result_lines(result):
         click.echo(line)
+
+
+@main.group()
+def experiment() -> None:
+    """Experiments of the papers featprep reproduces, each one command."""
+
+
+@experiment.command("ssw2019")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Experiment folder (EXP).")
+@click.option(
+    "--steps",
+    required=True,
+    type=int,
+    help="Training steps of every speaker mode, the budget they share (required: no default is the paper's).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["paper", "small"]),
+    default="paper",
+    show_default=True,
+    help="Training configuration of every mode (paper: SSW 2019, a GPU run; small: CPU checks).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a training option of every mode, as featprep train --set (features=compact, the "
+    "paper's; features=none for a corpus without labels); not speaker_mode or seed.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Of training and of the sampling noise.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Speaker modes trained and evaluated at once, each in its own process (-1 = one per core).",
+)
+@click.option("--max-utterances", type=int, help="Evaluate only the first N utterances of each speaker set.")
+@click.option("--max-seconds", type=float, help="Generate only the first S seconds of each utterance.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Of generation; 0: greedy.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances generated at once.")
+@_GENERATION_DEVICE
+@_NO_VERIFY
+@common_options
+def experiment_ssw2019(
+    directory: Path,
+    out: Path,
+    steps: int,
+    preset: str,
+    overrides: tuple[str, ...],
+    seed: int,
+    jobs: int,
+    max_utterances: int | None,
+    max_seconds: float | None,
+    temperature: float,
+    batch_size: int,
+    device: str,
+    no_verify: bool,
+) -> None:
+    """The SSW 2019 comparison: the embedding, pase_seed and pase_trained speaker modes trained
+    on DIR with one budget, each evaluated (NLL, MCD, F0 RMSE, V/UV error) on the seen
+    speakers and on held-out (adaptation) speakers spoken from a seed recording; the table
+    on stdout, in EXP/results.md and EXP/results.json. A rerun resumes where it stopped.
+
+    Example:
+
+    \b
+        featprep experiment ssw2019 manifests/vctk --out exp/ssw2019 --steps 100000 --set features=compact
+    """
+    from .experiment import ssw2019, table_lines
+    from .recipe import parse_override
+    from .samplernn.loop import keep_freed_memory
+
+    keep_freed_memory()
+    result = ssw2019(
+        directory,
+        out,
+        steps=steps,
+        preset=preset,
+        seed=seed,
+        overrides=dict(parse_override(o) for o in overrides),
+        jobs=jobs,
+        max_utterances=max_utterances,
+        max_seconds=max_seconds,
+        temperature=temperature,
+        batch_size=batch_size,
+        device=device,
+        verify=not no_verify,
+        progress=_bars(),
+    )
+    for line in table_lines(result):
+        click.echo(line)
