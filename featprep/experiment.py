@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -143,16 +142,10 @@ def _evaluation_options(
     device: str,
 ) -> dict[str, Any]:
     """`evaluate`'s options, checked as it checks them (before any training)."""
-    if max_utterances is not None and (not isinstance(max_utterances, int) or max_utterances < 1):
-        raise ArgumentError(f"max_utterances must be an integer >= 1, found {max_utterances!r}")
-    if max_seconds is not None and not 0 < max_seconds < math.inf:
-        raise ArgumentError(f"max_seconds must be a number > 0, found {max_seconds!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch size {batch_size}: expected at least 1")
-    if not 0 <= temperature < math.inf:
-        raise ArgumentError(f"temperature {temperature}: expected >= 0")
     from .device import resolve_device
+    from .samplernn.evaluate import check_arguments
 
+    check_arguments(_SPLIT, "adaptation", max_utterances, max_seconds, temperature, batch_size)
     resolve_device(device)  # a missing CUDA device is one line now, not after training
     return {
         "split": _SPLIT,

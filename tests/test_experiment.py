@@ -99,14 +99,12 @@ def test_ssw2019_end_to_end_resumes_and_skips_by_fingerprint(held_out, tmp_path)
     # a killed experiment: the embedding run stopped after its first step's checkpoint
     first = TrainConfig.from_preset("small", {**TINY, "speaker_mode": "embedding", "seed": 0})
     train(held_out, exp / "embedding", first, steps=1, log=lambda _m: None)
-    sets = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
-    r = featprep("experiment", "ssw2019", held_out, "--out", exp, "--steps", 2, "--preset", "small", *sets,
-                 "--max-utterances", 2, "--max-seconds", 0.2, "--device", "cpu")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert "embedding: resuming" in r.stderr and "pase_seed: training" in r.stderr
+    said = []
+    result = ssw2019(held_out, exp, log=said.append, **options)
+    assert "embedding: resuming" in said[0] and any("pase_seed: training" in m for m in said)
     steps = [json.loads(x)["step"] for x in (exp / "embedding" / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
-    result = json.loads((exp / "results.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
+    assert json.loads((exp / "results.json").read_text(), parse_constant=pytest.fail) == result  # strict JSON
     assert result["metrics"] == list(METRICS)
     assert [(row["mode"], row["speakers"]) for row in result["rows"]] == [
         (m, s) for m in MODES for s in SPEAKER_SETS
@@ -119,37 +117,34 @@ def test_ssw2019_end_to_end_resumes_and_skips_by_fingerprint(held_out, tmp_path)
         assert row["not_applicable"] is None and row["utterances"] == 2
         assert set(row["speaker_ids"]) <= set(who[SPEAKER_SETS[row["speakers"]][0]])
         for key in METRICS:  # F0 RMSE is undefined (null) only without a frame voiced in both
-            assert (row[key] is None and key == "f0_rmse_hz" and row["f0_frames"] == 0) or math.isfinite(
-                row[key]
-            )
+            undefined = row[key] is None and key == "f0_rmse_hz" and row["f0_frames"] == 0
+            assert undefined or math.isfinite(row[key])
     table = (exp / "results.md").read_text().splitlines()
     assert [c.strip() for c in table[0].split("|")[4:-1]] == [column for column, _ in METRICS.values()]
     assert all(len(line.split("|")) == 9 for line in table[:8]) and not table[8]
-    assert r.stdout.splitlines()[:8] == table[:8]
     assert table[3].endswith("| n/a | n/a | n/a | n/a | n/a |") and "embedding | held-out" in table[3]
     assert "n/a" not in "".join(table[2:3] + table[4:8])
-    # rerun as it was: nothing trained or evaluated again
+    # rerun as it was, from the command line: nothing trained or evaluated again, the table printed
     checkpoints = {m: (exp / m / "checkpoint.pt").stat().st_mtime_ns for m in MODES}
-    said = []
-    assert ssw2019(held_out, exp, log=said.append, **options) == result
-    assert sum("trained already" in m for m in said) == 3 and sum("evaluated already" in m for m in said) == 5
+    sets = sum((["--set", f"{k}={v}"] for k, v in TINY.items()), [])
+    r = featprep("experiment", "ssw2019", held_out, "--out", exp, "--steps", 2, "--preset", "small", *sets,
+                 "--max-utterances", 2, "--max-seconds", 0.2, "--device", "cpu")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("trained already") == 3 and r.stderr.count("evaluated already") == 5
+    assert r.stdout.splitlines() == table
+    assert json.loads((exp / "results.json").read_text()) == result
     assert {m: (exp / m / "checkpoint.pt").stat().st_mtime_ns for m in MODES} == checkpoints
-    # a lost record: the run is checked against its checkpoint and resumed (at its last step
-    # already), then evaluated again
-    (exp / "pase_seed" / "ssw2019.json").write_text("{}")
-    said.clear()
-    ssw2019(held_out, exp, log=said.append, **options)
-    assert "pase_seed: resuming" in "\n".join(said) and sum("evaluated already" in m for m in said) == 3
     # other evaluation options: evaluated again, not trained again
     said.clear()
     again = ssw2019(held_out, exp, log=said.append, **{**options, "max_utterances": 1})
     assert sum("trained already" in m for m in said) == 3 and sum("evaluating" in m for m in said) == 5
     assert all(row["utterances"] in (1, None) for row in again["rows"])
-    # other training options: one line, the runs kept
+    # other training options, fewer steps than trained: one line, the runs kept
     with pytest.raises(FeatprepError, match="holds a run of other training options"):
         ssw2019(held_out, exp, seed=1, **options)
     with pytest.raises(FeatprepError, match="trained 2 steps, more than 1"):
-        ssw2019(held_out, exp, log=said.append, **{**options, "steps": 1})
+        ssw2019(held_out, exp, **{**options, "steps": 1})
+    assert {m: (exp / m / "checkpoint.pt").stat().st_mtime_ns for m in MODES} == checkpoints
 
 
 def test_ssw2019_bad_input_is_one_line_before_any_work(held_out, tmp_path):
@@ -175,3 +170,6 @@ def test_ssw2019_bad_input_is_one_line_before_any_work(held_out, tmp_path):
         assert not (tmp_path / "exp").exists()
     with pytest.raises(FeatprepError, match="steps must be an integer >= 1"):
         ssw2019(held_out, tmp_path / "exp", steps=0)
+    with pytest.raises(FeatprepError, match="max_seconds must be a number > 0"):  # before any training
+        ssw2019(held_out, tmp_path / "exp", steps=1, max_seconds=0)
+    assert not (tmp_path / "exp").exists()

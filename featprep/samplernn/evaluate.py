@@ -68,6 +68,29 @@ def summarise(errors: list[dict[str, np.ndarray]]) -> dict[str, float | int | No
     }
 
 
+def check_arguments(
+    split: str,
+    role: str,
+    max_utterances: int | None,
+    max_seconds: float | None,
+    temperature: float,
+    batch_size: int,
+) -> None:
+    """Raise `ArgumentError` for an `evaluate` argument it cannot work with."""
+    if split not in SPLITS:
+        raise ArgumentError(f"split must be one of {list(SPLITS)}, found {split!r}")
+    if role not in ROLES[:2]:
+        raise ArgumentError(f"role must be one of {list(ROLES[:2])}, found {role!r}")
+    if max_utterances is not None and (not isinstance(max_utterances, int) or max_utterances < 1):
+        raise ArgumentError(f"max_utterances must be an integer >= 1, found {max_utterances!r}")
+    if max_seconds is not None and not 0 < max_seconds < math.inf:
+        raise ArgumentError(f"max_seconds must be a number > 0, found {max_seconds!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"batch size {batch_size}: expected at least 1")
+    if not 0 <= temperature < math.inf:
+        raise ArgumentError(f"temperature {temperature}: expected >= 0")
+
+
 def evaluate(
     run_folder: str | Path,
     *,
@@ -93,18 +116,7 @@ def evaluate(
     writability are checked before anything is generated, then the split's shards (sha256
     of every file unless ``verify`` is False). ``progress``: a bar of the seconds of audio
     generated and compared, on stderr. `result_lines` gives the table of the result."""
-    if split not in SPLITS:
-        raise ArgumentError(f"split must be one of {list(SPLITS)}, found {split!r}")
-    if role not in ROLES[:2]:
-        raise ArgumentError(f"role must be one of {list(ROLES[:2])}, found {role!r}")
-    if max_utterances is not None and (not isinstance(max_utterances, int) or max_utterances < 1):
-        raise ArgumentError(f"max_utterances must be an integer >= 1, found {max_utterances!r}")
-    if max_seconds is not None and not 0 < max_seconds < math.inf:
-        raise ArgumentError(f"max_seconds must be a number > 0, found {max_seconds!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch size {batch_size}: expected at least 1")
-    if not 0 <= temperature < math.inf:
-        raise ArgumentError(f"temperature {temperature}: expected >= 0")
+    check_arguments(split, role, max_utterances, max_seconds, temperature, batch_size)
     check_output_dir(run_folder, "run folder")
     run = Run(run_folder)
     dev = resolve_device(device)
