@@ -25,12 +25,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ArgumentError, FeatprepError
 from .io import atomic_write_text, check_output_dir, load_weights, sha256_file
 from .manifest import read_manifest
 from .workers import resolve_jobs
+
+if TYPE_CHECKING:
+    from .samplernn.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +182,9 @@ def _check_corpus(directory: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def _config(mode: str, preset: str, seed: int, overrides: dict[str, Any], manifest: dict[str, Any]):  # noqa: ANN202
+def _config(
+    mode: str, preset: str, seed: int, overrides: dict[str, Any], manifest: dict[str, Any]
+) -> TrainConfig:
     """The `TrainConfig` of one speaker mode: the preset, the overrides, the mode and seed;
     pase_trained's encoder is the corpus's unless the overrides name one."""
     from .samplernn.train import TrainConfig
@@ -198,6 +203,7 @@ def _config(mode: str, preset: str, seed: int, overrides: dict[str, Any], manife
 
 
 def _fingerprint(value: Any) -> str:
+    """sha256 of ``value`` as canonical JSON (keys sorted)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
