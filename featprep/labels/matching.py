@@ -265,15 +265,23 @@ class _NumericQuestions:
         self.trail_shift = np.array([8 * trail for _, trail in shapes], np.uint64)
         self.trail_mask = np.array([(1 << (8 * trail)) - 1 for _, trail in shapes], np.uint64)
         self.shape_tag = np.array([g << 56 for g in range(len(shapes))], np.uint64)
-        keys = [
-            shapes.index((len(lead), len(trail))) << 56
-            | int.from_bytes(lead, "little") << (8 * len(trail))
-            | int.from_bytes(trail, "little")
-            for _, lead, trail in questions
-        ]
-        by_key = np.argsort(np.array(keys, np.uint64), kind="stable")
-        self.keys = np.array(keys, np.uint64)[by_key]
-        self.columns = np.array([j for j, _, _ in questions], np.intp)[by_key]
+        column_of: dict[int, int] = {}
+        #: (column, twin): questions of one lead and trail have one answer
+        self.twins: list[tuple[int, int]] = []
+        for j, lead, trail in questions:
+            key = (
+                shapes.index((len(lead), len(trail))) << 56
+                | int.from_bytes(lead, "little") << (8 * len(trail))
+                | int.from_bytes(trail, "little")
+            )
+            if key in column_of:
+                self.twins.append((column_of[key], j))
+            else:
+                column_of[key] = j
+        keys = sorted(column_of)
+        # one key past the end, which no run can have (shape numbers stay below 255)
+        self.keys = np.array([*keys, 2**64 - 1], np.uint64)
+        self.columns = np.array([column_of[k] for k in keys], np.intp)
 
     @staticmethod
     def fits(lead: bytes, trail: bytes) -> bool:
@@ -297,10 +305,9 @@ class _NumericQuestions:
         key = (before[:, None] >> self.lead_shift) << self.trail_shift
         key |= (after[:, None] & self.trail_mask) | self.shape_tag
         key = key.ravel()
-        lo = np.searchsorted(self.keys, key)
-        n = np.searchsorted(self.keys, key, side="right") - lo  # >1: twin questions
-        run = np.repeat(np.arange(len(key)) // len(self.shape_tag), n)
-        column = self.columns[np.repeat(lo, n) + np.arange(len(run)) - np.repeat(np.cumsum(n) - n, n)]
+        at = np.searchsorted(self.keys, key)
+        hit = np.flatnonzero(self.keys[at] == key)
+        run, column = hit // len(self.shape_tag), self.columns[at[hit]]
         # runs are in (row, start) order: after a stable sort by column the first of each
         # (column, row) is that question's leftmost match in that context
         by_column = np.argsort(column, kind="stable")
@@ -316,3 +323,5 @@ class _NumericQuestions:
         for i in np.flatnonzero(length > 15):  # beyond float64's exact integers: Merlin's parse
             value[i] = float(padded[r[i], a[i] : a[i] + length[i]].tobytes().decode())
         out[r, column] = value
+        for column, twin in self.twins:
+            out[:, twin] = out[:, column]
