@@ -33,6 +33,9 @@ from .questions import QuestionSet
 
 #: context framing: start sentinel, end sentinel; byte 0 pads the byte matrix
 _START, _END = b"\x02", b"\x03"
+_MARGIN = bytes(8)
+#: weight of a digit by its power of ten, -1 (past the number's end) .. 7; a table: np.power is slow
+_WEIGHTS = np.array([0.0] + [10.0**k for k in range(8)])
 _RESERVED = ("\x00", "\x02", "\x03")
 #: distinct contexts answered together
 _BLOCK = 1024
@@ -114,7 +117,7 @@ class _Automaton:
         """
         n_rows, width = codes.shape
         overlap = self.longest - 1
-        pieces = max(1, min(width // (4 * self.longest + 1), -(-4096 // n_rows)))
+        pieces = max(1, min(width // (2 * self.longest), -(-1024 // n_rows)))
         step = -(-(width - overlap) // pieces)
         length = step + overlap
         padded = np.zeros((n_rows, (pieces - 1) * step + length), np.uint8)
@@ -207,14 +210,15 @@ class CompiledQuestions:
             self._search(contexts, out, self._merlin[0], [])
             self._search(contexts, numeric, [], self._merlin[1])
             return
-        encoded = [_START + _encode(c) + _END for c in contexts]
-        codes = np.array(encoded, dtype=f"S{max(map(len, encoded))}")
-        codes = codes.view(np.uint8).reshape(len(encoded), -1)
-        row, column = self._automaton.hits(codes)
+        # 8 zero bytes before and after each context: the numbers' windows
+        encoded = [_MARGIN + _START + _encode(c) + _END for c in contexts]
+        padded = np.array(encoded, dtype=f"S{max(map(len, encoded)) + 8}")
+        padded = padded.view(np.uint8).reshape(len(encoded), -1)
+        row, column = self._automaton.hits(padded[:, 8:-8])
         out[row, column] = 1.0
         self._search(contexts, out, self._regex_binary, [])
         if text.isascii():
-            self._numeric.answer(codes, numeric)
+            self._numeric.answer(padded, numeric)
             self._search(contexts, numeric, [], self._regex_numeric)
         else:
             # \d also matches non-ASCII digits: leave the numbers to the regexes
@@ -287,19 +291,21 @@ class _NumericQuestions:
     def fits(lead: bytes, trail: bytes) -> bool:
         return len(lead) + len(trail) <= 7
 
-    def answer(self, codes: np.ndarray, out: np.ndarray) -> None:
-        """Write each question's number (leftmost match) into ``out`` (rows of ``codes``)."""
+    def answer(self, padded: np.ndarray, out: np.ndarray) -> None:
+        """Write each question's number (leftmost match) into ``out``.
+
+        ``padded``: the byte matrix of the contexts (rows of ``out``) with 8 zero bytes
+        before and at least 8 after each row.
+        """
         if not len(self.keys):
             return
-        n_rows, width = codes.shape
-        padded = np.zeros((n_rows, width + 16), np.uint8)
-        padded[:, 8 : 8 + width] = codes
-        digit = (padded >= ord("0")) & (padded <= ord("9"))
+        n_rows, width = padded.shape
+        digit = (padded - np.uint8(ord("0"))) < 10
         row, start = np.nonzero(digit[:, 1:] > digit[:, :-1])
         start += 1
         end = np.nonzero(digit[:, :-1] > digit[:, 1:])[1] + 1
         # 8 bytes from each column, as little-endian integers (an unaligned view)
-        window = np.ndarray((n_rows, width + 9), "<u8", padded, 0, (padded.strides[0], 1))
+        window = np.ndarray((n_rows, width - 7), "<u8", padded, 0, (padded.strides[0], 1))
         before = window[row, start - 8]  # byte start - 1 is the highest
         after = window[row, end]  # byte end is the lowest
         key = (before[:, None] >> self.lead_shift) << self.trail_shift
@@ -308,19 +314,16 @@ class _NumericQuestions:
         at = np.searchsorted(self.keys, key)
         hit = np.flatnonzero(self.keys[at] == key)
         run, column = hit // len(self.shape_tag), self.columns[at[hit]]
-        # runs are in (row, start) order: after a stable sort by column the first of each
-        # (column, row) is that question's leftmost match in that context
-        by_column = np.argsort(column, kind="stable")
-        run, column = run[by_column], column[by_column]
-        group = column * n_rows + row[run]
-        first = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        # runs are in (row, start) order: the first of each (column, row) is that
+        # question's leftmost match in that context (unique's index: the first occurrence)
+        _, first = np.unique(column * n_rows + row[run], return_index=True)
         run, column = run[first], column[first]
         r, a, length = row[run], start[run], end[run] - start[run]
-        value = np.zeros(len(run))
-        for k in range(int(length.max(initial=0))):
-            digit_k = padded[r, np.minimum(a + k, a + length - 1)].astype(np.float64) - ord("0")
-            value = np.where(k < length, value * 10 + digit_k, value)
-        for i in np.flatnonzero(length > 15):  # beyond float64's exact integers: Merlin's parse
+        # the number from its (up to) 8 bytes: digit k weighs 10 ** (length - 1 - k)
+        digits = window[r, a].view(np.uint8).reshape(-1, 8).astype(np.float64) - ord("0")
+        weight = _WEIGHTS[np.clip(length[:, None] - 1 - np.arange(8), -1, 7) + 1]
+        value = (digits * weight).sum(axis=1)
+        for i in np.flatnonzero(length > 8):  # longer numbers: Merlin's own parse
             value[i] = float(padded[r[i], a[i] : a[i] + length[i]].tobytes().decode())
         out[r, column] = value
         for column, twin in self.twins:
