@@ -34,8 +34,6 @@ from .questions import QuestionSet
 #: context framing: start sentinel, end sentinel; byte 0 pads the byte matrix
 _START, _END = b"\x02", b"\x03"
 _MARGIN = bytes(8)
-#: weight of a digit by its power of ten, -1 (past the number's end) .. 7; a table: np.power is slow
-_WEIGHTS = np.array([0.0] + [10.0**k for k in range(8)])
 _RESERVED = ("\x00", "\x02", "\x03")
 #: distinct contexts answered together
 _BLOCK = 1024
@@ -286,6 +284,7 @@ class _NumericQuestions:
         # one key past the end, which no run can have (shape numbers stay below 255)
         self.keys = np.array([*keys, 2**64 - 1], np.uint64)
         self.columns = np.array([column_of[k] for k in keys], np.intp)
+        self.n_columns = max((j for j, _, _ in questions), default=0) + 1
 
     @staticmethod
     def fits(lead: bytes, trail: bytes) -> bool:
@@ -301,9 +300,9 @@ class _NumericQuestions:
             return
         n_rows, width = padded.shape
         digit = (padded - np.uint8(ord("0"))) < 10
-        row, start = np.nonzero(digit[:, 1:] > digit[:, :-1])
-        start += 1
-        end = np.nonzero(digit[:, :-1] > digit[:, 1:])[1] + 1
+        # every row begins and ends with non-digits: its changes alternate start, end
+        row, change = np.nonzero(digit[:, 1:] != digit[:, :-1])
+        row, start, end = row[::2], change[::2] + 1, change[1::2] + 1
         # 8 bytes from each column, as little-endian integers (an unaligned view)
         window = np.ndarray((n_rows, width - 7), "<u8", padded, 0, (padded.strides[0], 1))
         before = window[row, start - 8]  # byte start - 1 is the highest
@@ -314,17 +313,29 @@ class _NumericQuestions:
         at = np.searchsorted(self.keys, key)
         hit = np.flatnonzero(self.keys[at] == key)
         run, column = hit // len(self.shape_tag), self.columns[at[hit]]
-        # runs are in (row, start) order: the first of each (column, row) is that
-        # question's leftmost match in that context (unique's index: the first occurrence)
-        _, first = np.unique(column * n_rows + row[run], return_index=True)
+        # runs are in (row, start) order, so (row, column) pairs nearly sorted already: a
+        # stable sort keeps each pair's leftmost match first
+        pair = row[run] * self.n_columns + column
+        by_pair = np.argsort(pair, kind="stable")
+        pair = pair[by_pair]
+        first = by_pair[np.concatenate([[True], pair[1:] != pair[:-1]])]
         run, column = run[first], column[first]
         r, a, length = row[run], start[run], end[run] - start[run]
-        # the number from its (up to) 8 bytes: digit k weighs 10 ** (length - 1 - k)
-        digits = window[r, a].view(np.uint8).reshape(-1, 8).astype(np.float64) - ord("0")
-        weight = _WEIGHTS[np.clip(length[:, None] - 1 - np.arange(8), -1, 7) + 1]
-        value = (digits * weight).sum(axis=1)
+        value = _parse_digits(window[r, a], np.minimum(length, 8)).astype(np.float64)
         for i in np.flatnonzero(length > 8):  # longer numbers: Merlin's own parse
             value[i] = float(padded[r[i], a[i] : a[i] + length[i]].tobytes().decode())
         out[r, column] = value
         for column, twin in self.twins:
             out[:, twin] = out[:, column]
+
+
+def _parse_digits(window: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The numbers written by the first ``length`` (1..8) bytes, all ASCII digits, of each
+    little-endian ``window``: eight digits at a time in integer arithmetic (Lemire's)."""
+    digits = window - np.uint64(0x3030303030303030)  # a borrow only moves to later bytes
+    # the number's bytes to the top, zeros (leading zero digits) below
+    x = digits << (np.uint64(8) * (np.uint64(8) - length.astype(np.uint64)))
+    x = x * np.uint64(10) + (x >> np.uint64(8))
+    low = (x & np.uint64(0x000000FF000000FF)) * np.uint64(100 + (1000000 << 32))
+    high = ((x >> np.uint64(16)) & np.uint64(0x000000FF000000FF)) * np.uint64(1 + (10000 << 32))
+    return (low + high) >> np.uint64(32)
