@@ -296,7 +296,7 @@ class _NumericQuestions:
         ``padded``: the byte matrix of the contexts (rows of ``out``) with 8 zero bytes
         before and at least 8 after each row.
         """
-        if not len(self.keys):
+        if len(self.keys) == 1:  # the end key alone: no such question
             return
         n_rows, width = padded.shape
         digit = (padded - np.uint8(ord("0"))) < 10
