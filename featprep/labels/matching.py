@@ -115,7 +115,7 @@ class _Automaton:
         """
         n_rows, width = codes.shape
         overlap = self.longest - 1
-        pieces = max(1, min(width // (2 * self.longest), -(-1024 // n_rows)))
+        pieces = max(1, min(width // self.longest, -(-2048 // n_rows)))
         step = -(-(width - overlap) // pieces)
         length = step + overlap
         padded = np.zeros((n_rows, (pieces - 1) * step + length), np.uint8)
