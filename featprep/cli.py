@@ -596,10 +596,10 @@ def linguistic(label: Path, questions: str, subphone_features: str, phone_level:
     """
     from .labels.linguistic import write_label_file_features
 
-    features = write_label_file_features(
+    rows, columns = write_label_file_features(
         label, out, questions=questions, subphone_features=subphone_features, phone_level=phone_level
     )
-    click.echo(f"{out}: {features.shape[0]} rows x {features.shape[1]} columns")
+    click.echo(f"{out}: {rows} rows x {columns} columns")
 
 
 @main.command()
