@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,35 @@ def figures(predicted: list[np.ndarray], reference: list[np.ndarray]) -> dict[st
     }
 
 
+def _first_difference(labels: list[str], festival: list[str]) -> dict[str, Any]:
+    """Where two phone sequences first differ: the phone's place and each side's phone
+    (None past a sequence's end), and both lengths."""
+    at = next(i for i, (a, b) in enumerate(zip_longest(labels, festival)) if a != b)
+    return {
+        "phone": at,
+        "labels_phone": labels[at] if at < len(labels) else None,
+        "festival_phone": festival[at] if at < len(festival) else None,
+        "labels_phones": len(labels),
+        "festival_phones": len(festival),
+    }
+
+
 def _inner(names: list[str]) -> slice:
     """The phones between the edge silences."""
     return slice(1 if names[0] in _SILENCES else 0, len(names) - (names[-1] in _SILENCES))
 
 
 def evaluate_duration(
-    run_folder: str | Path, *, split: str = "test", verify: bool = True, progress: bool = False
+    run_folder: str | Path,
+    *,
+    split: str = "test",
+    voice: str | None = None,
+    verify: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Duration RMSE and correlation of a duration run on ``split``, per speaker and
-    pooled, next to Festival's predictions of the same utterances; also written to
+    pooled, next to the predictions of Festival's front-end with ``voice`` (default: the
+    corpus recipe's ``labels.voice``) on the same utterances; also written to
     ``RUN/eval_<split>.json`` (strict JSON, an undefined figure null). `result_lines`
     gives the table."""
     if split not in SPLITS:
@@ -89,7 +109,7 @@ def evaluate_duration(
     questions = run.questions
     if corpus.questions != run.info["questions"]:
         raise FeatprepError(f"{corpus.directory} answers other questions than the run was trained on")
-    voice = read_manifest(corpus.directory)["recipe"]["labels"]["voice"]
+    voice = voice or read_manifest(corpus.directory)["recipe"]["labels"]["voice"]
     utterances = corpus.utterances
     festival = [
         merlin_normalise(label) for label in text_to_labels([u.text for u in utterances], voice=voice)
@@ -107,9 +127,7 @@ def evaluate_duration(
             same = festival_names == names
             festival_frames.append(label.frames()[_inner(festival_names)] if same else None)
             if not same:
-                mismatched.append(
-                    {"utterance": u.utterance, "labels": len(names), "festival": len(festival_names)}
-                )
+                mismatched.append({"utterance": u.utterance, **_first_difference(names, festival_names)})
             model_frames.append(predicted)
             true_frames.append(truth)
             speakers.append(speaker)
