@@ -121,8 +121,12 @@ def test_evaluate_writes_the_table_and_json_beside_festival(dur_run, phone_corpu
         assert -1 <= pooled[who]["correlation"] <= 1
     assert sorted(result["speakers"]) == sorted({test.speakers[u.speaker] for u in test.utterances})
     lines = result_lines(result)
-    assert lines[0].split()[:3] == ["speaker", "phones", "model"] and lines[-2].startswith("pooled")
-    assert f"{pooled['festival']['rmse_frames']:.2f}" in lines[-2]
+    assert lines[0].split()[:3] == ["speaker", "phones", "model"] and lines[-3].startswith("pooled")
+    assert f"{pooled['festival']['rmse_frames']:.2f}" in lines[-3]
+    # the demo's few sentences: test utterances whose text other speakers say in train
+    unseen = [r for r in result["per_utterance"] if not r["text_in_train"]]
+    assert any(r["text_in_train"] for r in result["per_utterance"]) and lines[-2].startswith("unseen text")
+    assert (result["unseen_text"]["model"] or {}).get("phones", 0) == sum(r["phones"] for r in unseen)
     # kal_diphone reduces vowels the labels' front-end keeps: those utterances are named, not lined up
     other = evaluate_duration(dur_run, split="test", voice="kal_diphone", verify=False)
     assert other["mismatched"]
