@@ -99,12 +99,15 @@ class DurationRun:
         index = speaker_position(self.speakers, speaker, f"duration run {self.folder}")
         if self.cfg.speaker_mode != "pase_seed":
             return torch.tensor([index])
+        return self._seeds.fixed(index)[None]
+
+    @cached_property
+    def _seeds(self):  # noqa: ANN202 - a SpeakerSource (read once: every speaker's PASE windows)
         from ..samplernn.speakers import SpeakerSource
 
-        source = SpeakerSource(
+        return SpeakerSource(
             "pase_seed", Path(self.info["corpus"]), self.speakers, self.cfg, torch.device("cpu")
         )
-        return source.fixed(index)[None]
 
     def speaker_from_wav(self, path: str | Path) -> torch.Tensor:
         """A pase_seed duration run's speaker vector from a recording."""
