@@ -160,6 +160,8 @@ def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, tmp_path):
     (fewer / "config.json").write_text(json.dumps(info))
     with pytest.raises(FeatprepError, match=f"speaker 'dfa' is not in duration run {fewer}; it knows 6"):
         generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=fewer, **kw)
+    with pytest.raises(FeatprepError, match=f"duration run {dur_run} knows its corpus's speakers only"):
+        DurationRun(dur_run).speaker_from_wav(tmp_path / "someone.wav")
     with pytest.raises(FeatprepError, match="is a duration model run, not a SampleRNN voice"):
         generate_to(dur_run, tmp_path / "x.wav", speaker="dfa", **kw)
     # a voice reading state features cannot take phone durations; another question set neither

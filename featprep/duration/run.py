@@ -111,6 +111,11 @@ class DurationRun:
 
     def speaker_from_wav(self, path: str | Path) -> torch.Tensor:
         """A pase_seed duration run's speaker vector from a recording."""
+        if self.cfg.speaker_mode != "pase_seed":
+            raise FeatprepError(
+                f"duration run {self.folder} knows its corpus's speakers only (speaker_mode "
+                f"{self.cfg.speaker_mode}): --seed-wav needs one trained with speaker_mode=pase_seed"
+            )
         return seed_wav_vector(self.info, path)
 
     @torch.no_grad()
