@@ -773,11 +773,18 @@ def normstats(
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, logs).")
 @click.option(
-    "--preset",
-    type=click.Choice(["paper", "small"]),
-    default="paper",
+    "--model",
+    type=click.Choice(["samplernn", "duration"]),
+    default="samplernn",
     show_default=True,
-    help="Training configuration laid under --set (paper: SSW 2019, a GPU run; small: CPU checks).",
+    help="samplernn: the voice; duration: phone (or state) durations for generate --duration-model.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["paper", "small", "rnn", "merlin"]),
+    help="Training configuration laid under --set. samplernn: paper (SSW 2019, a GPU run; the "
+    "default) or small (CPU checks); duration: rnn (bidirectional GRU; the default) or merlin "
+    "(Merlin's feed-forward 4 x 512 tanh).",
 )
 @click.option(
     "--set",
@@ -785,7 +792,8 @@ def normstats(
     multiple=True,
     metavar="KEY=VALUE",
     help="Override a training option, e.g. features=compact (ling, compact, compact_lf0, ling_lf0, "
-    "acoustic, none, or streams joined by +), speaker_mode=pase_seed, tier_hidden=[512,1024].",
+    "acoustic, none, or streams joined by +), speaker_mode=pase_seed, tier_hidden=[512,1024]; "
+    "duration: model=ffn, hidden=512, layers=4, speaker_mode=embedding, batch_size=16, ...",
 )
 @click.option("--steps", type=int, help="Stop after this many steps (counted from the start of training).")
 @click.option("--epochs", type=int, help="Stop after this many epochs.")
@@ -802,7 +810,8 @@ def normstats(
 def train(
     directory: Path,
     out: Path,
-    preset: str,
+    model: str,
+    preset: str | None,
     overrides: tuple[str, ...],
     steps: int | None,
     epochs: int | None,
@@ -810,7 +819,8 @@ def train(
     resume: bool,
     no_verify: bool,
 ) -> None:
-    """Train the multi-speaker SampleRNN on a prepared corpus (run featprep normstats first).
+    """Train the multi-speaker SampleRNN, or a duration model (--model duration), on a
+    prepared corpus (run featprep normstats first).
 
     Several processes: torchrun --nproc_per_node N --no-python featprep train ...
 
@@ -818,13 +828,21 @@ def train(
 
     \b
         featprep train manifests/vctk --out runs/vctk --preset paper --epochs 20
+        featprep train manifests/vctk --model duration --out runs/vctk-dur --epochs 50
     """
+    from .duration.train import DurationConfig, train_duration
     from .recipe import parse_override
     from .samplernn.loop import keep_freed_memory
     from .samplernn.train import TrainConfig
-    from .samplernn.train import train as run
+    from .samplernn.train import train as train_samplernn
 
-    cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))
+    options = dict(parse_override(o) for o in overrides)
+    if model == "duration":
+        cfg = DurationConfig.from_preset(preset or "rnn", options)
+        run = train_duration
+    else:
+        cfg = TrainConfig.from_preset(preset or "paper", options)
+        run = train_samplernn
     keep_freed_memory()
     try:
         record = run(
@@ -887,8 +905,14 @@ _DTYPE = click.option(
 @click.option(
     "--text",
     multiple=True,
-    help="Text, through Festival's front-end with Festival's own predicted durations "
-    "(no trained duration model yet). Repeatable.",
+    help="Text, through Festival's front-end, timed by --duration-model or else by Festival's own "
+    "predicted durations. Repeatable.",
+)
+@click.option(
+    "--duration-model",
+    type=click.Path(path_type=Path),
+    help="A duration run (featprep train --model duration) timing every utterance's phones for the "
+    "speaker; without it --text uses Festival's durations and --labels their own times.",
 )
 @click.option("--speaker", help="A speaker id of the training corpus.")
 @click.option(
@@ -914,6 +938,7 @@ def generate(
     text: tuple[str, ...],
     speaker: str | None,
     seed_wav: Path | None,
+    duration_model: Path | None,
     out: Path,
     temperature: float,
     seed: int,
@@ -929,6 +954,8 @@ def generate(
 
     \b
         featprep generate runs/vctk --text "Please call Stella." --speaker p225 --out stella.wav
+        featprep generate runs/vctk --duration-model runs/vctk-dur --text "Please call Stella." \\
+            --speaker p225 --out stella.wav
     """
     from .samplernn.run import generate_to
 
@@ -939,6 +966,7 @@ def generate(
         texts=text,
         speaker=speaker,
         seed_wav=seed_wav,
+        duration_model=duration_model,
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
@@ -970,16 +998,27 @@ def evaluate(
     dtype: str,
     device: str,
 ) -> None:
-    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json).
+    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json);
+    of a duration run, duration RMSE and correlation beside Festival's predictions (it takes
+    --split only).
 
     Example:
 
     \b
         featprep evaluate runs/vctk --split test --max-utterances 20
+        featprep evaluate runs/vctk-dur --split test
     """
+    from .duration.run import run_kind
     from .samplernn.evaluate import evaluate as run
     from .samplernn.evaluate import result_lines
 
+    if run_kind(run_folder) == "duration":
+        from .duration.evaluate import evaluate_duration
+        from .duration.evaluate import result_lines as duration_lines
+
+        for line in duration_lines(evaluate_duration(run_folder, split=split, progress=_bars())):
+            click.echo(line)
+        return
     result = run(
         run_folder,
         split=split,
