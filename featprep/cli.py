@@ -981,6 +981,14 @@ def generate(
 @main.command()
 @click.argument("run_folder", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="Split evaluated: test, valid or train.")
+@click.option(
+    "--role",
+    type=click.Choice(["modeling", "adaptation"]),
+    default="modeling",
+    show_default=True,
+    help="Speakers evaluated: the run's own (modeling), or the held-out adaptation speakers, "
+    "each spoken from a seed recording of theirs (PASE speaker modes only).",
+)
 @click.option("--max-utterances", type=int, help="Evaluate only the first N utterances.")
 @click.option("--max-seconds", type=float, help="Generate only the first S seconds of each utterance.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="0: greedy.")
@@ -991,6 +999,7 @@ def generate(
 def evaluate(
     run_folder: Path,
     split: str,
+    role: str,
     max_utterances: int | None,
     max_seconds: float | None,
     temperature: float,
@@ -998,7 +1007,8 @@ def evaluate(
     dtype: str,
     device: str,
 ) -> None:
-    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json);
+    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json,
+    or RUN/eval_adaptation_<split>.json for --role adaptation);
     of a duration run, duration RMSE and correlation beside Festival's predictions (it takes
     --split only).
 
@@ -1006,6 +1016,7 @@ def evaluate(
 
     \b
         featprep evaluate runs/vctk --split test --max-utterances 20
+        featprep evaluate runs/vctk-pase --role adaptation
         featprep evaluate runs/vctk-dur --split test
     """
     from .duration.run import run_kind
@@ -1016,12 +1027,13 @@ def evaluate(
         from .duration.evaluate import evaluate_duration
         from .duration.evaluate import result_lines as duration_lines
 
-        for line in duration_lines(evaluate_duration(run_folder, split=split, progress=_bars())):
+        for line in duration_lines(evaluate_duration(run_folder, split=split, role=role, progress=_bars())):
             click.echo(line)
         return
     result = run(
         run_folder,
         split=split,
+        role=role,
         max_utterances=max_utterances,
         max_seconds=max_seconds,
         temperature=temperature,

@@ -185,6 +185,8 @@ def test_the_commands(dur_run, phone_corpus, tmp_path):
     result = runner.invoke(main, ["evaluate", str(dur_run), "--split", "test"])
     assert result.exit_code == 0, result.output
     assert "Festival RMSE" in result.output and (dur_run / "eval_test.json").is_file()
+    bad = runner.invoke(main, ["evaluate", str(dur_run), "--role", "adaptation"])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "own (modeling) speakers only" in bad.output
     bad = runner.invoke(
         main,
         [

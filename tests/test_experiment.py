@@ -81,8 +81,15 @@ def test_training_holds_out_adaptation_speakers_and_evaluate_speaks_them_from_a_
     for i, _ in enumerate(who["adaptation"]):
         np.testing.assert_array_equal(seeds.fixed(i).numpy(), frames.fixed(i))
     assert not seeds.fallback
-    # the NLL reads the utterances and frames compared, no more
-    one = evaluate(tmp_path / "pase", role="adaptation", max_utterances=1, max_seconds=0.2, device="cpu")
+    # the NLL reads the utterances and frames compared, no more; the command takes the role
+    from click.testing import CliRunner
+
+    from featprep.cli import main
+
+    command = ["evaluate", str(tmp_path / "pase"), "--role", "adaptation", "--max-utterances", "1"]
+    done = CliRunner().invoke(main, [*command, "--max-seconds", "0.2", "--device", "cpu"])
+    assert done.exit_code == 0, done.output
+    one = json.loads((tmp_path / "pase" / "eval_adaptation_test.json").read_text())
     assert len(one["utterances"]) == 1 and one["nll_bits"] != result["nll_bits"]
     # a lookup table has no row for a speaker it never saw
     train(held_out, tmp_path / "table", TrainConfig.from_preset("small", TINY), steps=1, log=lambda _m: None)

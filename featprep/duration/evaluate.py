@@ -99,6 +99,7 @@ def evaluate_duration(
     run_folder: str | Path,
     *,
     split: str = "test",
+    role: str = "modeling",
     voice: str | None = None,
     verify: bool = True,
     progress: bool = False,
@@ -107,7 +108,10 @@ def evaluate_duration(
     pooled, next to the predictions of Festival's front-end with ``voice`` (default: the
     corpus recipe's ``labels.voice``) on the same utterances; also written to
     ``RUN/eval_<split>.json`` (strict JSON, an undefined figure null). `result_lines`
-    gives the table."""
+    gives the table. ``role``: only ``modeling``, the run's own speakers (a duration run
+    has no way to speak a speaker it never saw)."""
+    if role != "modeling":
+        raise ArgumentError(f"a duration run is evaluated on its own (modeling) speakers only, not {role!r}")
     if split not in SPLITS:
         raise ArgumentError(f"split must be one of {list(SPLITS)}, found {split!r}")
     check_output_dir(run_folder, "run folder")
