@@ -58,9 +58,10 @@ class TrainingConfig:
     models against drifting to a self-consistent but shifted segmentation;
     ``short_pause``: an optional pause (one state tied to a silence state) between words,
     its frames counted in the word's last phone; ``contexts``: after the monophones, each
-    phone and the silence get a model per neighbour-class context (`context_names`), re-estimated for
-    ``iterations`` rounds with MAP estimates that lean on the monophone as if it had
-    been seen on ``context_prior`` frames (a rare context stays near its monophone).
+    phone and the silence get a model per neighbour-class context (`context_names`),
+    re-estimated for ``iterations`` rounds with MAP estimates that lean on the monophone
+    as if it had been seen on ``context_prior`` frames (a rare context stays near its
+    monophone).
     """
 
     mixtures: int = 2
