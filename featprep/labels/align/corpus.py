@@ -55,8 +55,9 @@ from .train import TrainingConfig, TrainingUtterance, train_aligner, word_ends
 
 logger = logging.getLogger(__name__)
 
-#: bump when what this module writes changes: older records are then not reused
-VERSION = "2"
+#: bump when what this module writes changes: older records are then not reused (3: the
+#: silence has context models)
+VERSION = "3"
 MODEL = "aligner.npz"
 RECORD = "aligner.json"
 #: held while a process trains into or aligns into the folder (see `_folder_lock`)

@@ -48,7 +48,7 @@ def build_graph(model: AlignerModel, phones: np.ndarray, pauses: np.ndarray | No
     S = N_STATES
     n = len(phones)
     silent_model = model.phones.index(SILENCE)
-    silence = phones == silent_model
+    silence = model.parents()[phones] == silent_model  # the silence or one of its context models
     if pauses is None:
         pauses = np.zeros(n, bool)
     pauses = pauses & ~silence & ~np.r_[silence[1:], True]

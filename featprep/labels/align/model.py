@@ -3,9 +3,9 @@
 Every phone has one left-to-right model with five emitting states (HTK / Merlin states
 ``[2]``..``[6]``); state ``s`` stays with probability ``exp(log_stay[p, s])`` and moves on
 otherwise. ``sil`` (Merlin's edge silence) and ``pau`` (a pause inside) share one silence
-model, which a decoding may skip (a pause Festival predicted but the speaker did not make)
-and whose last state may loop back to its first (long silences). Models save to ``.npz``
-without pickle.
+model (or its context models, `context_names`), which a decoding may skip (a pause Festival
+predicted but the speaker did not make) and whose last state may loop back to its first
+(long silences). Models save to ``.npz`` without pickle.
 """
 
 from __future__ import annotations
@@ -168,11 +168,12 @@ class AlignerModel:
 def context_names(phones: list[str]) -> list[str]:
     """The context-dependent model name of each phone of a sequence (silences as
     ``sil``): ``phone@left+right`` by its neighbours' classes, utterance edges counting
-    as silence; a silence stays ``sil`` (its model skips and loops, the same everywhere)."""
+    as silence. A silence has contexts too (``sil@back+stop``; it still skips and loops):
+    speech fading into a pause after a vowel is not the pause before a stop."""
     names = [SILENCE if p in SILENCES else p for p in phones]
     edged = [SILENCE, *names, SILENCE]
     return [
-        p if p == SILENCE else f"{p}@{_CLASS_OF.get(left, left)}+{_CLASS_OF.get(right, right)}"
+        f"{p}@{_CLASS_OF.get(left, left)}+{_CLASS_OF.get(right, right)}"
         for left, p, right in zip(edged, edged[1:], edged[2:], strict=False)
     ]
 

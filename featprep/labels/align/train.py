@@ -58,9 +58,10 @@ class TrainingConfig:
     models against drifting to a self-consistent but shifted segmentation;
     ``short_pause``: an optional pause (one state tied to a silence state) between words,
     its frames counted in the word's last phone; ``contexts``: after the monophones, each
-    phone gets a model per neighbour-class context (`context_names`), re-estimated for
-    ``iterations`` rounds with MAP estimates that lean on the monophone as if it had
-    been seen on ``context_prior`` frames (a rare context stays near its monophone).
+    phone and the silence get a model per neighbour-class context (`context_names`),
+    re-estimated for ``iterations`` rounds with MAP estimates that lean on the monophone
+    as if it had been seen on ``context_prior`` frames (a rare context stays near its
+    monophone).
     """
 
     mixtures: int = 2
@@ -418,10 +419,11 @@ class _Stats:
         log_stay[seen] = np.log(np.clip(self.stays[seen] / self.occupancy[seen], *_STAY))
         if prior > 0:
             self._towards_monophones(prior, floor, means, variances, logw, log_stay)
-        silence = model.phones.index(SILENCE) * S
+        # every silence model's frames (its context models hold them once there are any)
+        silences = model.parents() == model.phones.index(SILENCE)
         return replace(
             model,
-            pause_state=int(np.argmax(self.occupancy[silence : silence + S])),
+            pause_state=int(np.argmax(self.occupancy.reshape(P, S)[silences].sum(axis=0))),
             means=means.reshape(P, S, M, D),
             variances=variances.reshape(P, S, M, D),
             log_weights=logw.reshape(P, S, M),
