@@ -23,58 +23,32 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import pyarrow as pa
 from tqdm import tqdm
 
-from .acoustic import AcousticStage
-from .audio.stage import AudioStage
 from .check import check
 from .corpora import discover
-from .errors import ArgumentError, CorpusError, FeatprepError, NoValidUtterances, OutputError, Rejected
+from .errors import ArgumentError, CorpusError, FeatprepError, NoValidUtterances, OutputError
 from .io import check_output_dir, dead_temporary, remove_dead_temporaries
-from .labels.stage import LabelStage, LinguisticStage
 from .labels.xwaves import read_xwaves
 from .manifest import write_manifest, write_rejected
-from .pase.stage import PaseStage
 from .recipe import load_corpus_recipe
 from .records import Rejection, Utterance
-from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
+from .shards import ShardPlan, plan_shards, read_shard_info
+from .shardwork import (
+    build_stages,
+    finish_shard,
+    piece_in_worker,
+    plan_pieces,
+    process_shard,
+    shard_in_worker,
+    stage_outputs,
+    warm_up,
+)
 from .splits import assign_splits
-from .stage import ArraySpec, Item, Stage
+from .stage import Stage
 from .workers import check_backend, dask_client, parallel_config, resolve_jobs
 
 logger = logging.getLogger(__name__)
-
-#: the per-utterance stages of prepare, in order
-STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
-
-
-def build_stages(recipe: dict[str, Any], root: str, genders: dict[str, str] | None = None) -> list[Stage]:
-    return [cls(recipe, root, genders) for cls in STAGES]
-
-
-#: a worker thread's stages, ``.run``: (run token, stages built and set up on its first shard
-#: of that run); per thread, as the stages keep per-shard state and a Dask worker may run
-#: several tasks at once in threads
-_worker_stages = threading.local()
-
-
-def _stages_of_worker(recipe: dict[str, Any], root: str, genders: dict[str, str], run: str) -> list[Stage]:
-    """The stages of prepare run ``run`` in this worker thread, built and set up once per run
-    (PASE weights read and hashed, question sets compiled once, not per shard)."""
-    cached = getattr(_worker_stages, "run", None)
-    if cached is None or cached[0] != run:
-        stages = build_stages(recipe, root, genders)
-        for stage in stages:
-            stage.setup()
-        _worker_stages.run = cached = (run, stages)
-    return cached[1]
-
-
-def stage_outputs(stages: list[Stage]) -> tuple[list[ArraySpec], dict[str, pa.DataType]]:
-    specs = [spec for s in stages for spec in s.outputs()]
-    columns = {name: t for s in stages for name, t in s.columns.items()}
-    return specs, columns
 
 
 @dataclass
@@ -114,40 +88,6 @@ class PrepareReport:
         if self.complete:
             out.append(f"output: {self.out}/manifest.json, {self.out}/rejected.tsv")
         return out
-
-
-def process_shard(
-    plan: ShardPlan,
-    stages: list[Stage],
-    out_dir: Path,
-    fingerprint: str,
-    progress: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
-    """Run every stage (set up already) on every utterance of a shard and write it; returns
-    shard.json.
-
-    ``progress`` is called with 1 after each utterance (a bar's update, or a queue's put
-    when the shard runs in a worker process).
-    """
-    for stage in stages:
-        stage.begin_shard(plan.utterances)
-    specs, columns = stage_outputs(stages)
-    items, rejections = [], []
-    for utt in plan.utterances:
-        item = Item(utt, plan.split)
-        current = stages[0].name
-        try:
-            for stage in stages:
-                current = stage.name
-                stage.process(item)
-            items.append(item)
-        except Rejected as r:
-            rejections.append(Rejection(utt.id, utt.speaker, current, r.code, r.detail, utt.audio_path))
-        if progress is not None:
-            progress(1)
-    for stage in stages:
-        stage.finish_shard(items)
-    return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
 
 
 def _check_arguments(
@@ -274,19 +214,6 @@ def _progress(total: int, jobs: int, enabled: bool, client: Any = None) -> Itera
             bar.close()
 
 
-def _process_shard_in_worker(
-    plan: ShardPlan,
-    recipe: dict[str, Any],
-    root: str,
-    genders: dict[str, str],
-    run: str,
-    out_dir: Path,
-    fingerprint: str,
-    progress: Callable[[int], Any] | None,
-) -> dict[str, Any]:
-    return process_shard(plan, _stages_of_worker(recipe, root, genders, run), out_dir, fingerprint, progress)
-
-
 def _run_shards(
     todo: list[tuple[ShardPlan, str]],
     stages: list[Stage],
@@ -301,7 +228,12 @@ def _run_shards(
 ) -> list[dict[str, Any]]:
     """Process the shards of ``todo``: in this process with ``stages`` (set up here, once),
     or in ``jobs`` loky worker processes or the Dask workers of ``client`` (backend
-    ``dask``), which build and set up their own once each."""
+    ``dask``), which build and set up their own once each.
+
+    With loky, shards too few to keep the workers busy are cut into pieces (`plan_pieces`)
+    that this process gathers and writes, unless a stage needs the whole shard at once
+    (PASE); Dask workers always write whole shards (the cluster's file system is theirs).
+    """
     total = sum(len(p.utterances) for p, _ in todo)
     if not todo:
         return []
@@ -310,16 +242,38 @@ def _run_shards(
             for stage in stages:
                 stage.setup()
             return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
-        # One BLAS/torch thread per worker: the parallelism is across shards.
         run = uuid.uuid4().hex
+        plans = [p for p, _ in todo]
+        whole = backend == "dask" or any(s.needs_whole_shard() for s in stages)
+        pieces = [[p.utterances] for p in plans] if whole else plan_pieces(plans, jobs)
+        tasks = []
+        for k, ((plan, fp), parts) in enumerate(zip(todo, pieces, strict=True)):
+            if len(parts) == 1:  # the worker writes it: no items travel back
+                tasks.append(joblib.delayed(shard_in_worker)(plan, recipe, root, genders, run, out, fp, tick))
+            else:
+                tasks += [
+                    joblib.delayed(piece_in_worker)(k, i, part, plan.split, recipe, root, genders, run, tick)
+                    for i, part in enumerate(parts)
+                ]
+        infos: list[dict[str, Any]] = []
+        gathered: dict[int, dict[int, tuple[list, list]]] = {}
+        # One BLAS/torch thread per worker: the parallelism is across shards and pieces.
         with parallel_config(backend, client):
-            shards = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
-            return list(
-                shards(
-                    joblib.delayed(_process_shard_in_worker)(p, recipe, root, genders, run, out, fp, tick)
-                    for p, fp in todo
-                )
-            )
+            for result in joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+                if isinstance(result, dict):
+                    infos.append(result)
+                    continue
+                k, i, items, rejections = result
+                got = gathered.setdefault(k, {})
+                got[i] = (items, rejections)
+                if len(got) == len(pieces[k]):  # the shard's last piece: write it, drop its items
+                    del gathered[k]
+                    plan, fp = todo[k]
+                    parts = [got[j] for j in range(len(got))]
+                    kept = [item for part_items, _ in parts for item in part_items]
+                    rejected = [r for _, part_rejections in parts for r in part_rejections]
+                    infos.append(finish_shard(plan, stages, kept, rejected, out, fp))
+        return infos
 
 
 def _align(
@@ -443,6 +397,7 @@ def prepare(
         if backend == "dask" and not finalize:  # started before any work: a bad address is one line now
             client = stack.enter_context(dask_client(resolve_jobs(jobs), scheduler))
             say(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+        workers_ready = stack.enter_context(_started_workers(resolve_jobs(jobs), backend, not finalize))
         return _prepare(
             corpus,
             root,
@@ -456,7 +411,31 @@ def prepare(
             finalize,
             progress,
             say,
+            workers_ready,
         )
+
+
+@contextlib.contextmanager
+def _started_workers(jobs: int, backend: str, enabled: bool) -> Iterator[Callable[[], None]]:
+    """Start the ``jobs`` loky workers of a run in a background thread, each importing the
+    stages (`featprep.shardwork`) while this process discovers and checks the corpus;
+    yields the wait for them, called before the workers get their first task (joblib
+    reuses the workers it started), and waited for when the block ends."""
+    if not enabled or jobs == 1 or backend != "loky":
+        yield lambda: None
+        return
+
+    def start() -> None:
+        # a failure to start shows again, as one line, where the workers get their tasks
+        with contextlib.suppress(Exception), parallel_config(backend):
+            joblib.Parallel(n_jobs=jobs)(joblib.delayed(warm_up)() for _ in range(jobs))
+
+    thread = threading.Thread(target=start, name="featprep-start-workers", daemon=True)
+    thread.start()
+    try:
+        yield thread.join
+    finally:
+        thread.join()
 
 
 def _prepare(
@@ -472,9 +451,10 @@ def _prepare(
     finalize: bool,
     progress: bool,
     say: Callable[[str], None],
+    workers_ready: Callable[[], None] = lambda: None,
 ) -> PrepareReport:
     """`prepare` once its arguments, recipe and output folder are checked (and its Dask
-    client started)."""
+    client started); ``workers_ready`` waits for the loky workers being started."""
     remove_dead_temporaries(out)  # of manifest.json or rejected.tsv, by a killed run
     root = str(Path(root).resolve())
 
@@ -492,6 +472,7 @@ def _prepare(
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections
     if resolved["labels"]["source"] in ("align", "arctic") and utterances:
+        workers_ready()  # the aligner's speakers run on them
         _align(
             utterances,
             root,
@@ -548,6 +529,7 @@ def _prepare(
         )
     say(f"{len(plans)} shards: {len(infos)} complete, {len(todo)} to do")
     # absolute: a Dask worker may run in another folder, or on another machine
+    workers_ready()
     ran = _run_shards(todo, stages, resolved, root, out.resolve(), genders, jobs, progress, backend, client)
     for info in ran:
         infos[info["name"]] = info

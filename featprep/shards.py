@@ -16,10 +16,9 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -29,6 +28,9 @@ from .records import Rejection, Utterance
 from .splits import SPLITS
 from .stage import ArraySpec, Item, clock_columns
 from .stats import save_statistics, shard_statistics
+
+if TYPE_CHECKING:  # pandas costs a worker of prepare 0.5 s of imports it does not need
+    import pandas as pd
 
 #: index columns every shard has, before the columns of the stages
 BASE_COLUMNS: dict[str, pa.DataType] = {
@@ -189,7 +191,7 @@ def write_shard(
     for name, arr in stacked.items():
         np.save(tmp / f"{name}.npy", arr)
     # partial statistics of this shard, merged later by normstats without re-reading arrays
-    save_statistics(tmp / "stats.npz", shard_statistics(pd.DataFrame(table), stacked))
+    save_statistics(tmp / "stats.npz", shard_statistics(table, stacked))
 
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
     info = {
@@ -228,6 +230,8 @@ def open_shard(path: str | Path, *, mmap: bool = True) -> tuple[pd.DataFrame, di
     ``arrays[name][index.frame_offset[i] :][:n]``. A file linked to outside the shard
     folder is refused (`CorruptCorpus`); `featprep.integrity.check_corpus` checks the rest.
     """
+    import pandas as pd
+
     path = Path(path)
     index = pd.read_parquet(inside(path, "index.parquet", "shard file"))
     arrays = {

@@ -316,8 +316,8 @@ def test_each_worker_thread_builds_its_own_stages(demo_corpus):
     threads of one run must not share them (one thread reuses its own across shards)."""
     from threading import Thread
 
-    from featprep.pipeline import _stages_of_worker
     from featprep.recipe import load_corpus_recipe
+    from featprep.shardwork import _stages_of_worker
 
     root = demo_corpus / "VCTK-Corpus"
     recipe = load_corpus_recipe("vctk", root, None, NO_LABELS)

@@ -363,7 +363,7 @@ def test_stages_are_set_up_once_per_run_and_leave_torch_threads_alone(real_arcti
     import torch
 
     from featprep.pase import checkpoint
-    from featprep.pipeline import STAGES
+    from featprep.shardwork import STAGES
 
     loads, setups = [], []
     load_encoder = checkpoint.load_encoder
@@ -396,3 +396,27 @@ def test_speakers_of_unknown_gender_are_named_in_a_warning(demo_corpus, tmp_path
     (warning,) = [line for line in said if "unknown gender" in line]
     expected = f"warning: {len(speakers)} speaker(s) of unknown gender ({', '.join(speakers)})"
     assert warning.startswith(expected)
+
+
+def test_a_worker_imports_only_what_its_stages_need():
+    """A worker of prepare --jobs N imports featprep.shardwork to run its tasks: neither
+    PyTorch (PASE imports it when on), pandas, librosa nor the manifest writer."""
+    heavy = ("torch", "pandas", "librosa", "scipy", "featprep.manifest")
+    code = f"import sys, featprep.shardwork; print(sorted(m for m in {heavy} if m in sys.modules))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+def test_too_few_shards_are_cut_into_pieces_for_the_workers():
+    from featprep.records import Utterance
+    from featprep.shards import ShardPlan
+    from featprep.shardwork import plan_pieces
+
+    utts = [Utterance(f"s_{i:03d}", "s", "", f"{i}.wav", 16000, 4 * 16000) for i in range(20)]
+    # one 80 s shard for 2 workers: pieces of at most 80 / (4 x 2) s, in order
+    (pieces,) = plan_pieces([ShardPlan("train", 0, utts)], 2)
+    assert [u for piece in pieces for u in piece] == utts
+    assert [len(piece) for piece in pieces] == [2] * 10
+    # ten shards of 8 s keep 2 workers busy: each stays whole
+    shards = [ShardPlan("train", i, utts[2 * i : 2 * i + 2]) for i in range(10)]
+    assert [len(p) for p in plan_pieces(shards, 2)] == [1] * 10
