@@ -80,6 +80,10 @@ def _mcep_matrix(fft_size: int, order: int, alpha: float) -> np.ndarray:
     return to_cepstrum @ warp
 
 
+#: frames of a block of `mel_cepstrum` (temporaries of ~0.2 MB each: 4x 256 frames measured 2x slower)
+_BLOCK_FRAMES = 64
+
+
 @lru_cache(maxsize=8)
 def _blackman(window: int) -> np.ndarray:
     return np.blackman(window)
@@ -96,13 +100,19 @@ def mel_cepstrum(
     padded = np.pad(
         audio.astype(np.float64), (half, half), mode="reflect" if len(audio) > half else "constant"
     )
-    starts = np.arange(n) * FRAME_SHIFT + FRAME_SHIFT // 2
-    frames = np.lib.stride_tricks.sliding_window_view(padded, window)[starts]
+    # frame i's window starts at 80 i + 40 in the padded signal: a strided view, no copy
+    frames = np.lib.stride_tricks.sliding_window_view(padded, window)[FRAME_SHIFT // 2 :: FRAME_SHIFT][:n]
+    matrix = _mcep_matrix(fft_size, order, alpha)
+    out = np.empty((n, order + 1))
+    # in blocks: a block's temporaries stay in the cache and the allocator reuses them, where
+    # an utterance's (megabytes) are fresh pages every time (3.5x slower on whole utterances);
     # float64: numpy's float32 FFT is slower here, and scipy's (faster) costs each worker
     # 0.4 s of imports and moves the coefficients by ~1e-5
-    spectrum = np.fft.rfft(frames * _blackman(window), fft_size)
-    power = spectrum.real**2 + spectrum.imag**2
-    return np.log(power + 1e-10) @ _mcep_matrix(fft_size, order, alpha)
+    for first in range(0, n, _BLOCK_FRAMES):
+        spectrum = np.fft.rfft(frames[first : first + _BLOCK_FRAMES] * _blackman(window), fft_size)
+        power = spectrum.real**2 + spectrum.imag**2
+        np.matmul(np.log(power + 1e-10), matrix, out=out[first : first + _BLOCK_FRAMES])
+    return out
 
 
 def acoustic_features(

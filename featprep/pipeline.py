@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .check import check
@@ -42,7 +43,6 @@ from .shardwork import (
     process_shard,
     shard_in_worker,
     stage_outputs,
-    warm_up,
 )
 from .splits import assign_splits
 from .stage import Stage
@@ -241,7 +241,10 @@ def _run_shards(
         if jobs == 1 and backend == "loky":
             for stage in stages:
                 stage.setup()
-            return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
+            # one BLAS/OpenMP thread, as in each worker of -j N: more only spin on the small
+            # products of the stages (the mel-cepstrum's took 20x the CPU time with 2 threads)
+            with threadpool_limits(limits=1):
+                return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
         run = uuid.uuid4().hex
         plans = [p for p, _ in todo]
         whole = backend == "dask" or any(s.needs_whole_shard() for s in stages)
@@ -397,7 +400,6 @@ def prepare(
         if backend == "dask" and not finalize:  # started before any work: a bad address is one line now
             client = stack.enter_context(dask_client(resolve_jobs(jobs), scheduler))
             say(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
-        workers_ready = stack.enter_context(_started_workers(resolve_jobs(jobs), backend, not finalize))
         return _prepare(
             corpus,
             root,
@@ -411,31 +413,7 @@ def prepare(
             finalize,
             progress,
             say,
-            workers_ready,
         )
-
-
-@contextlib.contextmanager
-def _started_workers(jobs: int, backend: str, enabled: bool) -> Iterator[Callable[[], None]]:
-    """Start the ``jobs`` loky workers of a run in a background thread, each importing the
-    stages (`featprep.shardwork`) while this process discovers and checks the corpus;
-    yields the wait for them, called before the workers get their first task (joblib
-    reuses the workers it started), and waited for when the block ends."""
-    if not enabled or jobs == 1 or backend != "loky":
-        yield lambda: None
-        return
-
-    def start() -> None:
-        # a failure to start shows again, as one line, where the workers get their tasks
-        with contextlib.suppress(Exception), parallel_config(backend):
-            joblib.Parallel(n_jobs=jobs)(joblib.delayed(warm_up)() for _ in range(jobs))
-
-    thread = threading.Thread(target=start, name="featprep-start-workers", daemon=True)
-    thread.start()
-    try:
-        yield thread.join
-    finally:
-        thread.join()
 
 
 def _prepare(
@@ -451,10 +429,9 @@ def _prepare(
     finalize: bool,
     progress: bool,
     say: Callable[[str], None],
-    workers_ready: Callable[[], None] = lambda: None,
 ) -> PrepareReport:
     """`prepare` once its arguments, recipe and output folder are checked (and its Dask
-    client started); ``workers_ready`` waits for the loky workers being started."""
+    client started)."""
     remove_dead_temporaries(out)  # of manifest.json or rejected.tsv, by a killed run
     root = str(Path(root).resolve())
 
@@ -472,7 +449,6 @@ def _prepare(
         utterances, rejections = check(found.utterances, root, resolved["clean"], lambda: bar.update())
     rejections = found.rejections + rejections
     if resolved["labels"]["source"] in ("align", "arctic") and utterances:
-        workers_ready()  # the aligner's speakers run on them
         _align(
             utterances,
             root,
@@ -529,7 +505,6 @@ def _prepare(
         )
     say(f"{len(plans)} shards: {len(infos)} complete, {len(todo)} to do")
     # absolute: a Dask worker may run in another folder, or on another machine
-    workers_ready()
     ran = _run_shards(todo, stages, resolved, root, out.resolve(), genders, jobs, progress, backend, client)
     for info in ran:
         infos[info["name"]] = info

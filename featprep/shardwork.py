@@ -175,7 +175,3 @@ def piece_in_worker(
     with its kept items and rejections (the caller writes the shard)."""
     stages = _stages_of_worker(recipe, root, genders, run)
     return (shard, piece, *process_utterances(utterances, split, stages, progress))
-
-
-def warm_up() -> None:
-    """A no-op task: a worker that runs it has imported this module (and the stages)."""
