@@ -215,3 +215,14 @@ def test_auto_frame_features_follow_the_alignment(questions):
     assert default_subphone_features(unaligned) is None
     with pytest.raises(FeatprepError, match="ask for phone-level rows"):
         linguistic_features(unaligned, questions)
+
+
+def test_coarse_coding_curves_are_merlins_bits():
+    """Merlin samples scipy.stats.norm(mu, 0.4).pdf; featprep computes it without scipy."""
+    from scipy.stats import norm
+
+    from featprep.labels.linguistic import _coarse_curves
+
+    for k, (lo, mu) in enumerate(((-1.5, 0.0), (-1.0, 0.5), (-0.5, 1.0))):
+        expected = norm(mu, 0.4).pdf(np.linspace(lo, lo + 3.0, 600))
+        assert np.array_equal(_coarse_curves()[k], expected)

@@ -400,9 +400,13 @@ def test_speakers_of_unknown_gender_are_named_in_a_warning(demo_corpus, tmp_path
 
 def test_a_worker_imports_only_what_its_stages_need():
     """A worker of prepare --jobs N imports featprep.shardwork to run its tasks: neither
-    PyTorch (PASE imports it when on), pandas, librosa nor the manifest writer."""
+    PyTorch (PASE imports it when on), pandas, librosa, scipy (not for coarse coding
+    either) nor the manifest writer."""
     heavy = ("torch", "pandas", "librosa", "scipy", "featprep.manifest")
-    code = f"import sys, featprep.shardwork; print(sorted(m for m in {heavy} if m in sys.modules))"
+    code = (
+        "import sys, featprep.shardwork; from featprep.labels.linguistic import _coarse_curves; "
+        f"_coarse_curves(); print(sorted(m for m in {heavy} if m in sys.modules))"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
 
