@@ -134,7 +134,7 @@ def test_dask_scheduler_address_aligns_and_shards_on_its_workers(
             )
         assert report.complete
         ran = {re.sub(r"_\d+_calls-[0-9a-f]+$", "", task["key"]) for task in stream.data}
-        assert {"batch_of__align_speaker", "batch_of__process_shard_in_worker"} <= ran, ran
+        assert {"batch_of__align_speaker", "batch_of_shard_in_worker"} <= ran, ran
         _assert_same_files(out, reference, close=MODEL_FILE)
     finally:
         shutil.rmtree(out, ignore_errors=True)
