@@ -35,15 +35,7 @@ from .manifest import write_manifest, write_rejected
 from .recipe import load_corpus_recipe
 from .records import Rejection, Utterance
 from .shards import ShardPlan, plan_shards, read_shard_info
-from .shardwork import (
-    build_stages,
-    finish_shard,
-    piece_in_worker,
-    plan_pieces,
-    process_shard,
-    shard_in_worker,
-    stage_outputs,
-)
+from .shardwork import build_stages, process_shard, shard_in_worker, stage_outputs
 from .splits import assign_splits
 from .stage import Stage
 from .workers import check_backend, dask_client, parallel_config, resolve_jobs
@@ -228,12 +220,7 @@ def _run_shards(
 ) -> list[dict[str, Any]]:
     """Process the shards of ``todo``: in this process with ``stages`` (set up here, once),
     or in ``jobs`` loky worker processes or the Dask workers of ``client`` (backend
-    ``dask``), which build and set up their own once each.
-
-    With loky, shards too few to keep the workers busy are cut into pieces (`plan_pieces`)
-    that this process gathers and writes, unless a stage needs the whole shard at once
-    (PASE); Dask workers always write whole shards (the cluster's file system is theirs).
-    """
+    ``dask``), which build and set up their own once each."""
     total = sum(len(p.utterances) for p, _ in todo)
     if not todo:
         return []
@@ -245,38 +232,16 @@ def _run_shards(
             # products of the stages (the mel-cepstrum's took 20x the CPU time with 2 threads)
             with threadpool_limits(limits=1):
                 return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
+        # One BLAS/torch thread per worker: the parallelism is across shards.
         run = uuid.uuid4().hex
-        plans = [p for p, _ in todo]
-        whole = backend == "dask" or any(s.needs_whole_shard() for s in stages)
-        pieces = [[p.utterances] for p in plans] if whole else plan_pieces(plans, jobs)
-        tasks = []
-        for k, ((plan, fp), parts) in enumerate(zip(todo, pieces, strict=True)):
-            if len(parts) == 1:  # the worker writes it: no items travel back
-                tasks.append(joblib.delayed(shard_in_worker)(plan, recipe, root, genders, run, out, fp, tick))
-            else:
-                tasks += [
-                    joblib.delayed(piece_in_worker)(k, i, part, plan.split, recipe, root, genders, run, tick)
-                    for i, part in enumerate(parts)
-                ]
-        infos: list[dict[str, Any]] = []
-        gathered: dict[int, dict[int, tuple[list, list]]] = {}
-        # One BLAS/torch thread per worker: the parallelism is across shards and pieces.
         with parallel_config(backend, client):
-            for result in joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-                if isinstance(result, dict):
-                    infos.append(result)
-                    continue
-                k, i, items, rejections = result
-                got = gathered.setdefault(k, {})
-                got[i] = (items, rejections)
-                if len(got) == len(pieces[k]):  # the shard's last piece: write it, drop its items
-                    del gathered[k]
-                    plan, fp = todo[k]
-                    parts = [got[j] for j in range(len(got))]
-                    kept = [item for part_items, _ in parts for item in part_items]
-                    rejected = [r for _, part_rejections in parts for r in part_rejections]
-                    infos.append(finish_shard(plan, stages, kept, rejected, out, fp))
-        return infos
+            shards = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
+            return list(
+                shards(
+                    joblib.delayed(shard_in_worker)(p, recipe, root, genders, run, out, fp, tick)
+                    for p, fp in todo
+                )
+            )
 
 
 def _align(

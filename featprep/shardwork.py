@@ -26,16 +26,12 @@ from .audio.stage import AudioStage
 from .errors import Rejected
 from .labels.stage import LabelStage, LinguisticStage
 from .pase.stage import PaseStage
-from .records import Rejection, Utterance
+from .records import Rejection
 from .shards import ShardPlan, write_shard
 from .stage import ArraySpec, Item, Stage
 
 #: the per-utterance stages of prepare, in order
 STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
-
-#: pieces per worker the utterances of a run are cut into when its shards are too few:
-#: enough that the last piece does not leave the other workers idle for long
-PIECES_PER_WORKER = 4
 
 
 def build_stages(recipe: dict[str, Any], root: str, genders: dict[str, str] | None = None) -> list[Stage]:
@@ -66,23 +62,25 @@ def _stages_of_worker(recipe: dict[str, Any], root: str, genders: dict[str, str]
     return cached[1]
 
 
-def process_utterances(
-    utterances: list[Utterance],
-    split: str,
+def process_shard(
+    plan: ShardPlan,
     stages: list[Stage],
+    out_dir: Path,
+    fingerprint: str,
     progress: Callable[[int], Any] | None = None,
-) -> tuple[list[Item], list[Rejection]]:
-    """Run every stage (set up already) on ``utterances`` (a shard, or a piece of one):
-    the kept items in order, and the rejections.
+) -> dict[str, Any]:
+    """Run every stage (set up already) on every utterance of a shard and write it; returns
+    shard.json.
 
     ``progress`` is called with 1 after each utterance (a bar's update, or a queue's put
-    when the utterances run in a worker process).
+    when the shard runs in a worker process).
     """
     for stage in stages:
-        stage.begin_shard(utterances)
+        stage.begin_shard(plan.utterances)
+    specs, columns = stage_outputs(stages)
     items, rejections = [], []
-    for utt in utterances:
-        item = Item(utt, split)
+    for utt in plan.utterances:
+        item = Item(utt, plan.split)
         current = stages[0].name
         try:
             for stage in stages:
@@ -93,57 +91,9 @@ def process_utterances(
             rejections.append(Rejection(utt.id, utt.speaker, current, r.code, r.detail, utt.audio_path))
         if progress is not None:
             progress(1)
-    return items, rejections
-
-
-def finish_shard(
-    plan: ShardPlan,
-    stages: list[Stage],
-    items: list[Item],
-    rejections: list[Rejection],
-    out_dir: Path,
-    fingerprint: str,
-) -> dict[str, Any]:
-    """The stages' whole-shard work on the kept ``items``, then the shard written; returns
-    shard.json."""
     for stage in stages:
         stage.finish_shard(items)
-    specs, columns = stage_outputs(stages)
     return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
-
-
-def process_shard(
-    plan: ShardPlan,
-    stages: list[Stage],
-    out_dir: Path,
-    fingerprint: str,
-    progress: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
-    """Run every stage (set up already) on every utterance of a shard and write it; returns
-    shard.json."""
-    items, rejections = process_utterances(plan.utterances, plan.split, stages, progress)
-    return finish_shard(plan, stages, items, rejections, out_dir, fingerprint)
-
-
-def plan_pieces(plans: list[ShardPlan], jobs: int) -> list[list[list[Utterance]]]:
-    """Per shard of ``plans``, the runs of its utterances that are separate tasks for
-    ``jobs`` workers: the whole shard while the shards are enough to keep the workers busy
-    (none holds more than a ``PIECES_PER_WORKER * jobs``-th of the raw audio), else pieces
-    of about that much audio each (at least one utterance)."""
-    total = sum(u.raw_seconds for p in plans for u in p.utterances)
-    target = total / (PIECES_PER_WORKER * jobs)
-    out = []
-    for plan in plans:
-        pieces: list[list[Utterance]] = [[]]
-        seconds = 0.0
-        for utt in plan.utterances:
-            if pieces[-1] and seconds + utt.raw_seconds > target:
-                pieces.append([])
-                seconds = 0.0
-            pieces[-1].append(utt)
-            seconds += utt.raw_seconds
-        out.append(pieces)
-    return out
 
 
 def shard_in_worker(
@@ -158,20 +108,3 @@ def shard_in_worker(
 ) -> dict[str, Any]:
     """A worker's task: one whole shard, processed and written; returns shard.json."""
     return process_shard(plan, _stages_of_worker(recipe, root, genders, run), out_dir, fingerprint, progress)
-
-
-def piece_in_worker(
-    shard: int,
-    piece: int,
-    utterances: list[Utterance],
-    split: str,
-    recipe: dict[str, Any],
-    root: str,
-    genders: dict[str, str],
-    run: str,
-    progress: Callable[[int], Any] | None,
-) -> tuple[int, int, list[Item], list[Rejection]]:
-    """A worker's task: piece ``piece`` of shard ``shard``, processed; returns its place
-    with its kept items and rejections (the caller writes the shard)."""
-    stages = _stages_of_worker(recipe, root, genders, run)
-    return (shard, piece, *process_utterances(utterances, split, stages, progress))

@@ -121,11 +121,6 @@ class Stage:
         """Called with the shard's kept items once every utterance went through
         `process`: batch work over the shard (PASE on one device, say)."""
 
-    def needs_whole_shard(self) -> bool:
-        """Whether `finish_shard` needs the shard's items together in the process that ran
-        them (then ``prepare --jobs N`` never cuts a shard into pieces for several workers)."""
-        return False
-
     def version(self) -> str:
         """Part of the shard fingerprint: bump when the stage's output changes."""
         return "1"

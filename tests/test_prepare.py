@@ -411,21 +411,6 @@ def test_a_worker_imports_only_what_its_stages_need():
     assert run.stdout.strip() == "[]"
 
 
-def test_too_few_shards_are_cut_into_pieces_for_the_workers():
-    from featprep.records import Utterance
-    from featprep.shards import ShardPlan
-    from featprep.shardwork import plan_pieces
-
-    utts = [Utterance(f"s_{i:03d}", "s", "", f"{i}.wav", 16000, 4 * 16000) for i in range(20)]
-    # one 80 s shard for 2 workers: pieces of at most 80 / (4 x 2) s, in order
-    (pieces,) = plan_pieces([ShardPlan("train", 0, utts)], 2)
-    assert [u for piece in pieces for u in piece] == utts
-    assert [len(piece) for piece in pieces] == [2] * 10
-    # ten shards of 8 s keep 2 workers busy: each stays whole
-    shards = [ShardPlan("train", i, utts[2 * i : 2 * i + 2]) for i in range(10)]
-    assert [len(p) for p in plan_pieces(shards, 2)] == [1] * 10
-
-
 def test_stream_files_are_what_numpy_saves(prepared):
     """Shards write each stream utterance by utterance (no concatenated copy in memory):
     every file must still be the bytes np.save writes for the whole array."""

@@ -71,10 +71,6 @@ class PaseStage(Stage):
     def process(self, item: Item) -> None:
         """Nothing per utterance: the shard's utterances are encoded together."""
 
-    def needs_whole_shard(self) -> bool:
-        # batches of the shard's utterances run on the worker's encoder
-        return self.active
-
     def finish_shard(self, items: list[Item]) -> None:
         if not self.active or not items:
             return
