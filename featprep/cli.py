@@ -596,10 +596,10 @@ def linguistic(label: Path, questions: str, subphone_features: str, phone_level:
     """
     from .labels.linguistic import write_label_file_features
 
-    features = write_label_file_features(
+    rows, columns = write_label_file_features(
         label, out, questions=questions, subphone_features=subphone_features, phone_level=phone_level
     )
-    click.echo(f"{out}: {features.shape[0]} rows x {features.shape[1]} columns")
+    click.echo(f"{out}: {rows} rows x {columns} columns")
 
 
 @main.command()
@@ -773,11 +773,18 @@ def normstats(
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, logs).")
 @click.option(
-    "--preset",
-    type=click.Choice(["paper", "small"]),
-    default="paper",
+    "--model",
+    type=click.Choice(["samplernn", "duration"]),
+    default="samplernn",
     show_default=True,
-    help="Training configuration laid under --set (paper: SSW 2019, a GPU run; small: CPU checks).",
+    help="samplernn: the voice; duration: phone (or state) durations for generate --duration-model.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["paper", "small", "rnn", "merlin"]),
+    help="Training configuration laid under --set. samplernn: paper (SSW 2019, a GPU run; the "
+    "default) or small (CPU checks); duration: rnn (bidirectional GRU; the default) or merlin "
+    "(Merlin's feed-forward 4 x 512 tanh).",
 )
 @click.option(
     "--set",
@@ -785,7 +792,8 @@ def normstats(
     multiple=True,
     metavar="KEY=VALUE",
     help="Override a training option, e.g. features=compact (ling, compact, compact_lf0, ling_lf0, "
-    "acoustic, none, or streams joined by +), speaker_mode=pase_seed, tier_hidden=[512,1024].",
+    "acoustic, none, or streams joined by +), speaker_mode=pase_seed, tier_hidden=[512,1024]; "
+    "duration: model=ffn, hidden=512, layers=4, speaker_mode=embedding, batch_size=16, ...",
 )
 @click.option("--steps", type=int, help="Stop after this many steps (counted from the start of training).")
 @click.option("--epochs", type=int, help="Stop after this many epochs.")
@@ -802,7 +810,8 @@ def normstats(
 def train(
     directory: Path,
     out: Path,
-    preset: str,
+    model: str,
+    preset: str | None,
     overrides: tuple[str, ...],
     steps: int | None,
     epochs: int | None,
@@ -810,7 +819,8 @@ def train(
     resume: bool,
     no_verify: bool,
 ) -> None:
-    """Train the multi-speaker SampleRNN on a prepared corpus (run featprep normstats first).
+    """Train the multi-speaker SampleRNN, or a duration model (--model duration), on a
+    prepared corpus (run featprep normstats first).
 
     Several processes: torchrun --nproc_per_node N --no-python featprep train ...
 
@@ -818,13 +828,21 @@ def train(
 
     \b
         featprep train manifests/vctk --out runs/vctk --preset paper --epochs 20
+        featprep train manifests/vctk --model duration --out runs/vctk-dur --epochs 50
     """
+    from .duration.train import DurationConfig, train_duration
     from .recipe import parse_override
     from .samplernn.loop import keep_freed_memory
     from .samplernn.train import TrainConfig
-    from .samplernn.train import train as run
+    from .samplernn.train import train as train_samplernn
 
-    cfg = TrainConfig.from_preset(preset, dict(parse_override(o) for o in overrides))
+    options = dict(parse_override(o) for o in overrides)
+    if model == "duration":
+        cfg = DurationConfig.from_preset(preset or "rnn", options)
+        run = train_duration
+    else:
+        cfg = TrainConfig.from_preset(preset or "paper", options)
+        run = train_samplernn
     keep_freed_memory()
     try:
         record = run(
@@ -887,8 +905,14 @@ _DTYPE = click.option(
 @click.option(
     "--text",
     multiple=True,
-    help="Text, through Festival's front-end with Festival's own predicted durations "
-    "(no trained duration model yet). Repeatable.",
+    help="Text, through Festival's front-end, timed by --duration-model or else by Festival's own "
+    "predicted durations. Repeatable.",
+)
+@click.option(
+    "--duration-model",
+    type=click.Path(path_type=Path),
+    help="A duration run (featprep train --model duration) timing every utterance's phones for the "
+    "speaker; without it --text uses Festival's durations and --labels their own times.",
 )
 @click.option("--speaker", help="A speaker id of the training corpus.")
 @click.option(
@@ -914,6 +938,7 @@ def generate(
     text: tuple[str, ...],
     speaker: str | None,
     seed_wav: Path | None,
+    duration_model: Path | None,
     out: Path,
     temperature: float,
     seed: int,
@@ -929,6 +954,8 @@ def generate(
 
     \b
         featprep generate runs/vctk --text "Please call Stella." --speaker p225 --out stella.wav
+        featprep generate runs/vctk --duration-model runs/vctk-dur --text "Please call Stella." \\
+            --speaker p225 --out stella.wav
     """
     from .samplernn.run import generate_to
 
@@ -939,6 +966,7 @@ def generate(
         texts=text,
         speaker=speaker,
         seed_wav=seed_wav,
+        duration_model=duration_model,
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
@@ -970,16 +998,27 @@ def evaluate(
     dtype: str,
     device: str,
 ) -> None:
-    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json).
+    """NLL, MCD, F0 RMSE and V/UV error of a run on a split (table, and RUN/eval_<split>.json);
+    of a duration run, duration RMSE and correlation beside Festival's predictions (it takes
+    --split only).
 
     Example:
 
     \b
         featprep evaluate runs/vctk --split test --max-utterances 20
+        featprep evaluate runs/vctk-dur --split test
     """
+    from .duration.run import run_kind
     from .samplernn.evaluate import evaluate as run
     from .samplernn.evaluate import result_lines
 
+    if run_kind(run_folder) == "duration":
+        from .duration.evaluate import evaluate_duration
+        from .duration.evaluate import result_lines as duration_lines
+
+        for line in duration_lines(evaluate_duration(run_folder, split=split, progress=_bars())):
+            click.echo(line)
+        return
     result = run(
         run_folder,
         split=split,
@@ -992,4 +1031,99 @@ def evaluate(
         progress=_bars(),
     )
     for line in result_lines(result):
+        click.echo(line)
+
+
+@main.group()
+def experiment() -> None:
+    """Experiments of the papers featprep reproduces, each one command."""
+
+
+@experiment.command("ssw2019")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Experiment folder (EXP).")
+@click.option(
+    "--steps",
+    required=True,
+    type=int,
+    help="Training steps of every speaker mode, the budget they share (required: no default is the paper's).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["paper", "small"]),
+    default="paper",
+    show_default=True,
+    help="Training configuration of every mode (paper: SSW 2019, a GPU run; small: CPU checks).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a training option of every mode, as featprep train --set (features=compact, the "
+    "paper's; features=none for a corpus without labels); not speaker_mode or seed.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Of training and of the sampling noise.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Speaker modes trained and evaluated at once, each in its own process (-1 = one per core).",
+)
+@click.option("--max-utterances", type=int, help="Evaluate only the first N utterances of each speaker set.")
+@click.option("--max-seconds", type=float, help="Generate only the first S seconds of each utterance.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Of generation; 0: greedy.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Utterances generated at once.")
+@_GENERATION_DEVICE
+@_NO_VERIFY
+@common_options
+def experiment_ssw2019(
+    directory: Path,
+    out: Path,
+    steps: int,
+    preset: str,
+    overrides: tuple[str, ...],
+    seed: int,
+    jobs: int,
+    max_utterances: int | None,
+    max_seconds: float | None,
+    temperature: float,
+    batch_size: int,
+    device: str,
+    no_verify: bool,
+) -> None:
+    """The SSW 2019 comparison: the embedding, pase_seed and pase_trained speaker modes trained
+    on DIR with one budget, each evaluated (NLL, MCD, F0 RMSE, V/UV error) on the seen
+    speakers and on held-out (adaptation) speakers spoken from a seed recording; the table
+    on stdout, in EXP/results.md and EXP/results.json. A rerun resumes where it stopped.
+
+    Example:
+
+    \b
+        featprep experiment ssw2019 manifests/vctk --out exp/ssw2019 --steps 100000 --set features=compact
+    """
+    from .experiment import ssw2019, table_lines
+    from .recipe import parse_override
+    from .samplernn.loop import keep_freed_memory
+
+    keep_freed_memory()
+    result = ssw2019(
+        directory,
+        out,
+        steps=steps,
+        preset=preset,
+        seed=seed,
+        overrides=dict(parse_override(o) for o in overrides),
+        jobs=jobs,
+        max_utterances=max_utterances,
+        max_seconds=max_seconds,
+        temperature=temperature,
+        batch_size=batch_size,
+        device=device,
+        verify=not no_verify,
+        progress=_bars(),
+    )
+    for line in table_lines(result):
         click.echo(line)

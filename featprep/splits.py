@@ -21,6 +21,9 @@ from .records import Speaker, Utterance
 
 SPLITS = ("train", "valid", "test")
 ROLES = ("modeling", "adaptation", "unused")
+#: the roles a model learns from: ``adaptation`` speakers stay unseen, for evaluation from
+#: a seed recording (`featprep.samplernn.evaluate`, ``featprep experiment``)
+TRAINED_ROLES = ("modeling",)
 
 
 def assign_roles(

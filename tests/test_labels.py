@@ -1,5 +1,7 @@
 """HTS labels, question sets and Merlin features, against nnmnkwii as an oracle."""
 
+import re
+
 import numpy as np
 import pytest
 from nnmnkwii.frontend import merlin as nnmnkwii_merlin
@@ -7,7 +9,12 @@ from nnmnkwii.io import hts as nnmnkwii_hts
 
 from featprep.errors import FeatprepError
 from featprep.labels.hts import HTSLabel, LabelError, parse_hts, read_hts
-from featprep.labels.linguistic import default_subphone_features, duration_targets, linguistic_features
+from featprep.labels.linguistic import (
+    default_subphone_features,
+    duration_targets,
+    linguistic_features,
+    phone_contexts,
+)
 from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import QuestionError, load_questions, parse_questions, wildcards2regex
 
@@ -217,12 +224,142 @@ def test_auto_frame_features_follow_the_alignment(questions):
         linguistic_features(unaligned, questions)
 
 
-def test_coarse_coding_curves_are_merlins_bits():
-    """Merlin samples scipy.stats.norm(mu, 0.4).pdf; featprep computes it without scipy."""
+# Every path of the compiled matcher (automaton literals, anchors, inner wildcards, numbers by
+# digit runs and by regex), each pattern kind next to a control that must not match.
+EDGE_QUESTIONS = r"""
+QS "Prefix-pau"          {pau^*}
+QS "Prefix-x"            {x^*,sil^*}
+QS "LL-pau"              {*pau^*}
+QS "Suffix-J-1"          {*-1}
+QS "Suffix-J-9"          {*-9}
+QS "Inner-wildcard"      {*=s*/A:1_*}
+QS "Question-mark"       {*-?y+*}
+QS "Spans-A-B"           {*/A:*/B:1-*}
+QS "Across-blocks"       {*_1/A:0_*}
+QS "Whole-no-stars"      {-pau+}
+QS "LL-Exact"            {*FIRST}
+QS "LL-Exact-missing"    {*FIRST+}
+QS "Tone"                {*|L-L%/I:*,*|H-H%/I:*}
+QS "Dupe-one"            {*-pau+*}
+QS "Dupe-two"            {*-pau+*}
+CQS "Leading-number"     {*@(\d+)_*}
+CQS "Block-A"            {*/A:(\d+)_*}
+CQS "Twin-of-Block-A"    {*/A:(\d+)_*}
+CQS "Lead-ends-digit"    {*0_(\d+)/*}
+CQS "Empty-lead"         {*(\d+)+*}
+CQS "Inner-wildcard"     {*/J:*+(\d+)-*}
+CQS "Dots"               {*/H:([\d\.]+)=*}
+CQS "Last-before-J"      {*=(\d+)/J:*}
+CQS "Nowhere"            {*/Z:(\d+)_*}
+"""
+
+
+def _edge_questions(tmp_path):
+    hed = tmp_path / "edge.hed"
+    hed.write_text(EDGE_QUESTIONS.replace("FIRST", read_hts(VCTK_LABS[0]).contexts[0]))
+    return hed
+
+
+def _merlin_rows(contexts, qs):
+    """Merlin's rule written plainly: each regex searched in each context."""
+    rows = []
+    for context in contexts:
+        binary = [float(any(re.search(r, context) for r in q.regexes)) for q in qs.binary]
+        numbers = [re.search(q.regexes[0], context) for q in qs.numeric]
+        rows.append(binary + [float(m.group(1)) if m else -1.0 for m in numbers])
+    return np.array(rows, np.float32)
+
+
+def test_every_matching_path_equals_nnmnkwii(tmp_path):
+    """nnmnkwii is the oracle but for "?" (it keeps it literal; Merlin reads any character):
+    there the plain regex search is."""
+    hed = _edge_questions(tmp_path)
+    qs = load_questions(hed)
+    compiled = CompiledQuestions(qs)
+    oracle = nnmnkwii_hts.load_question_set(str(hed))
+    mark = qs.names.index("Question-mark")
+    hits = 0
+    for lab in [STATE_LAB, PHONE_LAB, *VCTK_LABS]:
+        label = read_hts(lab)
+        ours = linguistic_features(label, compiled, add_frame_features=False)
+        ref = nnmnkwii_merlin.linguistic_features(
+            nnmnkwii_hts.load(str(lab)), *oracle, add_frame_features=False, subphone_features=None
+        )
+        np.testing.assert_array_equal(np.delete(ours, mark, 1), np.delete(ref, mark, 1).astype(np.float32))
+        np.testing.assert_array_equal(ours[:, mark], _merlin_rows(phone_contexts(label), qs)[:, mark])
+        hits += ours[:, : len(qs.binary)].sum(axis=0) > 0
+    # each binary question but the ones built to fail matched somewhere
+    names = [q.name for q in qs.binary]
+    assert {n for n, h in zip(names, hits, strict=True) if not h} == {"Suffix-J-9", "LL-Exact-missing"}
+
+
+@pytest.mark.parametrize("odd", ["\x02", "\x03", "\x00", "\u0663"])  # sentinels, an Arabic-Indic 3
+def test_contexts_with_sentinel_bytes_or_other_digits_follow_merlin(tmp_path, odd):
+    """Such contexts go Merlin's way (regex per question); the answers stay Merlin's."""
+    hed = _edge_questions(tmp_path)
+    for qs in (load_questions(hed), load_questions(QUESTIONS_416)):
+        contexts = read_hts(PHONE_LAB).contexts[:6]
+        contexts[2] = contexts[2].replace("/A:", f"/A:{odd}", 1)
+        contexts[3] = contexts[3].replace("-", f"-{odd}", 1)
+        got = CompiledQuestions(qs).evaluate(contexts)
+        np.testing.assert_array_equal(got, _merlin_rows(contexts, qs))
+        assert not np.array_equal(
+            got[2], CompiledQuestions(qs).evaluate(read_hts(PHONE_LAB).contexts[2:3])[0]
+        )
+
+
+def test_one_call_answers_many_contexts_as_one_at_a_time(questions, monkeypatch):
+    """Blocks of contexts, the pieces the automaton cuts rows into: no answer depends on
+    which other contexts share the call."""
+    from featprep.labels import matching
+
+    monkeypatch.setattr(matching, "_BLOCK", 300)  # three blocks of the 805 distinct contexts
+    contexts = [c for lab in VCTK_LABS for c in read_hts(lab).contexts]
+    together = questions.evaluate(contexts * 2)
+    assert len(set(contexts)) > 2 * matching._BLOCK
+    alone = np.concatenate([questions.evaluate([c]) for c in contexts[::37]])
+    np.testing.assert_array_equal(together[: len(contexts)][::37], alone)
+    np.testing.assert_array_equal(together[: len(contexts)], together[len(contexts) :])
+
+
+def test_coarse_curves_are_scipys():
     from scipy.stats import norm
 
     from featprep.labels.linguistic import _coarse_curves
 
     for k, (lo, mu) in enumerate(((-1.5, 0.0), (-1.0, 0.5), (-0.5, 1.0))):
-        expected = norm(mu, 0.4).pdf(np.linspace(lo, lo + 3.0, 600))
-        assert np.array_equal(_coarse_curves()[k], expected)
+        np.testing.assert_array_equal(_coarse_curves()[k], norm(mu, 0.4).pdf(np.linspace(lo, lo + 3.0, 600)))
+
+
+def test_written_features_equal_numpy_save_of_the_matrix(tmp_path):
+    """The command's file, written in blocks of frames, is numpy.save's of the matrix."""
+    from featprep.labels.linguistic import label_file_features, write_label_file_features
+
+    for lab, options in ((STATE_LAB, {}), (PHONE_LAB, {"subphone_features": "minimal_phoneme"})):
+        expected = label_file_features(lab, questions=str(QUESTIONS_416), **options)
+        np.save(tmp_path / "expected.npy", expected)
+        shape = write_label_file_features(
+            lab, tmp_path / "ours.npy", questions=str(QUESTIONS_416), block_frames=7, **options
+        )
+        assert shape == expected.shape and len(expected) % 7
+        assert (tmp_path / "ours.npy").read_bytes() == (tmp_path / "expected.npy").read_bytes()
+    write_label_file_features(PHONE_LAB, tmp_path / "phones.npy", phone_level=True)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "phones.npy"), label_file_features(PHONE_LAB, phone_level=True)
+    )
+
+
+def test_linguistic_command_imports_neither_torch_nor_scipy(tmp_path):
+    """Start-up of `featprep linguistic` stays lean: PyTorch and scipy.stats take seconds."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom featprep.cli import main\n"
+        f"main(['linguistic', {str(PHONE_LAB)!r}, '--out', {str(tmp_path / 'a.npy')!r}],"
+        " standalone_mode=False)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'scipy', 'librosa', 'numba'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert np.load(tmp_path / "a.npy").shape[0] == 615

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FeatprepError
-from ..io import atomic_write_npy, check_output_file
+from ..io import atomic_path, atomic_write_npy, check_output_file
 from .hts import HTSLabel, read_hts
 from .matching import CompiledQuestions
 from .questions import load_questions
@@ -81,13 +81,14 @@ FRAME_FEATURE_NAMES = {
 def _coarse_curves() -> np.ndarray:
     """Merlin's three coarse-coding Gaussians (sigma 0.4) sampled on 600 points.
 
-    ``scipy.stats.norm(mu, 0.4).pdf`` (Merlin's) in its own operations, so the same bits:
-    importing scipy.stats cost each worker of prepare 0.5 s and more.
+    ``scipy.stats.norm(mu, 0.4).pdf`` as scipy computes it, step by step (same float64
+    results), without importing scipy.stats (a third of a second at each command start).
     """
+    sigma = 0.4
     curves = np.zeros((3, 600))
     for k, (lo, mu) in enumerate(((-1.5, 0.0), (-1.0, 0.5), (-0.5, 1.0))):
-        z = (np.linspace(lo, lo + 3.0, 600) - mu) / 0.4
-        curves[k] = np.exp(-(z**2) / 2.0) / np.sqrt(2 * np.pi) / 0.4
+        z = (np.linspace(lo, lo + 3.0, 600) - mu) / sigma
+        curves[k] = np.exp(-(z**2) / 2.0) / np.sqrt(2 * np.pi) / sigma
     return curves
 
 
@@ -136,22 +137,7 @@ def label_file_features(
     times give phone-level rows); the choice is logged.
     """
     labels = read_hts(label)
-    if subphone_features == "auto" and not phone_level:
-        chosen = default_subphone_features(labels)
-        kind = (
-            "state-aligned"
-            if labels.state_aligned
-            else "phone-aligned"
-            if labels.aligned
-            else "without times"
-        )
-        phone_level = chosen is None
-        logger.info(
-            "%s: labels %s: %s",
-            label,
-            kind,
-            "one row per phone" if phone_level else f"frame features {chosen}",
-        )
+    phone_level = _file_phone_level(label, labels, subphone_features, phone_level)
     return linguistic_features(
         labels,
         CompiledQuestions(load_questions(questions)),
@@ -160,13 +146,57 @@ def label_file_features(
     )
 
 
-def write_label_file_features(label: str | Path, out: str | Path, **options: str | bool) -> np.ndarray:
+def _file_phone_level(label: str | Path, labels: HTSLabel, subphone_features: str, phone_level: bool) -> bool:
+    """Whether ``auto`` gives phone-level rows for this file (no times); logs the choice."""
+    if subphone_features != "auto" or phone_level:
+        return phone_level
+    chosen = default_subphone_features(labels)
+    kind = "state-aligned" if labels.state_aligned else "phone-aligned" if labels.aligned else "without times"
+    logger.info(
+        "%s: labels %s: %s",
+        label,
+        kind,
+        "one row per phone" if chosen is None else f"frame features {chosen}",
+    )
+    return chosen is None
+
+
+def write_label_file_features(
+    label: str | Path,
+    out: str | Path,
+    *,
+    questions: str = "featprep_hts",
+    subphone_features: str = "auto",
+    phone_level: bool = False,
+    block_frames: int = 8192,
+) -> tuple[int, int]:
     """`label_file_features` of ``label`` written to the ``.npy`` file ``out`` (checked
-    writable before any work); returns the matrix."""
+    writable before any work); returns the matrix's shape.
+
+    The questions are answered once for all phones; the frame rows are then written
+    ``block_frames`` at a time from one reused buffer, so a long label file never holds
+    its whole frame matrix in memory. The file equals ``numpy.save`` of the matrix.
+    """
     check_output_file(out)
-    features = label_file_features(label, **options)
-    atomic_write_npy(out, features)
-    return features
+    labels = read_hts(label)
+    phone_level = _file_phone_level(label, labels, subphone_features, phone_level)
+    phone_rows = linguistic_features(
+        labels, CompiledQuestions(load_questions(questions)), add_frame_features=False
+    )
+    if phone_level:
+        atomic_write_npy(out, phone_rows)
+        return phone_rows.shape
+    plan = _FramePlan(labels, phone_rows, subphone_features)
+    shape = (plan.total, plan.width)
+    buffer = np.empty((min(block_frames, plan.total), plan.width), np.float32)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(f, header)
+        for first in range(0, plan.total, len(buffer)):
+            last = min(first + len(buffer), plan.total)
+            plan.fill(buffer[: last - first], first, last)
+            f.write(buffer[: last - first].data)
+    return shape
 
 
 def phone_contexts(label: HTSLabel) -> list[str]:
@@ -216,58 +246,72 @@ def frame_features(label: HTSLabel, phone_rows: np.ndarray, subphone_features: s
     Split out so that a caller wanting both the phone rows and the frame rows (prepare's
     ``linguistic`` stage) answers the questions once.
     """
-    if not label.aligned:
-        raise FeatprepError(
-            "frame features need aligned labels (start and end times); these have none: "
-            "ask for phone-level rows (question columns only)"
-        )
-    if subphone_features == "auto":
-        subphone_features = default_subphone_features(label)
-    _check_mode(label, subphone_features)
-    frames = label.frames()
-    if np.any(frames < 0):
-        raise FeatprepError("labels with negative durations")
-    n_states = _states_per_phone(label) if label.state_aligned else 1
-    state_frames = frames.reshape(-1, n_states)
-    phone_frames = state_frames.sum(axis=1)
-    total = int(phone_frames.sum())
-    phone_of_frame = np.repeat(np.arange(len(phone_frames)), phone_frames)
-    width = FRAME_FEATURES[subphone_features]
-    if width == 0:
-        return np.repeat(phone_rows, phone_frames, axis=0)
-    # one contiguous copy of the phone rows (frame columns still empty), then the frame
-    # columns in place: the output is written once
-    widened = np.zeros((len(phone_rows), phone_rows.shape[1] + width), np.float32)
-    widened[:, : phone_rows.shape[1]] = phone_rows
-    out = np.repeat(widened, phone_frames, axis=0)
-
-    line_of_frame = np.repeat(np.arange(frames.size), frames.ravel())
-    line_start = np.cumsum(frames.ravel()) - frames.ravel()
-    phone_start = np.cumsum(phone_frames) - phone_frames
-    i = np.arange(total) - line_start[line_of_frame]  # frame in state (or phone)
-    k = np.arange(total) - phone_start[phone_of_frame]  # frame in phone
-    n = frames.ravel()[line_of_frame].astype(np.float64)
-    P = phone_frames[phone_of_frame].astype(np.float64)
-    s = (line_of_frame % n_states + 1).astype(np.float64)
-    B = (k - i).astype(np.float64)
-    cols = {
-        "state_fw": lambda: (i + 1) / n,
-        "state_bw": lambda: (n - i) / n,
-        "state_frames": lambda: n,
-        "state_index": lambda: s,
-        "state_index_bw": lambda: n_states + 1 - s,
-        "phone_frames": lambda: P,
-        "state_share": lambda: n / P,
-        "phone_bw": lambda: (P - i - B) / P,
-        "phone_fw": lambda: (B + i + 1) / P,
-        "uniform_state_index": lambda: np.maximum(1.0, np.round((B + i + 1) / P * n_states)),
-    }
-    if subphone_features == "coarse_coding":
-        cc = _coarse(k, P)
-        cols.update({f"coarse_{c}": (lambda c=c: cc[:, c]) for c in range(3)})
-    for c, name in enumerate(FRAME_FEATURE_NAMES[subphone_features]):
-        out[:, phone_rows.shape[1] + c] = cols[name]()
+    plan = _FramePlan(label, phone_rows, subphone_features)
+    out = np.empty((plan.total, plan.width), np.float32)
+    plan.fill(out, 0, plan.total)
     return out
+
+
+class _FramePlan:
+    """Where each 5 ms frame of a label falls (line, phone), to write any run of frame rows."""
+
+    def __init__(self, label: HTSLabel, phone_rows: np.ndarray, subphone_features: str) -> None:
+        if not label.aligned:
+            raise FeatprepError(
+                "frame features need aligned labels (start and end times); these have none: "
+                "ask for phone-level rows (question columns only)"
+            )
+        if subphone_features == "auto":
+            subphone_features = default_subphone_features(label)
+        _check_mode(label, subphone_features)
+        frames = label.frames()
+        if np.any(frames < 0):
+            raise FeatprepError("labels with negative durations")
+        self.mode = subphone_features
+        self.n_states = _states_per_phone(label) if label.state_aligned else 1
+        self.line_frames = frames
+        self.phone_frames = frames.reshape(-1, self.n_states).sum(axis=1)
+        self.line_end = np.cumsum(frames)
+        self.phone_end = np.cumsum(self.phone_frames)
+        self.total = int(self.phone_end[-1]) if len(self.phone_end) else 0
+        self.n_questions = phone_rows.shape[1]
+        self.width = self.n_questions + FRAME_FEATURES[subphone_features]
+        # the phone rows with the frame columns still empty: each frame row is one copy
+        self.widened = np.zeros((len(phone_rows), self.width), np.float32)
+        self.widened[:, : self.n_questions] = phone_rows
+
+    def fill(self, out: np.ndarray, first: int, last: int) -> None:
+        """Write frame rows ``first:last`` into ``out`` (``last - first`` rows)."""
+        g = np.arange(first, last)
+        phone = np.searchsorted(self.phone_end, g, side="right")
+        np.take(self.widened, phone, axis=0, out=out, mode="clip")  # clip: unbuffered
+        if self.width == self.n_questions:
+            return
+        line = np.searchsorted(self.line_end, g, side="right")
+        i = g - (self.line_end - self.line_frames)[line]  # frame in state (or phone)
+        k = g - (self.phone_end - self.phone_frames)[phone]  # frame in phone
+        n = self.line_frames[line].astype(np.float64)
+        P = self.phone_frames[phone].astype(np.float64)
+        s = (line % self.n_states + 1).astype(np.float64)
+        B = (k - i).astype(np.float64)
+        n_states = self.n_states
+        cols = {
+            "state_fw": lambda: (i + 1) / n,
+            "state_bw": lambda: (n - i) / n,
+            "state_frames": lambda: n,
+            "state_index": lambda: s,
+            "state_index_bw": lambda: n_states + 1 - s,
+            "phone_frames": lambda: P,
+            "state_share": lambda: n / P,
+            "phone_bw": lambda: (P - i - B) / P,
+            "phone_fw": lambda: (B + i + 1) / P,
+            "uniform_state_index": lambda: np.maximum(1.0, np.round((B + i + 1) / P * n_states)),
+        }
+        if self.mode == "coarse_coding":
+            cc = _coarse(k, P)
+            cols.update({f"coarse_{c}": (lambda c=c: cc[:, c]) for c in range(3)})
+        for c, name in enumerate(FRAME_FEATURE_NAMES[self.mode]):
+            out[:, self.n_questions + c] = cols[name]()
 
 
 def duration_targets(label: HTSLabel) -> np.ndarray:

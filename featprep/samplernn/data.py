@@ -42,11 +42,13 @@ class UtteranceRef:
 class Corpus:
     """The utterances of some splits, with memory-mapped arrays of every shard.
 
-    ``features``: a feature spec (see ``conditioning``), or None; float streams are
-    normalised per speaker with the statistics of ``featprep normstats`` when
-    ``normalise``. The shards of ``splits`` and the statistics are checked first
-    (`featprep.integrity`; the sha256 of every file unless ``verify`` is False): a damaged
-    corpus is one error before the first step, not a traceback or a silent one later.
+    ``roles``: only the speakers of these roles (``featprep.splits.ROLES``; None: every
+    speaker), numbered in sorted order in ``speakers``. ``features``: a feature spec (see
+    ``conditioning``), or None; float streams are normalised per speaker with the
+    statistics of ``featprep normstats`` when ``normalise``. The shards of ``splits`` and
+    the statistics are checked first (`featprep.integrity`; the sha256 of every file unless
+    ``verify`` is False): a damaged corpus is one error before the first step, not a
+    traceback or a silent one later.
     """
 
     def __init__(
@@ -56,10 +58,13 @@ class Corpus:
         features: str | None = "ling",
         normalise: bool = True,
         verify: bool = True,
+        roles: tuple[str, ...] | None = None,
     ) -> None:
         directory = Path(directory)
         manifest = verify_corpus(directory, splits=splits, hashes=verify)
-        self.speakers = sorted(s["id"] for s in manifest["speakers"])
+        self.speakers = sorted(
+            s["id"] for s in manifest["speakers"] if roles is None or s.get("role") in roles
+        )
         speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.spec = None if features is None else parse_spec(features, manifest["features"])
         self.feature_dim = self.spec.dim if self.spec else 0
@@ -75,6 +80,8 @@ class Corpus:
             index, arrays = open_shard(path)
             self.shards.append(arrays)
             for r in index.itertuples():
+                if r.speaker not in speaker_index:  # a speaker of another role
+                    continue
                 self.utterances.append(
                     UtteranceRef(
                         len(self.shards) - 1,
@@ -86,7 +93,8 @@ class Corpus:
                     )
                 )
         if not self.utterances:
-            raise FeatprepError(f"{directory}: no utterance in split(s) {list(splits)}")
+            of = "" if roles is None else f" of {' or '.join(roles)} speakers"
+            raise FeatprepError(f"{directory}: no utterance{of} in split(s) {list(splits)}")
 
     def audio(self, u: UtteranceRef, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) of an utterance (zeros before its start), float32."""

@@ -36,20 +36,18 @@ class Run:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        try:
-            self.info: dict[str, Any] = json.loads((self.folder / "config.json").read_text())
-        except FileNotFoundError:
+        self.info: dict[str, Any] = read_run_info(self.folder)
+        if isinstance(self.info, dict) and self.info.get("kind", "samplernn") != "samplernn":
             raise FeatprepError(
-                f"{self.folder} is not a training run (no config.json): run featprep train"
-            ) from None
-        except ValueError as e:
-            raise FeatprepError(f"{self.folder}/config.json is damaged: {e}") from None
+                f"{self.folder} is a {self.info['kind']} model run, not a SampleRNN voice"
+                + (": give it to generate as --duration-model" if self.info["kind"] == "duration" else "")
+            )
         checkpoint = self.folder / "checkpoint.pt"
-        if not checkpoint.is_file():
-            raise FeatprepError(f"{checkpoint} does not exist: the run has not saved a checkpoint yet")
         self.model = self._model()
         load_into(self.model, self._saved(checkpoint, "model"), checkpoint, "the model of config.json")
         self.model.eval()
+        #: speaker vectors per tuple of speakers, built once each (`speaker_source`)
+        self._sources: dict[tuple[str, ...], Any] = {}
 
     def _model(self) -> SampleRNN:
         """The model config.json describes, or a `FeatprepError` for a damaged config.json."""
@@ -80,38 +78,31 @@ class Run:
         return saved[part]
 
     def speaker_index(self, speaker: str) -> int:
-        speakers = self.info["speakers"]
-        if speaker not in speakers:
-            # every name of a short list; the first 10 and a count of the rest of a long one
-            shown = ", ".join(speakers[:10]) + (
-                f" and {len(speakers) - 10} more" if len(speakers) > 10 else ""
-            )
-            raise FeatprepError(
-                f"speaker {speaker!r} is not in this run; it knows {len(speakers)} speakers: {shown}"
-            )
-        return speakers.index(speaker)
+        return speaker_position(self.info["speakers"], speaker)
 
-    def speaker_source(self):  # noqa: ANN201 - a SpeakerSource, or None for the lookup modes
-        """The PASE speaker vectors of this run (pase_seed, pase_trained with its weights)."""
+    def speaker_source(self, speakers: Sequence[str] | None = None):  # noqa: ANN201 - a SpeakerSource, or None
+        """The PASE speaker vectors of this run (pase_seed, pase_trained with its weights) for
+        ``speakers`` of its corpus: its own (None), or others, such as held-out
+        ``adaptation`` speakers, each from a seed recording of theirs (`SpeakerSource`)."""
         mode = self.info["train"]["speaker_mode"]
         if mode not in ("pase_seed", "pase_trained"):
             return None
-        if getattr(self, "_source", None) is None:
+        speakers = tuple(self.info["speakers"] if speakers is None else speakers)
+        sources = self._sources
+        if speakers not in sources:
             from .speakers import SpeakerSource
             from .train import TrainConfig
 
             cfg = TrainConfig(**self.info["train"])
-            source = SpeakerSource(
-                mode, Path(self.info["corpus"]), self.info["speakers"], cfg, torch.device("cpu")
-            )
+            source = SpeakerSource(mode, Path(self.info["corpus"]), list(speakers), cfg, torch.device("cpu"))
             if source.encoder is not None:
                 checkpoint = self.folder / "checkpoint.pt"
                 load_into(
                     source.encoder, self._saved(checkpoint, "encoder"), checkpoint, "the run's PASE encoder"
                 )
                 source.encoder.eval()
-            self._source = source
-        return self._source
+            sources[speakers] = source
+        return sources[speakers]
 
     def speaker_input(self, speaker: str) -> torch.Tensor:
         """What the model takes for ``speaker``: its index, or its fixed PASE vector."""
@@ -122,32 +113,7 @@ class Run:
     def speaker_from_wav(self, path: str | Path, start_seconds: float = 0.5) -> torch.Tensor:
         """A pase_seed run's speaker vector from a recording: the mean of its PASE frames
         over the run's seed window, starting ``start_seconds`` in, by the corpus's encoder."""
-        if self.info["train"]["speaker_mode"] != "pase_seed":
-            raise FeatprepError("--seed-wav needs a run trained with speaker_mode=pase_seed")
-        from ..audio import downmix, read_audio, resample
-        from ..errors import Rejected
-        from ..manifest import read_manifest
-        from ..pase import load_encoder
-        from ..pase.extract import extract
-
-        pase = read_manifest(self.info["corpus"])["recipe"]["pase"]
-        encoder = load_encoder(
-            pase["arch"],
-            checkpoint=pase["checkpoint"] or None,
-            random_init_seed=None if pase["checkpoint"] else pase["random_init_seed"],
-        )
-        try:
-            audio, sr = read_audio(path)
-        except Rejected as r:
-            raise FeatprepError(f"{path}: {r.code}: {r.detail}") from None
-        wave = resample(downmix(audio), sr, 16000)
-        seconds = self.info["train"]["seed_seconds"]
-        begin = min(int(start_seconds * 16000), max(0, len(wave) - int(seconds * 16000)))
-        window = wave[begin : begin + int(seconds * 16000)]
-        if len(window) < 1600:
-            raise FeatprepError(f"{path} is too short for a PASE seed ({len(wave) / 16000:.2f} s)")
-        (frames,) = extract(encoder, [window], device="cpu")
-        return torch.from_numpy(frames.mean(axis=0, dtype=np.float32))[None]
+        return seed_wav_vector(self.info, path, start_seconds)
 
     def conditioning(self, label: HTSLabel, speaker: str | None) -> tuple[np.ndarray | None, int]:
         """Packed, normalised frame features of ``label`` for ``speaker`` (None: global
@@ -160,7 +126,7 @@ class Run:
         arrays = {}
         if "ling" in spec.streams:
             subphone = self.info["linguistic"]["subphone_features"]
-            arrays["ling"] = linguistic_features(label, self._questions, subphone_features=subphone)
+            arrays["ling"] = linguistic_features(label, self.questions, subphone_features=subphone)
         if vocab is not None:
             arrays["ling_cat"], arrays["ling_num"] = label_compact_features(label, vocab)
         return pack(spec, arrays, lambda stream, x: self._normalisers(stream, speaker)(x)), frames
@@ -181,12 +147,68 @@ class Run:
         return spec, manifest_vocabularies(streams["ling_cat"]["vocabularies"]) if compact else None
 
     @cached_property
-    def _questions(self) -> CompiledQuestions:
+    def questions(self) -> CompiledQuestions:
         return CompiledQuestions(load_questions(self.info["linguistic"]["questions"]))
 
     @cached_property
     def _normalisers(self) -> Normalisers:
         return Normalisers(self.info["corpus"])
+
+
+def read_run_info(folder: Path) -> Any:
+    """A run folder's config.json, once it holds a checkpoint; one line otherwise."""
+    try:
+        info = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise FeatprepError(f"{folder} is not a training run (no config.json): run featprep train") from None
+    except ValueError as e:
+        raise FeatprepError(f"{folder}/config.json is damaged: {e}") from None
+    checkpoint = folder / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise FeatprepError(f"{checkpoint} does not exist: the run has not saved a checkpoint yet")
+    return info
+
+
+def speaker_position(speakers: list[str], speaker: str, run: str = "this run") -> int:
+    """``speaker``'s row in a run's speaker list, or one line naming the speakers it knows."""
+    if speaker not in speakers:
+        # every name of a short list; the first 10 and a count of the rest of a long one
+        shown = ", ".join(speakers[:10]) + (f" and {len(speakers) - 10} more" if len(speakers) > 10 else "")
+        raise FeatprepError(
+            f"speaker {speaker!r} is not in {run}; it knows {len(speakers)} speakers: {shown}"
+        )
+    return speakers.index(speaker)
+
+
+def seed_wav_vector(info: dict[str, Any], path: str | Path, start_seconds: float = 0.5) -> torch.Tensor:
+    """A pase_seed run's (``info``: its config.json) speaker vector from a recording: the
+    mean of its PASE frames over the run's seed window, starting ``start_seconds`` in, by
+    the corpus's encoder; (1, E)."""
+    if info["train"]["speaker_mode"] != "pase_seed":
+        raise FeatprepError("--seed-wav needs a run trained with speaker_mode=pase_seed")
+    from ..audio import downmix, read_audio, resample
+    from ..errors import Rejected
+    from ..pase import load_encoder
+    from ..pase.extract import extract
+
+    pase = read_manifest(info["corpus"])["recipe"]["pase"]
+    encoder = load_encoder(
+        pase["arch"],
+        checkpoint=pase["checkpoint"] or None,
+        random_init_seed=None if pase["checkpoint"] else pase["random_init_seed"],
+    )
+    try:
+        audio, sr = read_audio(path)
+    except Rejected as r:
+        raise FeatprepError(f"{path}: {r.code}: {r.detail}") from None
+    wave = resample(downmix(audio), sr, 16000)
+    seconds = info["train"]["seed_seconds"]
+    begin = min(int(start_seconds * 16000), max(0, len(wave) - int(seconds * 16000)))
+    window = wave[begin : begin + int(seconds * 16000)]
+    if len(window) < 1600:
+        raise FeatprepError(f"{path} is too short for a PASE seed ({len(wave) / 16000:.2f} s)")
+    (frames,) = extract(encoder, [window], device="cpu")
+    return torch.from_numpy(frames.mean(axis=0, dtype=np.float32))[None]
 
 
 def generate_to(
@@ -197,6 +219,7 @@ def generate_to(
     texts: Sequence[str] = (),
     speaker: str | None = None,
     seed_wav: str | Path | None = None,
+    duration_model: str | Path | None = None,
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 16,
@@ -206,8 +229,11 @@ def generate_to(
 ) -> Iterator[tuple[Path, np.ndarray]]:
     """Generate one utterance per label file and per text with a trained run (``featprep
     generate``), as a corpus ``speaker`` or, for pase_seed runs, as the speaker of
-    ``seed_wav``. Returns an iterator that generates and writes them batch by batch,
-    yielding each wav written (16 kHz) with its samples.
+    ``seed_wav``. With ``duration_model`` (a duration run folder) every utterance's phones
+    are timed by it (label files' own times are dropped); without, text gets Festival's
+    predicted durations and label files keep their times. Returns an iterator that
+    generates and writes them batch by batch, yielding each wav written (16 kHz) with its
+    samples.
 
     One utterance with ``out`` ending in ``.wav`` is written there; otherwise ``out`` is a
     folder of ``LABELS-STEM.wav`` and ``text-NNN.wav``. The arguments and the output
@@ -237,6 +263,8 @@ def generate_to(
     utterances = [read_hts(p) for p in labels]
     if texts:
         utterances += [merlin_normalise(label) for label in text_to_labels(texts)]
+    if duration_model is not None:
+        utterances = _timed(duration_model, trained, utterances, speaker, seed_wav)
     conditioning = [trained.conditioning(label, speaker) for label in utterances]  # no speaker: global
     requests = [(features, who, frames) for features, frames in conditioning]
     generator = Generator(trained.model.to(resolve_device(device)), dtype=resolve_dtype(dtype))
@@ -253,3 +281,20 @@ def generate_to(
                 yield target, samples
 
     return write()
+
+
+def _timed(
+    folder: str | Path,
+    voice: Run,
+    utterances: list[HTSLabel],
+    speaker: str | None,
+    seed_wav: str | Path | None,
+) -> list[HTSLabel]:
+    """``utterances`` timed by the duration run ``folder`` for the speaker (checked to agree
+    with the voice run first)."""
+    from ..duration.run import DurationRun
+
+    durations = DurationRun(folder)
+    durations.check_voice(voice)
+    who = durations.speaker_input(speaker) if speaker is not None else durations.speaker_from_wav(seed_wav)
+    return [durations.time(label, who)[0] for label in utterances]

@@ -26,6 +26,7 @@ from ..errors import ArgumentError, FeatprepError
 from ..io import atomic_write_text, load_into
 from ..pase.architectures import ARCHITECTURES
 from ..recipe_schema import Rule, choice, flag, integers, number, text
+from ..splits import TRAINED_ROLES
 from .checkpoint import CHECKPOINT_KEYS, check_run_folder, restore, resume_checkpoint, write_checkpoint
 from .data import Corpus, TBPTTLoader
 from .distributed import Group
@@ -35,6 +36,7 @@ from .model import ModelConfig, SampleRNN
 from .speakers import SpeakerSource
 
 logger = logging.getLogger(__name__)
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the SSW 2019 configuration
@@ -77,10 +79,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Every option of the right kind and in its range, checked where it is made, so
         that a notebook's config fails as the command line's does: one line naming it."""
-        for name, rule in TRAIN_RULES.items():
-            value = getattr(self, name)
-            if not rule.test(value):
-                raise FeatprepError(f"training option {name!r} must be {rule.expected}, found {value!r}")
+        check_options(self, TRAIN_RULES)
         if math.prod(self.ratios) != FRAME_SHIFT:
             raise FeatprepError(
                 f"training option 'ratios' {self.ratios}: their product must be {FRAME_SHIFT} "
@@ -94,14 +93,30 @@ class TrainConfig:
 
     @classmethod
     def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        if preset not in PRESETS:
-            raise FeatprepError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-        values = {**PRESETS[preset], **(overrides or {})}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise FeatprepError(f"unknown training option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+        return config_from_preset(cls, PRESETS, preset, overrides)
+
+
+def check_options(config: Any, rules: dict[str, Rule]) -> None:
+    """Every option of a training config (a dataclass) obeys its rule, or one line naming it."""
+    for name, rule in rules.items():
+        value = getattr(config, name)
+        if not rule.test(value):
+            raise FeatprepError(f"training option {name!r} must be {rule.expected}, found {value!r}")
+
+
+def config_from_preset(
+    cls: type, presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any] | None
+) -> Any:
+    """A training config of class ``cls``: the preset's values with ``overrides`` laid over
+    them; an unknown preset or option is one line naming it."""
+    if preset not in presets:
+        raise FeatprepError(f"unknown preset {preset!r}; expected one of {sorted(presets)}")
+    values = {**presets[preset], **(overrides or {})}
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise FeatprepError(f"unknown training option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return cls(**values)
 
 
 #: the valid values of each `TrainConfig` option
@@ -160,7 +175,9 @@ def train(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``.
+    """Train on ``directory`` (a prepared, normstats'd corpus) into the run folder ``out``,
+    on the utterances of its ``modeling`` speakers (`TRAINED_ROLES`; every speaker unless
+    the recipe's ``split.modeling_per_gender`` picks some).
 
     Returns the last log record. ``steps`` or ``epochs`` bound the run (counting from
     the start of training, so a resumed run stops where the uninterrupted one would).
@@ -181,8 +198,12 @@ def train(
         raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {group.world} processes")
     features = cfg.feature_spec
     # checked before the first step; verify=False skips the sha256 of every file
-    corpus = Corpus(directory, ("train",), features, verify=verify)
-    valid = Corpus(directory, ("valid",), features, verify=verify) if _has_split(directory, "valid") else None
+    corpus = Corpus(directory, ("train",), features, verify=verify, roles=TRAINED_ROLES)
+    valid = (
+        Corpus(directory, ("valid",), features, verify=verify, roles=TRAINED_ROLES)
+        if has_split(directory, "valid")
+        else None
+    )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
     saved = resume_checkpoint(out, resume, asdict(cfg), _compared, group, task.keys, log)
     if saved is not None:
@@ -215,7 +236,7 @@ class _Steps(Task):
         self.cfg, self.corpus, self.valid, self.out, self.group = cfg, corpus, valid, out, group
         self.checkpoint, dev = out / "checkpoint.pt", group.device
         say = log if group.rank == 0 else lambda _m: None
-        self.seeds = _speaker_source(cfg, directory, corpus.speakers, dev, say)
+        self.seeds = speaker_source(cfg, directory, corpus.speakers, dev, say)
         self.encoder = self.seeds.encoder if self.seeds is not None else None
         torch.manual_seed(cfg.seed)
         self.model = SampleRNN(_model_config(cfg, corpus, self.seeds)).to(dev)
@@ -278,7 +299,7 @@ class _Steps(Task):
         write_checkpoint(self, asdict(self.cfg), {"hidden": [s.cpu() for s in self.state]}, extra)
 
 
-def _speaker_source(
+def speaker_source(
     cfg: TrainConfig, directory: Path, speakers: list[str], dev: torch.device, log
 ) -> SpeakerSource | None:
     """The PASE speaker vectors of the pase modes (None for the lookup modes)."""
@@ -366,7 +387,11 @@ def _write_sample(
     return samples
 
 
-def _has_split(directory: Path, split: str) -> bool:
+def has_split(directory: Path, split: str) -> bool:
+    """Whether a speaker the trainer learns from has utterances in ``split``."""
     from ..manifest import read_manifest
 
-    return any(s["split"] == split and s["rows"] for s in read_manifest(directory)["shards"])
+    return any(
+        s.get("role") in TRAINED_ROLES and s.get("utterances", {}).get(split)
+        for s in read_manifest(directory)["speakers"]
+    )
