@@ -18,9 +18,12 @@ with each):
 - ``-j 1`` against ``-j N`` (``--jobs``, default every core): the stages alone, and from
   nothing; the shards of both must be the same bytes.
 
+The default stages run as ``featprep prepare vctk`` commands, each a fresh process (the
+audio path and the plain loops run in this one, warmed up).
+
 ``--parts scaling`` measures the last item alone, the stages without the aligner (for a
-60-minute corpus). Peak RSS of this process and of the largest worker is printed. Not run
-in CI.
+60-minute corpus). Peak RSS of this process and of the largest command process or worker
+is printed. Not run in CI.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -135,23 +140,16 @@ def cpu_seconds() -> float:
 CPU: dict = {}
 
 
+def command(root: Path, out: Path, jobs: int) -> None:
+    """``featprep prepare vctk`` as a user runs it: a fresh process (its imports, its
+    workers' start and each stage's first call are part of the cost), default stages."""
+    sets = [arg for s in SETS for arg in ("--set", s)]
+    run = [sys.executable, "-m", "featprep", "prepare", "vctk", "--root", str(root), "--out", str(out)]
+    subprocess.run([*run, "--jobs", str(jobs), "-q", *sets], check=True, stdout=subprocess.DEVNULL)
+
+
 def digests(out: Path) -> dict[str, str]:
     return {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.glob("shards/*/*/*"))}
-
-
-def worker_rss_mb() -> float:
-    """Peak RSS of the largest live child (loky keeps its workers a while after a run)."""
-    peak = 0.0
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-    return peak
 
 
 def acoustic_against_rapt(out: Path) -> tuple[float, float]:
@@ -188,27 +186,27 @@ def scaling(
         shutil.rmtree(out, ignore_errors=True)
     t_full1 = cpu_full1 = float("nan")
     if from_nothing:
-        t_full1, load = timed(prepare, "vctk", root, one, overrides=SETS, jobs=1)
-        cpu_full1 = CPU[prepare]
+        t_full1, load = timed(command, root, one, 1)
+        cpu_full1 = CPU[command]
         print(
             f"prepare -j 1, default stages from nothing: {seconds / t_full1:6.0f} x real time "
             f"({t_full1:.2f} s; {seconds / cpu_full1:.0f} x per CPU-second; load {load:.1f})"
         )
-        t_fullN, load = timed(prepare, "vctk", root, many, overrides=SETS, jobs=jobs)
+        t_fullN, load = timed(command, root, many, jobs)
         print(
             f"prepare -j {jobs}, default stages from nothing: {seconds / t_fullN:6.0f} x real time "
             f"({t_fullN:.2f} s wall, {t_fullN / t_full1:.2f} x -j 1's; load {load:.1f})"
         )
         same = digests(one) == digests(many)
     else:
-        prepare("vctk", root, many, overrides=SETS, jobs=jobs)
+        command(root, many, jobs)
         shutil.copytree(many / "align", one / "align")
         same = True
     for out in (one, many):  # the stages alone: the aligner's model and labels stay in OUT/align
         shutil.rmtree(out / "shards", ignore_errors=True)
-    t_one, load1 = timed(prepare, "vctk", root, one, overrides=SETS, jobs=1)
-    cpu_one = CPU[prepare]
-    t_many, loadN = timed(prepare, "vctk", root, many, overrides=SETS, jobs=jobs)
+    t_one, load1 = timed(command, root, one, 1)
+    cpu_one = CPU[command]
+    t_many, loadN = timed(command, root, many, jobs)
     same = same and digests(one) == digests(many)
     print(
         f"prepare -j 1, default stages, aligner's output reused: {seconds / t_one:6.0f} x real time "
@@ -274,7 +272,11 @@ def main() -> None:
         f"{t_features / t_rapt:.2f} x RAPT's time (load {os.getloadavg()[0]:.1f})"
     )
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS: this process {rss_self:.0f} MB, largest live worker {worker_rss_mb():.0f} MB")
+    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        f"peak RSS: this process {rss_self:.0f} MB, the largest featprep command or worker "
+        f"{rss_children:.0f} MB"
+    )
 
 
 if __name__ == "__main__":
