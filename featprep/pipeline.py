@@ -23,58 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import pyarrow as pa
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from .acoustic import AcousticStage
-from .audio.stage import AudioStage
 from .check import check
 from .corpora import discover
-from .errors import ArgumentError, CorpusError, FeatprepError, NoValidUtterances, OutputError, Rejected
+from .errors import ArgumentError, CorpusError, FeatprepError, NoValidUtterances, OutputError
 from .io import check_output_dir, dead_temporary, remove_dead_temporaries
-from .labels.stage import LabelStage, LinguisticStage
 from .labels.xwaves import read_xwaves
 from .manifest import write_manifest, write_rejected
-from .pase.stage import PaseStage
 from .recipe import load_corpus_recipe
 from .records import Rejection, Utterance
-from .shards import ShardPlan, plan_shards, read_shard_info, write_shard
+from .shards import ShardPlan, plan_shards, read_shard_info
+from .shardwork import build_stages, process_shard, shard_in_worker, stage_outputs
 from .splits import assign_splits
-from .stage import ArraySpec, Item, Stage
+from .stage import Stage
 from .workers import check_backend, dask_client, parallel_config, resolve_jobs
 
 logger = logging.getLogger(__name__)
-
-#: the per-utterance stages of prepare, in order
-STAGES: list[type[Stage]] = [LabelStage, AudioStage, LinguisticStage, AcousticStage, PaseStage]
-
-
-def build_stages(recipe: dict[str, Any], root: str, genders: dict[str, str] | None = None) -> list[Stage]:
-    return [cls(recipe, root, genders) for cls in STAGES]
-
-
-#: a worker thread's stages, ``.run``: (run token, stages built and set up on its first shard
-#: of that run); per thread, as the stages keep per-shard state and a Dask worker may run
-#: several tasks at once in threads
-_worker_stages = threading.local()
-
-
-def _stages_of_worker(recipe: dict[str, Any], root: str, genders: dict[str, str], run: str) -> list[Stage]:
-    """The stages of prepare run ``run`` in this worker thread, built and set up once per run
-    (PASE weights read and hashed, question sets compiled once, not per shard)."""
-    cached = getattr(_worker_stages, "run", None)
-    if cached is None or cached[0] != run:
-        stages = build_stages(recipe, root, genders)
-        for stage in stages:
-            stage.setup()
-        _worker_stages.run = cached = (run, stages)
-    return cached[1]
-
-
-def stage_outputs(stages: list[Stage]) -> tuple[list[ArraySpec], dict[str, pa.DataType]]:
-    specs = [spec for s in stages for spec in s.outputs()]
-    columns = {name: t for s in stages for name, t in s.columns.items()}
-    return specs, columns
 
 
 @dataclass
@@ -114,40 +80,6 @@ class PrepareReport:
         if self.complete:
             out.append(f"output: {self.out}/manifest.json, {self.out}/rejected.tsv")
         return out
-
-
-def process_shard(
-    plan: ShardPlan,
-    stages: list[Stage],
-    out_dir: Path,
-    fingerprint: str,
-    progress: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
-    """Run every stage (set up already) on every utterance of a shard and write it; returns
-    shard.json.
-
-    ``progress`` is called with 1 after each utterance (a bar's update, or a queue's put
-    when the shard runs in a worker process).
-    """
-    for stage in stages:
-        stage.begin_shard(plan.utterances)
-    specs, columns = stage_outputs(stages)
-    items, rejections = [], []
-    for utt in plan.utterances:
-        item = Item(utt, plan.split)
-        current = stages[0].name
-        try:
-            for stage in stages:
-                current = stage.name
-                stage.process(item)
-            items.append(item)
-        except Rejected as r:
-            rejections.append(Rejection(utt.id, utt.speaker, current, r.code, r.detail, utt.audio_path))
-        if progress is not None:
-            progress(1)
-    for stage in stages:
-        stage.finish_shard(items)
-    return write_shard(out_dir, plan, items, specs, columns, rejections, fingerprint)
 
 
 def _check_arguments(
@@ -274,19 +206,6 @@ def _progress(total: int, jobs: int, enabled: bool, client: Any = None) -> Itera
             bar.close()
 
 
-def _process_shard_in_worker(
-    plan: ShardPlan,
-    recipe: dict[str, Any],
-    root: str,
-    genders: dict[str, str],
-    run: str,
-    out_dir: Path,
-    fingerprint: str,
-    progress: Callable[[int], Any] | None,
-) -> dict[str, Any]:
-    return process_shard(plan, _stages_of_worker(recipe, root, genders, run), out_dir, fingerprint, progress)
-
-
 def _run_shards(
     todo: list[tuple[ShardPlan, str]],
     stages: list[Stage],
@@ -309,14 +228,17 @@ def _run_shards(
         if jobs == 1 and backend == "loky":
             for stage in stages:
                 stage.setup()
-            return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
+            # one BLAS/OpenMP thread, as in each worker of -j N: more only spin on the small
+            # products of the stages (the mel-cepstrum's took 20x the CPU time with 2 threads)
+            with threadpool_limits(limits=1):
+                return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
         # One BLAS/torch thread per worker: the parallelism is across shards.
         run = uuid.uuid4().hex
         with parallel_config(backend, client):
             shards = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
             return list(
                 shards(
-                    joblib.delayed(_process_shard_in_worker)(p, recipe, root, genders, run, out, fp, tick)
+                    joblib.delayed(shard_in_worker)(p, recipe, root, genders, run, out, fp, tick)
                     for p, fp in todo
                 )
             )

@@ -11,15 +11,15 @@ folder with the final name is always whole.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -29,6 +29,9 @@ from .records import Rejection, Utterance
 from .splits import SPLITS
 from .stage import ArraySpec, Item, clock_columns
 from .stats import save_statistics, shard_statistics
+
+if TYPE_CHECKING:  # pandas costs a worker of prepare 0.5 s of imports it does not need
+    import pandas as pd
 
 #: index columns every shard has, before the columns of the stages
 BASE_COLUMNS: dict[str, pa.DataType] = {
@@ -112,10 +115,39 @@ def plan_shards(splits: dict[str, str], utterances: list[Utterance], max_seconds
     return plans
 
 
-def _stack(rows: list[np.ndarray], dtype: str, dim: int | None) -> np.ndarray:
-    if rows:
-        return np.concatenate(rows).astype(dtype, copy=False)
-    return np.zeros((0,) if dim is None else (0, dim), dtype=dtype)
+def _save_rows(path: Path, rows: list[np.ndarray], dtype: str, dim: int | None) -> str:
+    """Write ``rows`` (utterances' arrays) one after another as one ``.npy`` file: the bytes
+    ``np.save`` writes for their concatenation cast to ``dtype``, without making it (a
+    shard's linguistic features are 150 MB); returns the file's sha256, hashed on the way."""
+    promoted = np.result_type(*rows) if rows else np.dtype(dtype)  # np.concatenate's, then the cast
+    count = sum(len(r) for r in rows)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header,
+        {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (count,) if dim is None else (count, dim),
+        },
+    )
+    digest = hashlib.sha256(header.getvalue())
+    with open(path, "wb") as f:
+        f.write(header.getvalue())
+        for row in rows:
+            data = np.ascontiguousarray(row.astype(promoted, copy=False).astype(dtype, copy=False))
+            digest.update(data)
+            f.write(data)
+    return digest.hexdigest()
+
+
+def _load_rows(path: Path, dtype: str, dim: int | None) -> np.ndarray:
+    """A stream file `_save_rows` wrote, memory-mapped (an empty one cannot be mapped)."""
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        shape = np.lib.format.read_array_header_1_0(f)[0]
+    if shape[0] == 0:
+        return np.zeros((0,) if dim is None else (0, dim), dtype=dtype)
+    return np.load(path, mmap_mode="r")
 
 
 def write_shard(
@@ -183,15 +215,17 @@ def write_shard(
         frame_offset += n
 
     pq.write_table(pa.Table.from_pydict(table, schema=schema), tmp / "index.parquet")
-    stacked = {"audio": _stack([i.audio for i in items], "int16", None)}
+    streams = {"audio": ([i.audio for i in items], "int16", None)}
     for spec in specs:
-        stacked[spec.name] = _stack([i.arrays[spec.name] for i in items], spec.dtype, spec.dim)
-    for name, arr in stacked.items():
-        np.save(tmp / f"{name}.npy", arr)
-    # partial statistics of this shard, merged later by normstats without re-reading arrays
-    save_statistics(tmp / "stats.npz", shard_statistics(pd.DataFrame(table), stacked))
+        streams[spec.name] = ([i.arrays[spec.name] for i in items], spec.dtype, spec.dim)
+    written = {f"{name}.npy": _save_rows(tmp / f"{name}.npy", *stream) for name, stream in streams.items()}
+    # partial statistics of this shard, merged later by normstats without re-reading arrays;
+    # read back from the files just written (in the page cache), not from a copy in memory
+    stacked = {name: _load_rows(tmp / f"{name}.npy", dtype, dim) for name, (_, dtype, dim) in streams.items()}
+    save_statistics(tmp / "stats.npz", shard_statistics(table, stacked))
+    del stacked  # the maps, before the folder is renamed
 
-    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+    files = {p.name: written.get(p.name) or sha256_file(p) for p in sorted(tmp.iterdir())}
     info = {
         "name": plan.name,
         "split": plan.split,
@@ -228,6 +262,8 @@ def open_shard(path: str | Path, *, mmap: bool = True) -> tuple[pd.DataFrame, di
     ``arrays[name][index.frame_offset[i] :][:n]``. A file linked to outside the shard
     folder is refused (`CorruptCorpus`); `featprep.integrity.check_corpus` checks the rest.
     """
+    import pandas as pd
+
     path = Path(path)
     index = pd.read_parquet(inside(path, "index.parquet", "shard file"))
     arrays = {

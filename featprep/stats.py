@@ -157,18 +157,19 @@ def speaker_spans(speakers: list[str], lengths: np.ndarray) -> dict[str, list[tu
 
 
 def shard_statistics(index, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Moments]]:
-    """stream -> speaker -> moments of one shard (index: its parquet table as pandas)."""
-    speakers = index["speaker"].tolist()
+    """stream -> speaker -> moments of one shard (index: its parquet table's columns, as
+    pandas or a dict of lists)."""
+    speakers = list(index["speaker"])
     out: dict[str, dict[str, Moments]] = {}
     for stream in stream_names(arrays):
         x, valid = stream_rows(stream, arrays)
         rate = STREAM_RATES[stream]
         if rate == "sample":
-            lengths = index["n_frames"].to_numpy() * 80
+            lengths = np.asarray(index["n_frames"]) * 80
         elif rate == "frame":
-            lengths = index["n_frames"].to_numpy()
+            lengths = np.asarray(index["n_frames"])
         else:
-            lengths = index[clock_columns(rate)[0]].to_numpy()
+            lengths = np.asarray(index[clock_columns(rate)[0]])
         per_speaker = {}
         for speaker, spans in speaker_spans(speakers, lengths).items():
             total = Moments.empty(x.shape[1])

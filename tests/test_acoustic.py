@@ -78,7 +78,8 @@ def test_mel_cepstrum_equals_pysptk_frame_by_frame():
     y, sr = _clip(PYSPTK_DATA / "arctic_a0007.wav")
     ours = mel_cepstrum(y, order=24, alpha=0.41, fft_size=512, window=400)
     padded = np.pad(y.astype(np.float64), 200, mode="reflect")
-    for i in (0, 17, 300, len(ours) - 1):
+    # every frame: mel_cepstrum works in blocks of frames, each block edge is a frame here
+    for i in range(len(ours)):
         frame = padded[80 * i + 40 : 80 * i + 440] * np.blackman(400)
         power = np.abs(np.fft.rfft(frame, 512)) ** 2 + 1e-10
         np.testing.assert_allclose(ours[i], pysptk.sp2mc(power, 24, 0.41), atol=1e-10)

@@ -134,7 +134,7 @@ def test_dask_scheduler_address_aligns_and_shards_on_its_workers(
             )
         assert report.complete
         ran = {re.sub(r"_\d+_calls-[0-9a-f]+$", "", task["key"]) for task in stream.data}
-        assert {"batch_of__align_speaker", "batch_of__process_shard_in_worker"} <= ran, ran
+        assert {"batch_of__align_speaker", "batch_of_shard_in_worker"} <= ran, ran
         _assert_same_files(out, reference, close=MODEL_FILE)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -316,8 +316,8 @@ def test_each_worker_thread_builds_its_own_stages(demo_corpus):
     threads of one run must not share them (one thread reuses its own across shards)."""
     from threading import Thread
 
-    from featprep.pipeline import _stages_of_worker
     from featprep.recipe import load_corpus_recipe
+    from featprep.shardwork import _stages_of_worker
 
     root = demo_corpus / "VCTK-Corpus"
     recipe = load_corpus_recipe("vctk", root, None, NO_LABELS)

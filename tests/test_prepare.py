@@ -363,7 +363,7 @@ def test_stages_are_set_up_once_per_run_and_leave_torch_threads_alone(real_arcti
     import torch
 
     from featprep.pase import checkpoint
-    from featprep.pipeline import STAGES
+    from featprep.shardwork import STAGES
 
     loads, setups = [], []
     load_encoder = checkpoint.load_encoder
@@ -396,3 +396,30 @@ def test_speakers_of_unknown_gender_are_named_in_a_warning(demo_corpus, tmp_path
     (warning,) = [line for line in said if "unknown gender" in line]
     expected = f"warning: {len(speakers)} speaker(s) of unknown gender ({', '.join(speakers)})"
     assert warning.startswith(expected)
+
+
+def test_a_worker_imports_only_what_its_stages_need():
+    """A worker of prepare --jobs N imports featprep.shardwork to run its tasks: neither
+    PyTorch (PASE imports it when on), pandas, librosa, scipy (not for coarse coding
+    either) nor the manifest writer."""
+    heavy = ("torch", "pandas", "librosa", "scipy", "featprep.manifest")
+    code = (
+        "import sys, featprep.shardwork; from featprep.labels.linguistic import _coarse_curves; "
+        f"_coarse_curves(); print(sorted(m for m in {heavy} if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+def test_stream_files_are_what_numpy_saves(prepared):
+    """Shards write each stream utterance by utterance (no concatenated copy in memory):
+    every file must still be the bytes np.save writes for the whole array."""
+    import io
+
+    out, _ = prepared
+    files = sorted((out / "vctk-0.92").glob("shards/*/*/*.npy"))
+    assert {f.name for f in files} >= {"audio.npy", "acoustic.npy", "ling.npy"}
+    for path in files:
+        saved = io.BytesIO()
+        np.save(saved, np.load(path))
+        assert saved.getvalue() == path.read_bytes(), path
