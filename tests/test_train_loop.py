@@ -7,15 +7,9 @@ import pytest
 import torch
 
 from featprep.errors import FeatprepError
-from featprep.samplernn.checkpoint import (
-    CHECKPOINT_KEYS,
-    check_run_folder,
-    restore,
-    resume_checkpoint,
-    write_checkpoint,
-)
+from featprep.samplernn.checkpoint import CHECKPOINT_KEYS, write_checkpoint
 from featprep.samplernn.distributed import Group
-from featprep.samplernn.loop import Optimisation, RunLog, SharedEpochs, Task, run_steps
+from featprep.samplernn.loop import Optimisation, SharedEpochs, Task, join_run, resume_and_run
 
 
 class Rows:
@@ -88,14 +82,16 @@ class Regression(Task):
 def _train(out, steps, resume=False, config=None):
     x = torch.from_numpy(np.random.default_rng(1).normal(size=(10, 3)).astype(np.float32))
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
-    check_run_folder(out)
+    join_run(out, 4, steps, None, "cpu")
     task = Regression(out, x, y)
-    saved = resume_checkpoint(out, resume, config or {"lr": 0.2}, dict, task.group, CHECKPOINT_KEYS, print)
-    if saved is not None:
-        restore(task, saved)
-    out.mkdir(exist_ok=True)
-    run_log = RunLog(out, task.optimisation.step, lambda _m: None, {"train_mse": "train/mse"}, active=True)
-    return run_steps(task, run_log, checkpoint_every=5, steps=steps, epochs=None)
+    announced = []
+    record = resume_and_run(
+        task, out, resume=resume, config=config or {"lr": 0.2}, compared=dict, keys=CHECKPOINT_KEYS,
+        announce=lambda: announced.append(True), board_tags={"train_mse": "train/mse"},
+        checkpoint_every=5, steps=steps, epochs=None, progress=False, log=lambda _m: None,
+    )  # fmt: skip
+    assert announced == [True]
+    return record
 
 
 def _records(out):

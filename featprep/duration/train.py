@@ -21,19 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..device import resolve_device
-from ..errors import ArgumentError, FeatprepError
+from ..errors import ArgumentError
 from ..io import atomic_write_text
 from ..recipe_schema import Rule, choice, number
 from ..samplernn.checkpoint import (
     CHECKPOINT_KEYS,
-    check_run_folder,
-    restore,
-    resume_checkpoint,
     write_checkpoint,
 )
 from ..samplernn.distributed import Group
-from ..samplernn.loop import Optimisation, RunLog, SharedEpochs, Task, check_bounds, run_steps
+from ..samplernn.loop import Optimisation, SharedEpochs, Task, join_run, resume_and_run
 from ..samplernn.train import check_options, config_from_preset, has_split, speaker_source
 from ..splits import TRAINED_ROLES
 from .data import PhoneBatch, PhoneCorpus, UtteranceBatches, make_batch
@@ -137,11 +133,7 @@ def train_duration(
     directory, out = Path(directory), Path(out)
     if not isinstance(cfg, DurationConfig):
         raise ArgumentError(f"cfg must be a DurationConfig, found {type(cfg).__name__}")
-    check_bounds(steps, epochs)
-    check_run_folder(out)
-    group = Group.join(resolve_device(device))
-    if cfg.batch_size % group.world:
-        raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {group.world} processes")
+    group = join_run(out, cfg.batch_size, steps, epochs, device)
     corpus = PhoneCorpus(directory, ("train",), verify=verify, roles=TRAINED_ROLES)
     valid = (
         PhoneCorpus(directory, ("valid",), verify=verify, roles=TRAINED_ROLES)
@@ -149,16 +141,11 @@ def train_duration(
         else None
     )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
-    saved = resume_checkpoint(out, resume, asdict(cfg), _compared, group, CHECKPOINT_KEYS, log)
-    if saved is not None:
-        restore(task, saved)
-    out.mkdir(parents=True, exist_ok=True)
-    if group.rank == 0:
-        _announce(directory, out, cfg, task, log)
-    run_log = RunLog(out, task.optimisation.step, log, _BOARD_TAGS, active=group.rank == 0)
-    return run_steps(
-        task, run_log, checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs, progress=progress
-    )
+    return resume_and_run(
+        task, out, resume=resume, config=asdict(cfg), compared=_compared, keys=CHECKPOINT_KEYS,
+        announce=lambda: _announce(directory, out, cfg, task, log), board_tags=_BOARD_TAGS,
+        checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs, progress=progress, log=log,
+    )  # fmt: skip
 
 
 class _Steps(Task):

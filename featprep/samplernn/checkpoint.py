@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import FeatprepError, OutputError
 from ..io import atomic_path, check_output_dir, load_into, load_weights, remove_dead_temporaries
 from .distributed import Group
-from .loop import Task
+
+if TYPE_CHECKING:
+    from .loop import Task
 
 #: the parts every checkpoint holds
 CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scheduler", "loader", "rng", "step", "skipped", "config"})

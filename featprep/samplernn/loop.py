@@ -25,9 +25,11 @@ from typing import Any, Protocol, TextIO
 
 import torch
 
+from ..device import resolve_device
 from ..errors import ArgumentError, FeatprepError
 from ..io import atomic_write_text
 from ..progress import progress_bar
+from .checkpoint import check_run_folder, restore, resume_checkpoint
 from .distributed import Group
 from .tensorboard import EventWriter
 
@@ -286,6 +288,53 @@ class Task:
     def save(self) -> None:
         """The run's checkpoint at this step (`checkpoint.write_checkpoint`): every rank calls it."""
         raise NotImplementedError
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Go on from the checkpoint ``saved`` (a task with per-rank or extra parts of its
+        own restores those too)."""
+        restore(self, saved)
+
+
+def join_run(out: Path, batch_size: int, steps: int | None, epochs: int | None, device: str) -> Group:
+    """The processes of a run into the run folder ``out`` (torchrun's, or this one), once
+    its bounds and folder are known good and ``batch_size`` splits over them."""
+    check_bounds(steps, epochs)
+    check_run_folder(out)
+    group = Group.join(resolve_device(device))
+    if batch_size % group.world:
+        raise FeatprepError(f"batch_size {batch_size} does not split into {group.world} processes")
+    return group
+
+
+def resume_and_run(
+    task: Task,
+    out: Path,
+    *,
+    resume: bool,
+    config: dict[str, Any],
+    compared: Callable[[dict[str, Any]], dict[str, Any]],
+    keys: frozenset[str],
+    announce: Callable[[], None],
+    board_tags: dict[str, str],
+    checkpoint_every: int,
+    steps: int | None,
+    epochs: int | None,
+    progress: bool,
+    log: Callable[[str], Any],
+) -> dict[str, Any]:
+    """Restore ``task`` from ``out``'s checkpoint (`checkpoint.resume_checkpoint`'s rules)
+    or start it afresh, ``announce`` the run on rank 0 (once the options and the corpus
+    are known good, the folder is made), then `run_steps`; returns the last log record."""
+    saved = resume_checkpoint(out, resume, config, compared, task.group, keys, log)
+    if saved is not None:
+        task.restore(saved)
+    out.mkdir(parents=True, exist_ok=True)
+    if task.group.rank == 0:
+        announce()
+    run_log = RunLog(out, task.optimisation.step, log, board_tags, active=task.group.rank == 0)
+    return run_steps(
+        task, run_log, checkpoint_every=checkpoint_every, steps=steps, epochs=epochs, progress=progress
+    )
 
 
 def run_steps(

@@ -21,16 +21,15 @@ import numpy as np
 import torch
 
 from .. import FRAME_SHIFT
-from ..device import resolve_device
 from ..errors import ArgumentError, FeatprepError
 from ..io import atomic_write_text, load_into
 from ..pase.architectures import ARCHITECTURES
 from ..recipe_schema import Rule, choice, flag, integers, number, text
 from ..splits import TRAINED_ROLES
-from .checkpoint import CHECKPOINT_KEYS, check_run_folder, restore, resume_checkpoint, write_checkpoint
+from .checkpoint import CHECKPOINT_KEYS, write_checkpoint
 from .data import Corpus, TBPTTLoader
 from .distributed import Group
-from .loop import Optimisation, RunLog, SharedEpochs, Task, check_bounds, run_steps
+from .loop import Optimisation, RunLog, SharedEpochs, Task, join_run, resume_and_run
 from .loss import chunk_loss, evaluate_nll
 from .model import ModelConfig, SampleRNN
 from .speakers import SpeakerSource
@@ -191,11 +190,7 @@ def train(
     directory, out = Path(directory), Path(out)
     if not isinstance(cfg, TrainConfig):
         raise ArgumentError(f"cfg must be a TrainConfig, found {type(cfg).__name__}")
-    check_bounds(steps, epochs)
-    check_run_folder(out)
-    group = Group.join(resolve_device(device))
-    if cfg.batch_size % group.world:
-        raise FeatprepError(f"batch_size {cfg.batch_size} does not split into {group.world} processes")
+    group = join_run(out, cfg.batch_size, steps, epochs, device)
     features = cfg.feature_spec
     # checked before the first step; verify=False skips the sha256 of every file
     corpus = Corpus(directory, ("train",), features, verify=verify, roles=TRAINED_ROLES)
@@ -205,16 +200,11 @@ def train(
         else None
     )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
-    saved = resume_checkpoint(out, resume, asdict(cfg), _compared, group, task.keys, log)
-    if saved is not None:
-        task.restore(saved)
-    out.mkdir(parents=True, exist_ok=True)  # once the options and the corpus are known good
-    if group.rank == 0:
-        _announce(directory, out, cfg, task, steps, epochs, log)
-    run_log = RunLog(out, task.optimisation.step, log, _BOARD_TAGS, active=group.rank == 0)
-    return run_steps(
-        task, run_log, checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs, progress=progress
-    )
+    return resume_and_run(
+        task, out, resume=resume, config=asdict(cfg), compared=_compared, keys=task.keys,
+        announce=lambda: _announce(directory, out, cfg, task, steps, epochs, log), board_tags=_BOARD_TAGS,
+        checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs, progress=progress, log=log,
+    )  # fmt: skip
 
 
 class _Steps(Task):
@@ -259,7 +249,7 @@ class _Steps(Task):
         self.keys = CHECKPOINT_KEYS | {"hidden"}
 
     def restore(self, saved: dict[str, Any]) -> None:
-        restore(self, saved)
+        super().restore(saved)
         if self.encoder is not None:
             load_into(self.encoder, saved["encoder"], self.checkpoint, "the PASE encoder of these options")
         self.state = [s.to(self.group.device) for s in saved["hidden"][self.group.rank]]
