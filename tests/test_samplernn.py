@@ -5,6 +5,7 @@ import io
 import json
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -347,6 +348,34 @@ def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, ba
     agreement = (drawn == quantise(y, model.cfg)).float().mean().item()
     # bfloat16 products may flip a near tie; float32 must not (beyond summation order)
     assert agreement >= (0.99 if dtype == torch.bfloat16 else 0.999)
+
+
+@pytest.mark.parametrize("batch, pulled", [(1, False), (3, False), (3, True)])
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_compiled_frames_equal_the_numpy_step(batch, pulled, temperature, monkeypatch):
+    """A bottom frame compiled (numba) draws what the numpy step draws, bit for bit: the
+    same products, additions and argmax; without numba the numpy step runs."""
+    from featprep.samplernn import generate as generation
+
+    torch.manual_seed(0)
+    model = SampleRNN(ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, ratios=[8, 2])).eval()
+    f, s = torch.randn(batch, 6, 6), torch.tensor([0, 1, 1][:batch])
+    generator = Generator(model)
+    if pulled:
+        generator.PULL_FROM = generator.NOISE_THREAD_FROM = 1
+    assert generator.compiled
+    compiled = generator(f, s, 6, temperature=temperature, seed=4)
+    assert compiled.std() > 0.05
+    generator.compiled = False
+    torch.testing.assert_close(generator(f, s, 6, temperature=temperature, seed=4), compiled, rtol=0, atol=0)
+    monkeypatch.setitem(sys.modules, "numba", None)  # as if numba were not installed
+    monkeypatch.delitem(sys.modules, "featprep.samplernn.kernels")
+    monkeypatch.delattr(sys.modules["featprep.samplernn"], "kernels")
+    generation._kernels.cache_clear()
+    try:
+        assert not Generator(model).compiled
+    finally:
+        generation._kernels.cache_clear()
 
 
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])

@@ -23,8 +23,10 @@ conditioning.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
+import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -186,6 +188,7 @@ class _PushedTaps:
         acc[:window, :, :hidden] += taps[:, silence, :hidden].flip(0).cumsum(0).flip(0)[:, None]
         self.window, self.hidden = window, hidden
         self.acc, self.fresh = (t.numpy() if numpy else t for t in (acc, fresh))
+        self.taps = taps.numpy() if numpy else taps
         by_level = taps.transpose(0, 1)[:, :, None, :]  # (levels, window, 1, width), a view
         if batch == 1 and numpy:  # a basic index is a view: 3x faster than any gather
             by_level = by_level.numpy()
@@ -213,6 +216,10 @@ class _PushedTaps:
         self.acc[: self.window] = self.acc[self.window :]
         self.acc[self.window :] = self.fresh
 
+    def compiled(self, base: np.ndarray, mlp: _NumpyMLP, *frame: object) -> None:
+        """begin, every step and end in one compiled call (kernels.py)."""
+        _kernels().pushed_frame(self.acc, self.fresh, base, self.taps, mlp.weights, mlp.outs, *frame)
+
 
 class _PulledTaps:
     """The sample MLP's first layer summed at each step from the window's tap rows, one
@@ -231,6 +238,7 @@ class _PulledTaps:
         history = torch.full((batch, 2 * window), silence, dtype=torch.long, device=taps.device)
         offsets = (window - 1 - torch.arange(window, device=taps.device)) * levels  # tap j: j + 1 back
         base = taps.new_ones(batch, window, width)  # a last column of ones for _NumpyMLP
+        self.sums = np.empty((batch, width), np.float32)  # the compiled step's first layer
         self.add, self.out = (np.add, torch.Tensor.numpy) if numpy else (torch.add, lambda t: t)
         self.history, self.offsets, self.base, self.index = (
             t.numpy() if numpy else t for t in (history, offsets, base, self.rows.view(batch, window))
@@ -249,6 +257,14 @@ class _PulledTaps:
 
     def end(self) -> None:
         self.history[:, : self.window] = self.history[:, self.window :]
+
+    def compiled(self, base: np.ndarray, mlp: _NumpyMLP, *frame: object) -> None:
+        """begin, every step and end in one compiled call (kernels.py)."""
+        self.begin(base)
+        table = self.table.numpy()
+        _kernels().pulled_frame(
+            self.history, self.offsets, table, self.base, self.sums, mlp.weights, mlp.outs, *frame
+        )
 
 
 class _NumpyMLP:
@@ -270,6 +286,7 @@ class _NumpyMLP:
                 aug = np.ascontiguousarray(aug.T)  # (out, in)
             width = aug.shape[0] if batch == 1 else aug.shape[1]
             self.layers.append((aug, np.empty((batch, width), np.float32)))
+        self.weights, self.outs = (tuple(x) for x in zip(*self.layers, strict=True))
         if batch == 1:
             self.dot = lambda h, w, out: np.dot(w, h[0], out=out[0])
         else:  # np.dot: 0.3 us less a call than np.matmul
@@ -338,6 +355,8 @@ class Generator:
         if self.device.type == "cpu" and dtype == torch.float32:
             self.numpy_taps = F.pad(taps, (0, 1)).contiguous()  # a zero column under _NumpyMLP's ones
             self.numpy_tiers = [t.numpy() for t in self.tiers]
+        # numpy's bottom frames as one compiled call each (kernels.py), when numba imports
+        self.compiled = self.numpy_tiers is not None and _kernels() is not None
         linear = [m for m in sample.mlp if isinstance(m, torch.nn.Linear)]
         self.layers = [(m.weight.detach().contiguous().to(dtype), m.bias.detach().to(dtype)) for m in linear]
         self.values = dequantise(torch.arange(model.cfg.levels), model.cfg).to(self.device)
@@ -365,12 +384,35 @@ class Generator:
         ``speakers``: indices (B,) or speaker vectors (B, E), as the model was trained.
         The same inputs and seed give the same samples.
         """
-        model = self.model
         if features is not None and features.shape[1] != frames:
             raise FeatprepError(f"{features.shape[1]} frames of features for {frames} frames to generate")
         if temperature < 0:
             raise FeatprepError(f"temperature {temperature}: expected >= 0")
         batch = speakers.shape[0] if speakers is not None else features.shape[0]
+        numpy = self.runs_numpy(batch)
+        with contextlib.ExitStack() as stack:
+            if numpy and (self.model.cfg.hidden <= NUMPY_UP_TO or self.compiled):
+                # one thread for every product, the conditioning's too: at these sizes a
+                # second PyTorch or BLAS thread only spins against the first (2.6x slower
+                # at batch 64; on a busy machine a tiny two-thread product may wait a
+                # scheduler tick for its second thread); the second core draws the noise.
+                # Compiled frames multiply on scipy's OpenBLAS, whose idle threads spin
+                # against numpy's: 20x slower at the paper size on a busy machine.
+                stack.enter_context(_torch_threads(1))
+                stack.enter_context(threadpool_limits(1, user_api="blas"))
+            return self._generate(features, speakers, frames, batch, numpy, temperature, seed)
+
+    def _generate(
+        self,
+        features: torch.Tensor | None,
+        speakers: torch.Tensor | None,
+        frames: int,
+        batch: int,
+        numpy: bool,
+        temperature: float,
+        seed: int,
+    ) -> torch.Tensor:
+        model = self.model
         features, speakers = (None if t is None else t.to(self.device) for t in (features, speakers))
         top, window, levels = model.top_frame, model.cfg.ratios[0], model.cfg.levels
         cond = model.conditioning(features, speakers, frames)
@@ -382,7 +424,6 @@ class Generator:
             sample_cond = model.sample.cond(cond).to(self.taps.dtype)
         silence = int(quantise(torch.zeros(1), model.cfg)[0])
         x = self.values[silence].to(self.dtype).repeat(batch, top + frames * top)
-        numpy = self.runs_numpy(batch)
         tiers, values, samples = self.tiers, self.values.to(self.dtype), x
         if numpy:  # the loop below runs on numpy views of the same memory
             tiers, values, samples = self.numpy_tiers, values.numpy(), x.numpy()
@@ -395,12 +436,17 @@ class Generator:
         mlp = (_NumpyMLP if numpy else _TorchMLP)(self.layers, batch)
         state = [t.initial(batch) for t in tiers]
         noise = None
+        compiled = numpy and self.compiled
+        greedy = np.empty((0, batch, levels), np.float32)  # the compiled frame's "no noise"
 
         def bottom_frame(start: int, base: _Array, frame: int) -> None:
             if sample_cond is not None:
                 base = base + sample_cond[:, frame, None]
-            first.begin(base)
             offset = start - top * (frame + 1)  # of this bottom frame in its top frame
+            if compiled:
+                first.compiled(base, mlp, greedy if noise is None else noise, offset, values, samples, start)
+                return
+            first.begin(base)
             drawn = []
             for k in range(window):
                 logits = mlp(first.layer(k))
@@ -423,12 +469,6 @@ class Generator:
                 frame_tier(i - 1, start + k * (tier.size // tier.ratio), up[:, k], frame)
 
         with contextlib.ExitStack() as stack:
-            if numpy and model.cfg.hidden <= NUMPY_UP_TO:
-                # one thread for the matrix products: at these sizes a second PyTorch or
-                # BLAS thread only spins against the first (2.6x slower at batch 64);
-                # the second core draws the noise instead
-                stack.enter_context(_torch_threads(1))
-                stack.enter_context(threadpool_limits(1, user_api="blas"))
             if temperature > 0:
                 ahead = batch >= self.NOISE_THREAD_FROM
                 gumbel = stack.enter_context(_GumbelStream(seed, (top, batch, levels), temperature, ahead))
@@ -437,6 +477,16 @@ class Generator:
                     noise = gumbel.take() if numpy else torch.from_numpy(gumbel.take()).to(self.device)
                 frame_tier(len(self.tiers) - 1, top + j * top, None, j)
         return x[:, top:].float().cpu()
+
+
+@functools.cache
+def _kernels() -> types.ModuleType | None:
+    """kernels.py, imported at the first Generator (numba takes ~0.5 s), or None without numba."""
+    try:
+        from . import kernels
+    except ImportError:
+        return None
+    return kernels
 
 
 @contextlib.contextmanager
