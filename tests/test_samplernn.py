@@ -16,7 +16,7 @@ from featprep.manifest import read_manifest
 from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
 from featprep.samplernn.evaluate import evaluate as evaluate_run
-from featprep.samplernn.generate import Generator, _negative_gumbel, generate, generate_many
+from featprep.samplernn.generate import Generator, _negative_gumbel, _uniform, generate, generate_many
 from featprep.samplernn.loss import evaluate_nll
 from featprep.samplernn.model import ModelConfig, SampleRNN, mu_law_decode, mu_law_encode, quantise
 from featprep.samplernn.train import TrainConfig, train
@@ -348,6 +348,16 @@ def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, ba
     agreement = (drawn == quantise(y, model.cfg)).float().mean().item()
     # bfloat16 products may flip a near tie; float32 must not (beyond summation order)
     assert agreement >= (0.99 if dtype == torch.bfloat16 else 0.999)
+
+
+def test_bulk_uniforms_are_numpys():
+    """The noise's uniforms, drawn in bulk from the generator's raw output, are the numbers
+    ``rng.random`` gives, in sizes even and odd (a half left over from an odd draw)."""
+    bulk, numpy = np.random.default_rng(7), np.random.default_rng(7)
+    for shape in [(80, 2, 256), (3, 5), (4, 6), (2, 256), (1,), (8,)]:
+        got = np.empty(shape, np.float32)
+        _uniform(bulk, got)
+        np.testing.assert_array_equal(got, numpy.random(dtype=np.float32, size=shape))
 
 
 @pytest.mark.parametrize("batch, pulled", [(1, False), (3, False), (3, True)])
