@@ -276,6 +276,10 @@ def test_generation_shape_and_seed():
     assert generator.runs_numpy(1) and generator.runs_numpy(64)
     large = Generator(SampleRNN(ModelConfig(hidden=512, embedding=8, feature_dim=6, speakers=2)))
     assert large.runs_numpy(1) and not large.runs_numpy(2)
+    # at batch 1 compiled, its BLAS in one thread and numpy's as it is, the same samples
+    one = large(f[:1, :1], s[:1], 1, seed=1)
+    large.compiled = False
+    assert torch.equal(large(f[:1, :1], s[:1], 1, seed=1), one)
     assert not Generator(model, dtype=torch.bfloat16).runs_numpy(1)
     with pytest.raises(FeatprepError, match="3 frames of features for 2 frames"):
         generate(model, f, s, 2)

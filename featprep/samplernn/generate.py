@@ -393,15 +393,15 @@ class Generator:
         batch = speakers.shape[0] if speakers is not None else features.shape[0]
         numpy = self.runs_numpy(batch)
         with contextlib.ExitStack() as stack:
-            if numpy and (self.model.cfg.hidden <= NUMPY_UP_TO or self.compiled):
+            if numpy and self.model.cfg.hidden <= NUMPY_UP_TO:
                 # one thread for every product, the conditioning's too: at these sizes a
                 # second PyTorch or BLAS thread only spins against the first (2.6x slower
                 # at batch 64; on a busy machine a tiny two-thread product may wait a
-                # scheduler tick for its second thread); the second core draws the noise.
-                # Compiled frames multiply on scipy's OpenBLAS, whose idle threads spin
-                # against numpy's: 20x slower at the paper size on a busy machine.
+                # scheduler tick for its second thread); the second core draws the noise
                 stack.enter_context(_torch_threads(1))
                 stack.enter_context(threadpool_limits(1, user_api="blas"))
+            elif numpy and self.compiled:
+                stack.enter_context(_kernels().one_thread())
             return self._generate(features, speakers, frames, batch, numpy, temperature, seed)
 
     def _generate(

@@ -13,12 +13,32 @@ numpy step.
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 
 # numba's np.dot calls the BLAS of scipy.linalg.cython_blas: load it now, so that
 # threadpoolctl sees (and limits) its threads from the first generation on
 import scipy.linalg.cython_blas  # noqa: F401
+from threadpoolctl import ThreadpoolController
+
+_CONTROLLER = ThreadpoolController()
+# scipy's BLAS, when it is a library of its own (wheels): not the one numpy multiplies on
+_SCIPY_BLAS = _CONTROLLER.select(
+    filepath=[
+        lib.filepath
+        for lib in _CONTROLLER.lib_controllers
+        if lib.user_api == "blas" and "numpy" not in lib.filepath
+    ]
+)
+
+
+def one_thread() -> contextlib.AbstractContextManager:
+    """The compiled products' BLAS in one thread, numpy's as it is: the idle threads of a
+    second OpenBLAS spin against numpy's (20x slower at the paper size on a busy
+    machine), and the sample MLP's matrices, a few MB, gain little from a second."""
+    return _SCIPY_BLAS.limit(limits=1)
 
 
 @numba.njit(cache=True, nogil=True)
