@@ -17,7 +17,7 @@ small product's arithmetic, and at batch 1 every product is a matrix times a vec
 which streams the matrix fastest); large batches of large models and GPUs run in
 PyTorch, in float32 or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix products
 are several times faster). In numpy, a bottom frame's samples are one compiled call
-(kernels.py, when numba imports) doing the numpy step's arithmetic: 2.9x faster at the
+(kernels.py, when numba imports) doing the numpy step's arithmetic: 2.6-2.9x faster at the
 small preset's batch 1, where the step's Python and numpy calls cost more than its
 products. Batched: many utterances at once, each row with its own conditioning.
 """
