@@ -4,9 +4,10 @@ At the small preset (hidden 64) and the paper configuration (hidden 1024): featp
 Generator at batch 1 and 64, float32 and (where the CPU or GPU has it) bfloat16, against
 the plain loop at batch 1, all in one run, each rate the best of three. The Generator is
 built once (its set-up time is printed apart: it is paid once per model, not per
-utterance). CPU threads as given.
+utterance). CPU threads as given; the plain loop also in one thread, and the ratios are
+against the faster of its two rates.
 
-    python bench/generate.py [--seconds 0.5] [--device cpu|cuda] [--temperature 1]
+    python bench/generate.py [--seconds 0.5] [--device cpu|cuda] [--temperature 1] [--dtypes float32]
 
 ``--temperature 0`` (greedy) leaves out the sampling noise, which at batch 64 of the
 small model costs about as much as the network on two CPU threads.
@@ -21,8 +22,9 @@ from functools import partial
 import torch
 from plain_samplernn import plain_generate
 from samplernn_models import PRESETS, peak_rss_mb, preset_model
+from threadpoolctl import threadpool_limits
 
-from featprep.samplernn.generate import Generator
+from featprep.samplernn.generate import Generator, _torch_threads
 
 
 def rate(run, model, batch: int, frames: int, device: str, repeats: int = 3) -> float:
@@ -47,6 +49,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.5, help="of audio per utterance")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--temperature", type=float, default=1.0, help="of featprep's generation")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="of featprep's products, comma-separated")
     args = ap.parse_args()
     frames = max(2, round(args.seconds * 200))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
@@ -55,8 +58,14 @@ def main() -> None:
         model = preset_model(preset).to(args.device)
         plain_frames = max(2, frames // 8)  # the plain loop is slow; its rate does not depend on length
         plain = rate(partial(plain_generate, model), model, 1, plain_frames, args.device)
-        print(f"{preset:>5} (hidden {model.cfg.hidden}): plain loop batch 1 {plain:9.0f} samples/s")
-        for dtype in (torch.float32, torch.bfloat16):
+        with threadpool_limits(1), _torch_threads(1):
+            # on a busy machine the plain loop's two-thread products wait for their second
+            # thread (10x slower here with a load of 12 on 2 cores): the faster one counts
+            alone = rate(partial(plain_generate, model), model, 1, plain_frames, args.device)
+        print(f"{preset:>5} (hidden {model.cfg.hidden}): plain loop batch 1 {plain:9.0f} samples/s, "
+              f"{alone:.0f} in one thread")  # fmt: skip
+        plain = max(plain, alone)
+        for dtype in (getattr(torch, name) for name in args.dtypes.split(",")):
             start = time.perf_counter()
             generator = partial(Generator(model, dtype=dtype), temperature=args.temperature)
             setup = time.perf_counter() - start

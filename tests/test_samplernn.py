@@ -5,6 +5,7 @@ import io
 import json
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from featprep.manifest import read_manifest
 from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
 from featprep.samplernn.evaluate import evaluate as evaluate_run
-from featprep.samplernn.generate import Generator, _negative_gumbel, generate, generate_many
+from featprep.samplernn.generate import Generator, _negative_gumbel, _uniform, generate, generate_many
 from featprep.samplernn.loss import evaluate_nll
 from featprep.samplernn.model import ModelConfig, SampleRNN, mu_law_decode, mu_law_encode, quantise
 from featprep.samplernn.train import TrainConfig, train
@@ -275,6 +276,10 @@ def test_generation_shape_and_seed():
     assert generator.runs_numpy(1) and generator.runs_numpy(64)
     large = Generator(SampleRNN(ModelConfig(hidden=512, embedding=8, feature_dim=6, speakers=2)))
     assert large.runs_numpy(1) and not large.runs_numpy(2)
+    # at batch 1 compiled, its BLAS in one thread and numpy's as it is, the same samples
+    one = large(f[:1, :1], s[:1], 1, seed=1)
+    large.compiled = False
+    assert torch.equal(large(f[:1, :1], s[:1], 1, seed=1), one)
     assert not Generator(model, dtype=torch.bfloat16).runs_numpy(1)
     with pytest.raises(FeatprepError, match="3 frames of features for 2 frames"):
         generate(model, f, s, 2)
@@ -347,6 +352,44 @@ def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, ba
     agreement = (drawn == quantise(y, model.cfg)).float().mean().item()
     # bfloat16 products may flip a near tie; float32 must not (beyond summation order)
     assert agreement >= (0.99 if dtype == torch.bfloat16 else 0.999)
+
+
+def test_bulk_uniforms_are_numpys():
+    """The noise's uniforms, drawn in bulk from the generator's raw output, are the numbers
+    ``rng.random`` gives, in sizes even and odd (a half left over from an odd draw)."""
+    bulk, numpy = np.random.default_rng(7), np.random.default_rng(7)
+    for shape in [(80, 2, 256), (3, 5), (4, 6), (2, 256), (1,), (8,)]:
+        got = np.empty(shape, np.float32)
+        _uniform(bulk, got)
+        np.testing.assert_array_equal(got, numpy.random(dtype=np.float32, size=shape))
+
+
+@pytest.mark.parametrize("batch, pulled", [(1, False), (3, False), (3, True)])
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_compiled_frames_equal_the_numpy_step(batch, pulled, temperature, monkeypatch):
+    """A bottom frame compiled (numba) draws what the numpy step draws, bit for bit: the
+    same products, additions and argmax; without numba the numpy step runs."""
+    from featprep.samplernn import generate as generation
+
+    torch.manual_seed(0)
+    model = SampleRNN(ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, ratios=[8, 2])).eval()
+    f, s = torch.randn(batch, 6, 6), torch.tensor([0, 1, 1][:batch])
+    generator = Generator(model)
+    if pulled:
+        generator.PULL_FROM = generator.NOISE_THREAD_FROM = 1
+    assert generator.compiled
+    compiled = generator(f, s, 6, temperature=temperature, seed=4)
+    assert compiled.std() > 0.05
+    generator.compiled = False
+    torch.testing.assert_close(generator(f, s, 6, temperature=temperature, seed=4), compiled, rtol=0, atol=0)
+    monkeypatch.setitem(sys.modules, "numba", None)  # as if numba were not installed
+    monkeypatch.delitem(sys.modules, "featprep.samplernn.kernels")
+    monkeypatch.delattr(sys.modules["featprep.samplernn"], "kernels")
+    generation._kernels.cache_clear()
+    try:
+        assert not Generator(model).compiled
+    finally:
+        generation._kernels.cache_clear()
 
 
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])

@@ -16,15 +16,19 @@ On the CPU, small models and batch 1 run in numpy (a PyTorch call costs more tha
 small product's arithmetic, and at batch 1 every product is a matrix times a vector,
 which streams the matrix fastest); large batches of large models and GPUs run in
 PyTorch, in float32 or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix products
-are several times faster). Batched: many utterances at once, each row with its own
-conditioning.
+are several times faster). In numpy, a bottom frame's samples are one compiled call
+(kernels.py, when numba imports) doing the numpy step's arithmetic: 2.6-2.9x faster at the
+small preset's batch 1, where the step's Python and numpy calls cost more than its
+products. Batched: many utterances at once, each row with its own conditioning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
+import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -186,6 +190,7 @@ class _PushedTaps:
         acc[:window, :, :hidden] += taps[:, silence, :hidden].flip(0).cumsum(0).flip(0)[:, None]
         self.window, self.hidden = window, hidden
         self.acc, self.fresh = (t.numpy() if numpy else t for t in (acc, fresh))
+        self.taps = taps.numpy() if numpy else taps
         by_level = taps.transpose(0, 1)[:, :, None, :]  # (levels, window, 1, width), a view
         if batch == 1 and numpy:  # a basic index is a view: 3x faster than any gather
             by_level = by_level.numpy()
@@ -213,6 +218,10 @@ class _PushedTaps:
         self.acc[: self.window] = self.acc[self.window :]
         self.acc[self.window :] = self.fresh
 
+    def compiled(self, base: np.ndarray, mlp: _NumpyMLP, *frame: object) -> None:
+        """begin, every step and end in one compiled call (kernels.py)."""
+        _kernels().pushed_frame(self.acc, self.fresh, base, self.taps, mlp.weights, mlp.outs, *frame)
+
 
 class _PulledTaps:
     """The sample MLP's first layer summed at each step from the window's tap rows, one
@@ -231,6 +240,7 @@ class _PulledTaps:
         history = torch.full((batch, 2 * window), silence, dtype=torch.long, device=taps.device)
         offsets = (window - 1 - torch.arange(window, device=taps.device)) * levels  # tap j: j + 1 back
         base = taps.new_ones(batch, window, width)  # a last column of ones for _NumpyMLP
+        self.sums = np.empty((batch, width), np.float32)  # the compiled step's first layer
         self.add, self.out = (np.add, torch.Tensor.numpy) if numpy else (torch.add, lambda t: t)
         self.history, self.offsets, self.base, self.index = (
             t.numpy() if numpy else t for t in (history, offsets, base, self.rows.view(batch, window))
@@ -249,6 +259,14 @@ class _PulledTaps:
 
     def end(self) -> None:
         self.history[:, : self.window] = self.history[:, self.window :]
+
+    def compiled(self, base: np.ndarray, mlp: _NumpyMLP, *frame: object) -> None:
+        """begin, every step and end in one compiled call (kernels.py)."""
+        self.begin(base)
+        table = self.table.numpy()
+        _kernels().pulled_frame(
+            self.history, self.offsets, table, self.base, self.sums, mlp.weights, mlp.outs, *frame
+        )
 
 
 class _NumpyMLP:
@@ -270,6 +288,7 @@ class _NumpyMLP:
                 aug = np.ascontiguousarray(aug.T)  # (out, in)
             width = aug.shape[0] if batch == 1 else aug.shape[1]
             self.layers.append((aug, np.empty((batch, width), np.float32)))
+        self.weights, self.outs = (tuple(x) for x in zip(*self.layers, strict=True))
         if batch == 1:
             self.dot = lambda h, w, out: np.dot(w, h[0], out=out[0])
         else:  # np.dot: 0.3 us less a call than np.matmul
@@ -338,6 +357,8 @@ class Generator:
         if self.device.type == "cpu" and dtype == torch.float32:
             self.numpy_taps = F.pad(taps, (0, 1)).contiguous()  # a zero column under _NumpyMLP's ones
             self.numpy_tiers = [t.numpy() for t in self.tiers]
+        # numpy's bottom frames as one compiled call each (kernels.py), when numba imports
+        self.compiled = self.numpy_tiers is not None and _kernels() is not None
         linear = [m for m in sample.mlp if isinstance(m, torch.nn.Linear)]
         self.layers = [(m.weight.detach().contiguous().to(dtype), m.bias.detach().to(dtype)) for m in linear]
         self.values = dequantise(torch.arange(model.cfg.levels), model.cfg).to(self.device)
@@ -365,12 +386,35 @@ class Generator:
         ``speakers``: indices (B,) or speaker vectors (B, E), as the model was trained.
         The same inputs and seed give the same samples.
         """
-        model = self.model
         if features is not None and features.shape[1] != frames:
             raise FeatprepError(f"{features.shape[1]} frames of features for {frames} frames to generate")
         if temperature < 0:
             raise FeatprepError(f"temperature {temperature}: expected >= 0")
         batch = speakers.shape[0] if speakers is not None else features.shape[0]
+        numpy = self.runs_numpy(batch)
+        with contextlib.ExitStack() as stack:
+            if numpy and self.model.cfg.hidden <= NUMPY_UP_TO:
+                # one thread for every product, the conditioning's too: at these sizes a
+                # second PyTorch or BLAS thread only spins against the first (2.6x slower
+                # at batch 64; on a busy machine a tiny two-thread product may wait a
+                # scheduler tick for its second thread); the second core draws the noise
+                stack.enter_context(_torch_threads(1))
+                stack.enter_context(threadpool_limits(1, user_api="blas"))
+            elif numpy and self.compiled:
+                stack.enter_context(_kernels().one_thread())
+            return self._generate(features, speakers, frames, batch, numpy, temperature, seed)
+
+    def _generate(
+        self,
+        features: torch.Tensor | None,
+        speakers: torch.Tensor | None,
+        frames: int,
+        batch: int,
+        numpy: bool,
+        temperature: float,
+        seed: int,
+    ) -> torch.Tensor:
+        model = self.model
         features, speakers = (None if t is None else t.to(self.device) for t in (features, speakers))
         top, window, levels = model.top_frame, model.cfg.ratios[0], model.cfg.levels
         cond = model.conditioning(features, speakers, frames)
@@ -382,7 +426,6 @@ class Generator:
             sample_cond = model.sample.cond(cond).to(self.taps.dtype)
         silence = int(quantise(torch.zeros(1), model.cfg)[0])
         x = self.values[silence].to(self.dtype).repeat(batch, top + frames * top)
-        numpy = self.runs_numpy(batch)
         tiers, values, samples = self.tiers, self.values.to(self.dtype), x
         if numpy:  # the loop below runs on numpy views of the same memory
             tiers, values, samples = self.numpy_tiers, values.numpy(), x.numpy()
@@ -395,12 +438,17 @@ class Generator:
         mlp = (_NumpyMLP if numpy else _TorchMLP)(self.layers, batch)
         state = [t.initial(batch) for t in tiers]
         noise = None
+        compiled = numpy and self.compiled
+        greedy = np.empty((0, batch, levels), np.float32)  # the compiled frame's "no noise"
 
         def bottom_frame(start: int, base: _Array, frame: int) -> None:
             if sample_cond is not None:
                 base = base + sample_cond[:, frame, None]
-            first.begin(base)
             offset = start - top * (frame + 1)  # of this bottom frame in its top frame
+            if compiled:
+                first.compiled(base, mlp, greedy if noise is None else noise, offset, values, samples, start)
+                return
+            first.begin(base)
             drawn = []
             for k in range(window):
                 logits = mlp(first.layer(k))
@@ -423,12 +471,6 @@ class Generator:
                 frame_tier(i - 1, start + k * (tier.size // tier.ratio), up[:, k], frame)
 
         with contextlib.ExitStack() as stack:
-            if numpy and model.cfg.hidden <= NUMPY_UP_TO:
-                # one thread for the matrix products: at these sizes a second PyTorch or
-                # BLAS thread only spins against the first (2.6x slower at batch 64);
-                # the second core draws the noise instead
-                stack.enter_context(_torch_threads(1))
-                stack.enter_context(threadpool_limits(1, user_api="blas"))
             if temperature > 0:
                 ahead = batch >= self.NOISE_THREAD_FROM
                 gumbel = stack.enter_context(_GumbelStream(seed, (top, batch, levels), temperature, ahead))
@@ -437,6 +479,16 @@ class Generator:
                     noise = gumbel.take() if numpy else torch.from_numpy(gumbel.take()).to(self.device)
                 frame_tier(len(self.tiers) - 1, top + j * top, None, j)
         return x[:, top:].float().cpu()
+
+
+@functools.cache
+def _kernels() -> types.ModuleType | None:
+    """kernels.py, imported at the first Generator (numba takes ~0.5 s), or None without numba."""
+    try:
+        from . import kernels
+    except ImportError:
+        return None
+    return kernels
 
 
 @contextlib.contextmanager
@@ -453,21 +505,25 @@ class _GumbelStream:
     """Noise for the Gumbel-max draw, one (top, B, levels) block per top frame. With
     ``ahead``, the next block is drawn on a second thread while this one is used (numpy's
     generator and ufuncs release the GIL); the order of draws is the same either way, so
-    the samples depend on the seed only."""
+    the samples depend on the seed only. A block is valid until the next ``take``: the
+    blocks are reused (fresh ones cost their pages again: 1.25x slower at batch 64)."""
 
     def __init__(self, seed: int, shape: tuple[int, ...], scale: float, ahead: bool) -> None:
-        self._rng, self._shape, self._scale = np.random.default_rng(seed), shape, scale
+        self._rng, self._scale = np.random.default_rng(seed), scale
+        self._blocks = [np.empty(shape, np.float32) for _ in range(2 if ahead else 1)]
+        self._turn = 0
         self._pool = ThreadPoolExecutor(1) if ahead else None
-        self._next = self._pool.submit(self._draw) if self._pool else None
+        self._next = self._pool.submit(self._draw, self._blocks[0]) if self._pool else None
 
-    def _draw(self) -> np.ndarray:
-        return _negative_gumbel(self._rng, self._shape, self._scale)
+    def _draw(self, block: np.ndarray) -> np.ndarray:
+        return _negative_gumbel(self._rng, block.shape, self._scale, out=block)
 
     def take(self) -> np.ndarray:
         if self._pool is None:
-            return self._draw()
+            return self._draw(self._blocks[0])
         block = self._next.result()
-        self._next = self._pool.submit(self._draw)
+        self._turn ^= 1  # the block taken before this one is free again
+        self._next = self._pool.submit(self._draw, self._blocks[self._turn])
         return block
 
     def __enter__(self) -> _GumbelStream:
@@ -478,22 +534,40 @@ class _GumbelStream:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _negative_gumbel(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> np.ndarray:
+def _negative_gumbel(
+    rng: np.random.Generator, shape: tuple[int, ...], scale: float, out: np.ndarray | None = None
+) -> np.ndarray:
     """``-scale * g`` for standard Gumbel noise g, in float32 (a third of the cost of
-    ``rng.gumbel``'s float64; the tail is cut at 16.6, where float32 uniforms end)."""
-    u = np.empty(shape, np.float32)
+    ``rng.gumbel``'s float64; the tail is cut at 16.6, where float32 uniforms end), into
+    ``out`` (float32 of that shape) when given."""
+    u = np.empty(shape, np.float32) if out is None else out
     # in slices of about 1 MB, drawn and transformed while in the core's cache
     step = max(1, (1 << 18) // max(1, u[0].size))
     with np.errstate(divide="ignore"):  # u = 0 gives -inf noise: that class is not drawn
         for first in range(0, len(u), step):
             part = u[first : first + step]
-            rng.random(dtype=np.float32, out=part)
+            _uniform(rng, part)
             np.log(part, out=part)
             np.negative(part, out=part)
             np.log(part, out=part)
             if scale != 1:
                 part *= np.float32(scale)
     return u
+
+
+def _uniform(rng: np.random.Generator, out: np.ndarray) -> None:
+    """``rng.random(dtype=np.float32, out=out)``, the same numbers in 0.6x the time:
+    for PCG64, numpy makes a float32 of the top 24 bits of each 32-bit half, low half
+    first, of the generator's 64-bit outputs, one call a number; here in bulk (an even
+    count, with no half left over from an earlier draw)."""
+    bitgen = rng.bit_generator
+    if out.size % 2 or not isinstance(bitgen, np.random.PCG64) or bitgen.state["has_uint32"]:
+        rng.random(dtype=np.float32, out=out)
+        return
+    bits = bitgen.random_raw(out.size // 2).view(np.uint32).reshape(out.shape)
+    np.right_shift(bits, 8, out=bits)
+    out[...] = bits
+    out *= np.float32(2.0**-24)
 
 
 def generate_many(
