@@ -2,6 +2,7 @@
 ``generate --text`` (tiny models on the demo's CMU Arctic layout with phone durations)."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -105,6 +106,12 @@ def test_the_model_learns_and_resumes_exactly(dur_run, phone_corpus, tmp_path):
     assert _records(parts) == records
     with pytest.raises(FeatprepError, match="trained with another configuration"):
         train_duration(phone_corpus, parts, DurationConfig(**{**TINY, "lr": 0.1}), steps=70, resume=True)
+    # on another corpus (here a copy: as many speakers, so the weights would load) it never goes on
+    other = shutil.copytree(phone_corpus, tmp_path / "other_corpus")
+    started = re.escape(f"was trained on the corpus {phone_corpus.resolve()}, not")
+    with pytest.raises(FeatprepError, match=started):
+        train_duration(other, parts, config, steps=STEPS + 5, resume=True)
+    assert _records(parts) == records
 
 
 def test_evaluate_writes_the_table_and_json_beside_festival(dur_run, phone_corpus):

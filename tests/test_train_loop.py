@@ -90,7 +90,9 @@ def _train(out, steps, resume=False, config=None):
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
     check_run_folder(out)
     task = Regression(out, x, y)
-    saved = resume_checkpoint(out, resume, config or {"lr": 0.2}, dict, task.group, CHECKPOINT_KEYS, print)
+    saved = resume_checkpoint(
+        out, out, resume, config or {"lr": 0.2}, dict, task.group, CHECKPOINT_KEYS, print
+    )
     if saved is not None:
         restore(task, saved)
     out.mkdir(exist_ok=True)
