@@ -171,6 +171,11 @@ def test_frontend_writes_labels(tmp_path):
     )
 
 
+def test_a_file_given_as_a_run_folder_is_one_line(tmp_path):
+    (tmp_path / "run").write_text("not a run")
+    _one_error_line(featprep("evaluate", tmp_path / "run"), f"{tmp_path / 'run'} is not a training run")
+
+
 def test_pase_command(tmp_path):
     import numpy as np
 

@@ -171,6 +171,20 @@ def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, tmp_path):
         DurationRun(dur_run).speaker_from_wav(tmp_path / "someone.wav")
     with pytest.raises(FeatprepError, match="is a duration model run, not a SampleRNN voice"):
         generate_to(dur_run, tmp_path / "x.wav", speaker="dfa", **kw)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(FeatprepError, match="is not a training run: a file, not a run folder"):
+        generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=tmp_path / "a_file", **kw)
+    # a config.json without the question set's name
+    unnamed = shutil.copytree(dur_run, tmp_path / "unnamed")
+    info = json.loads((unnamed / "config.json").read_text())
+    del info["linguistic"]
+    (unnamed / "config.json").write_text(json.dumps(info))
+    with pytest.raises(FeatprepError, match="config.json is damaged: expected the tables"):
+        DurationRun(unnamed)
+    info["linguistic"] = {}
+    (unnamed / "config.json").write_text(json.dumps(info))
+    with pytest.raises(FeatprepError, match="config.json is damaged: expected the question set's name"):
+        DurationRun(unnamed)
     # a voice reading state features cannot take phone durations; another question set neither
     voice = shutil.copytree(voice_run, tmp_path / "voice")
     info = json.loads((voice / "config.json").read_text())

@@ -161,6 +161,10 @@ def read_run_info(folder: Path) -> Any:
         info = json.loads((folder / "config.json").read_text())
     except FileNotFoundError:
         raise FeatprepError(f"{folder} is not a training run (no config.json): run featprep train") from None
+    except NotADirectoryError:
+        raise FeatprepError(f"{folder} is not a training run: a file, not a run folder") from None
+    except OSError as e:
+        raise FeatprepError(f"{folder}/config.json cannot be read: {e.strerror}") from None
     except ValueError as e:
         raise FeatprepError(f"{folder}/config.json is damaged: {e}") from None
     checkpoint = folder / "checkpoint.pt"
