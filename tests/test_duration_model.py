@@ -208,6 +208,12 @@ def test_the_commands(dur_run, phone_corpus, tmp_path):
     assert "Festival RMSE" in result.output and (dur_run / "eval_test.json").is_file()
     bad = runner.invoke(main, ["evaluate", str(dur_run), "--role", "adaptation"])
     assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "own (modeling) speakers only" in bad.output
+    # SampleRNN's generation options are refused, not silently dropped
+    written = (dur_run / "eval_test.json").stat().st_mtime_ns
+    bad = runner.invoke(main, ["evaluate", str(dur_run), "--max-utterances", "2"])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1
+    assert "is a duration run: evaluate takes --split" in bad.output and "not --max-utterances" in bad.output
+    assert (dur_run / "eval_test.json").stat().st_mtime_ns == written
     bad = runner.invoke(
         main,
         [
