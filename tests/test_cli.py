@@ -169,6 +169,12 @@ def test_frontend_writes_labels(tmp_path):
     _one_error_line(
         featprep("frontend", "--out", tmp_path / "z.lab"), "give texts or Festival utterance files"
     )
+    # a text of punctuation only: Festival speaks nothing; the line names which text
+    _one_error_line(
+        featprep("frontend", "--text", "Goodbye.", "--text", "?!...", "--out", tmp_path / "p"),
+        "Festival produced no segments for text 2 ('?!...')",
+    )
+    assert not (tmp_path / "p").exists()
 
 
 def test_a_file_given_as_a_run_folder_is_one_line(tmp_path):
