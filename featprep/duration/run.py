@@ -126,7 +126,7 @@ class DurationRun:
                 f"duration run {self.folder} knows its corpus's speakers only (speaker_mode "
                 f"{self.cfg.speaker_mode}): --seed-wav needs one trained with speaker_mode=pase_seed"
             )
-        return seed_wav_vector(self.info, path)
+        return seed_wav_vector(self.info, path, run=f"duration run {self.folder}")
 
     @torch.no_grad()
     def frames(self, phone_rows: np.ndarray, who: torch.Tensor) -> np.ndarray:
