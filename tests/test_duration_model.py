@@ -156,7 +156,7 @@ def test_generate_with_the_duration_model_speaks_its_frames(dur_run, voice_run, 
     assert len(festival) == festival_frames * 80 != len(samples)
 
 
-def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, tmp_path):
+def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, phone_corpus, tmp_path):
     kw = {"texts": [TEXT], "device": "cpu"}
     with pytest.raises(FeatprepError, match="is not a duration model run"):
         generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=voice_run, **kw)
@@ -182,6 +182,13 @@ def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(FeatprepError, match="is not a training run: a file, not a run folder"):
         generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=tmp_path / "a_file", **kw)
+    # a run of the other model is not resumed as this one
+    voice = shutil.copytree(voice_run, tmp_path / "voice_copy")
+    with pytest.raises(FeatprepError, match="holds a samplernn model run, not a duration one"):
+        train_duration(phone_corpus, voice, DurationConfig(), steps=99, resume=True, log=_quiet)
+    durations = shutil.copytree(dur_run, tmp_path / "durations_copy")
+    with pytest.raises(FeatprepError, match="holds a duration model run, not a samplernn one"):
+        train(phone_corpus, durations, TrainConfig.from_preset("small"), steps=99, resume=True, log=_quiet)
     # a config.json without the question set's name
     unnamed = shutil.copytree(dur_run, tmp_path / "unnamed")
     info = json.loads((unnamed / "config.json").read_text())

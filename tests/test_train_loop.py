@@ -91,7 +91,7 @@ def _train(out, steps, resume=False, config=None):
     check_run_folder(out)
     task = Regression(out, x, y)
     saved = resume_checkpoint(
-        out, out, resume, config or {"lr": 0.2}, dict, task.group, CHECKPOINT_KEYS, print
+        out, out, "regression", resume, config or {"lr": 0.2}, dict, task.group, CHECKPOINT_KEYS, print
     )
     if saved is not None:
         restore(task, saved)

@@ -149,7 +149,9 @@ def train_duration(
         else None
     )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
-    saved = resume_checkpoint(out, directory, resume, asdict(cfg), _compared, group, CHECKPOINT_KEYS, log)
+    saved = resume_checkpoint(
+        out, directory, KIND, resume, asdict(cfg), _compared, group, CHECKPOINT_KEYS, log
+    )
     if saved is not None:
         restore(task, saved)
     out.mkdir(parents=True, exist_ok=True)

@@ -205,7 +205,9 @@ def train(
         else None
     )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
-    saved = resume_checkpoint(out, directory, resume, asdict(cfg), _compared, group, task.keys, log)
+    saved = resume_checkpoint(
+        out, directory, "samplernn", resume, asdict(cfg), _compared, group, task.keys, log
+    )
     if saved is not None:
         task.restore(saved)
     out.mkdir(parents=True, exist_ok=True)  # once the options and the corpus are known good
