@@ -182,6 +182,10 @@ def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, phone_corpus, tm
     (tmp_path / "a_file").write_text("")
     with pytest.raises(FeatprepError, match="is not a training run: a file, not a run folder"):
         generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=tmp_path / "a_file", **kw)
+    # a model larger than any machine's memory: one line, and no run folder
+    with pytest.raises(FeatprepError, match="hidden 1000000000, layers 2 does not fit in memory"):
+        train_duration(phone_corpus, tmp_path / "huge", DurationConfig(hidden=10**9), steps=1, log=_quiet)
+    assert not (tmp_path / "huge").exists()
     # a run of the other model is not resumed as this one
     voice = shutil.copytree(voice_run, tmp_path / "voice_copy")
     with pytest.raises(FeatprepError, match="holds a samplernn model run, not a duration one"):

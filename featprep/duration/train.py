@@ -184,7 +184,15 @@ class _Steps(Task):
         self.seeds = speaker_source(cfg, directory, corpus.speakers, dev, say)
         torch.manual_seed(cfg.seed)
         speaker_input = self.seeds.dim if self.seeds is not None else 0
-        self.model = DurationModel(model_config(cfg, corpus, speaker_input)).to(dev)
+        try:
+            self.model = DurationModel(model_config(cfg, corpus, speaker_input)).to(dev)
+        except (MemoryError, RuntimeError) as e:  # torch's allocator, on options beyond the machine
+            if not isinstance(e, MemoryError) and "allocate" not in str(e):
+                raise
+            raise FeatprepError(
+                f"a duration model of hidden {cfg.hidden}, layers {cfg.layers} does not fit in memory on "
+                f"{dev}: smaller hidden or layers"
+            ) from None
         self.net = group.wrap(self.model)
         self.optimisation = Optimisation(
             self.model.parameters(), lr=cfg.lr, clip_norm=cfg.clip_norm, plateau_factor=cfg.plateau_factor,
