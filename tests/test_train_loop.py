@@ -86,7 +86,8 @@ def _train(out, steps, resume=False, config=None):
     task = Regression(out, x, y)
     announced = []
     record = resume_and_run(
-        task, out, resume=resume, config=config or {"lr": 0.2}, compared=dict, keys=CHECKPOINT_KEYS,
+        task, out, directory=out, kind="regression", resume=resume, config=config or {"lr": 0.2},
+        compared=dict, keys=CHECKPOINT_KEYS,
         announce=lambda: announced.append(True), board_tags={"train_mse": "train/mse"},
         checkpoint_every=5, steps=steps, epochs=None, progress=False, log=lambda _m: None,
     )  # fmt: skip

@@ -21,7 +21,15 @@ from .model import DurationModel, DurationModelConfig
 from .train import KIND, DurationConfig, whole_frames
 
 #: what a duration run's config.json holds, as `DurationRun` reads it
-_TABLES = {"model": dict, "train": dict, "speakers": list, "corpus": str, "questions": list, "unit": str}
+_TABLES = {
+    "model": dict,
+    "train": dict,
+    "speakers": list,
+    "corpus": str,
+    "questions": list,
+    "unit": str,
+    "linguistic": dict,
+}
 
 
 def run_kind(folder: str | Path) -> str:
@@ -44,6 +52,8 @@ class DurationRun:
             )
         if not all(isinstance(info.get(k), t) for k, t in _TABLES.items()):
             raise FeatprepError(f"{damaged}: expected the tables {', '.join(_TABLES)}")
+        if not isinstance(info["linguistic"].get("questions"), str):
+            raise FeatprepError(f"{damaged}: expected the question set's name in linguistic.questions")
         self.info: dict[str, Any] = info
         try:
             self.cfg = DurationConfig(**info["train"])
@@ -116,7 +126,7 @@ class DurationRun:
                 f"duration run {self.folder} knows its corpus's speakers only (speaker_mode "
                 f"{self.cfg.speaker_mode}): --seed-wav needs one trained with speaker_mode=pase_seed"
             )
-        return seed_wav_vector(self.info, path)
+        return seed_wav_vector(self.info, path, run=f"duration run {self.folder}")
 
     @torch.no_grad()
     def frames(self, phone_rows: np.ndarray, who: torch.Tensor) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, FeatprepError
 from ..io import atomic_write_text
 from ..recipe_schema import Rule, choice, number
 from ..samplernn.checkpoint import (
@@ -142,7 +142,8 @@ def train_duration(
     )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
     return resume_and_run(
-        task, out, resume=resume, config=asdict(cfg), compared=_compared, keys=CHECKPOINT_KEYS,
+        task, out, directory=directory, kind=KIND, resume=resume, config=asdict(cfg), compared=_compared,
+        keys=CHECKPOINT_KEYS,
         announce=lambda: _announce(directory, out, cfg, task, log), board_tags=_BOARD_TAGS,
         checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs, progress=progress, log=log,
     )  # fmt: skip
@@ -169,7 +170,15 @@ class _Steps(Task):
         self.seeds = speaker_source(cfg, directory, corpus.speakers, dev, say)
         torch.manual_seed(cfg.seed)
         speaker_input = self.seeds.dim if self.seeds is not None else 0
-        self.model = DurationModel(model_config(cfg, corpus, speaker_input)).to(dev)
+        try:
+            self.model = DurationModel(model_config(cfg, corpus, speaker_input)).to(dev)
+        except (MemoryError, RuntimeError) as e:  # torch's allocator, on options beyond the machine
+            if not isinstance(e, MemoryError) and "allocate" not in str(e):
+                raise
+            raise FeatprepError(
+                f"a duration model of hidden {cfg.hidden}, layers {cfg.layers} does not fit in memory on "
+                f"{dev}: smaller hidden or layers"
+            ) from None
         self.net = group.wrap(self.model)
         self.optimisation = Optimisation(
             self.model.parameters(), lr=cfg.lr, clip_norm=cfg.clip_norm, plateau_factor=cfg.plateau_factor,

@@ -54,7 +54,7 @@ _ANALYSE = (
 )
 
 
-def _parse_dump(path: Path) -> HTSLabel:
+def _parse_dump(path: Path, source: str) -> HTSLabel:
     starts, ends, contexts, words = [], [], [], []
     previous = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -70,11 +70,14 @@ def _parse_dump(path: Path) -> HTSLabel:
         words.append("" if fields[1] == "0" else fields[1])
         previous = end
     if not contexts:
-        raise FeatprepError("Festival produced no segments")  # no temporary path: see run_script
+        # named by its source, not the temporary path (see run_script)
+        raise FeatprepError(f"Festival produced no segments for {source}: expected words it can speak")
     return HTSLabel(contexts, np.array(starts, np.int64), np.array(ends, np.int64), words=words)
 
 
-def _run(commands: list[str], voice: str | None, workdir: Path | None, timeout: float) -> list[HTSLabel]:
+def _run(
+    commands: list[str], sources: list[str], voice: str | None, workdir: Path | None, timeout: float
+) -> list[HTSLabel]:
     with tempfile.TemporaryDirectory(prefix="featprep-festival-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
         script = [_DUMP]
@@ -83,7 +86,7 @@ def _run(commands: list[str], voice: str | None, workdir: Path | None, timeout: 
         for i, command in enumerate(commands):
             script.append(f'{command}\n(featprep_dump utt "{i}.feats")')
         run_script("\n".join(script) + "\n", work, timeout=timeout)
-        return [_parse_dump(work / f"{i}.feats") for i in range(len(commands))]
+        return [_parse_dump(work / f"{i}.feats", source) for i, source in enumerate(sources)]
 
 
 def text_to_labels(
@@ -106,7 +109,8 @@ def text_to_labels(
         if literal == '""':  # blank, or nothing left once folded to ASCII
             raise ArgumentError(f"text {number} ({text!r}) has nothing Festival can read (ASCII letters)")
     commands = [f"(set! utt (Utterance Text {literal}))\n{_ANALYSE}" for literal in quoted]
-    return _run(commands, voice, workdir, timeout)
+    sources = [f"text {number} ({text!r})" for number, text in enumerate(texts, 1)]
+    return _run(commands, sources, voice, workdir, timeout)
 
 
 def utterance_to_labels(
@@ -117,13 +121,14 @@ def utterance_to_labels(
     This is how labels of synthesised speech (the demo corpus) or of corpora shipped
     with Festival utterances (CMU Arctic's ``festival/utts``) keep their exact times.
     """
-    commands = []
+    commands, sources = [], []
     for f in utt_files:
         path = Path(f).resolve()
         if not path.is_file():
             raise FeatprepError(f"Festival utterance {path} does not exist")
         commands.append(f"(set! utt (utt.load nil {scheme_path(path)}))")
-    return _run(commands, None, workdir, timeout)
+        sources.append(f"Festival utterance {path}")
+    return _run(commands, sources, None, workdir, timeout)
 
 
 def write_labels(

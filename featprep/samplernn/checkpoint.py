@@ -71,6 +71,8 @@ def write_checkpoint(
 
 def resume_checkpoint(
     out: Path,
+    directory: Path,
+    kind: str,
     resume: bool,
     config: dict[str, Any],
     compared: Callable[[dict[str, Any]], dict[str, Any]],
@@ -82,11 +84,15 @@ def resume_checkpoint(
     for a run that starts afresh: a new one, or one killed before its first checkpoint.
 
     A checkpoint must hold ``keys`` and options equal to ``config`` where ``compared``
-    keeps them, and come from as many processes as ``group`` has. Without ``resume`` an
-    existing checkpoint is an error, so that a finished run is never overwritten."""
+    keeps them, come from as many processes as ``group`` has, and go on with the model
+    ``kind`` (config.json's ``kind``) on the corpus ``directory`` it started on. Without
+    ``resume`` an existing checkpoint is an error, so that a finished run is never
+    overwritten."""
     checkpoint = out / "checkpoint.pt"
     if not resume and checkpoint.is_file():
         raise FeatprepError(f"{out} holds a trained run: --resume to continue it, or another --out")
+    if resume:
+        _check_started(out, directory, kind)
     if resume and not checkpoint.is_file():
         # killed before its first checkpoint: nothing was kept, so the same run starts afresh
         started = _started_options(out)
@@ -129,3 +135,26 @@ def _started_options(out: Path) -> dict[str, Any] | None:
         return json.loads((out / "config.json").read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _check_started(out: Path, directory: Path, kind: str) -> None:
+    """The run in ``out`` goes on as the model ``kind`` on the corpus its config.json names,
+    where it names them: on another corpus its checkpoint's data positions would index other
+    utterances, silently."""
+    try:
+        info = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # none yet (stopped before it was written), or damaged: the checkpoint is checked
+    if not isinstance(info, dict):
+        return
+    started, theirs = info.get("corpus"), info.get("kind", "samplernn")
+    if theirs != kind:
+        raise FeatprepError(
+            f"{out} holds a {theirs} model run, not a {kind} one: train --model {theirs} to resume it, "
+            "or give another --out"
+        )
+    if isinstance(started, str) and Path(started) != directory.resolve():
+        raise FeatprepError(
+            f"{out} was trained on the corpus {started}, not {directory.resolve()}: resume it on that "
+            "corpus, or give another --out"
+        )

@@ -310,6 +310,8 @@ def resume_and_run(
     task: Task,
     out: Path,
     *,
+    directory: Path,
+    kind: str,
     resume: bool,
     config: dict[str, Any],
     compared: Callable[[dict[str, Any]], dict[str, Any]],
@@ -322,10 +324,11 @@ def resume_and_run(
     progress: bool,
     log: Callable[[str], Any],
 ) -> dict[str, Any]:
-    """Restore ``task`` from ``out``'s checkpoint (`checkpoint.resume_checkpoint`'s rules)
-    or start it afresh, ``announce`` the run on rank 0 (once the options and the corpus
-    are known good, the folder is made), then `run_steps`; returns the last log record."""
-    saved = resume_checkpoint(out, resume, config, compared, task.group, keys, log)
+    """Restore ``task`` from ``out``'s checkpoint (`checkpoint.resume_checkpoint`'s rules:
+    the same model ``kind``, corpus ``directory`` and options) or start it afresh,
+    ``announce`` the run on rank 0 (once the options and the corpus are known good, the
+    folder is made), then `run_steps`; returns the last log record."""
+    saved = resume_checkpoint(out, directory, kind, resume, config, compared, task.group, keys, log)
     if saved is not None:
         task.restore(saved)
     out.mkdir(parents=True, exist_ok=True)

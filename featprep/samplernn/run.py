@@ -113,7 +113,7 @@ class Run:
     def speaker_from_wav(self, path: str | Path, start_seconds: float = 0.5) -> torch.Tensor:
         """A pase_seed run's speaker vector from a recording: the mean of its PASE frames
         over the run's seed window, starting ``start_seconds`` in, by the corpus's encoder."""
-        return seed_wav_vector(self.info, path, start_seconds)
+        return seed_wav_vector(self.info, path, start_seconds, f"voice run {self.folder}")
 
     def conditioning(self, label: HTSLabel, speaker: str | None) -> tuple[np.ndarray | None, int]:
         """Packed, normalised frame features of ``label`` for ``speaker`` (None: global
@@ -161,6 +161,10 @@ def read_run_info(folder: Path) -> Any:
         info = json.loads((folder / "config.json").read_text())
     except FileNotFoundError:
         raise FeatprepError(f"{folder} is not a training run (no config.json): run featprep train") from None
+    except NotADirectoryError:
+        raise FeatprepError(f"{folder} is not a training run: a file, not a run folder") from None
+    except OSError as e:
+        raise FeatprepError(f"{folder}/config.json cannot be read: {e.strerror}") from None
     except ValueError as e:
         raise FeatprepError(f"{folder}/config.json is damaged: {e}") from None
     checkpoint = folder / "checkpoint.pt"
@@ -180,12 +184,19 @@ def speaker_position(speakers: list[str], speaker: str, run: str = "this run") -
     return speakers.index(speaker)
 
 
-def seed_wav_vector(info: dict[str, Any], path: str | Path, start_seconds: float = 0.5) -> torch.Tensor:
-    """A pase_seed run's (``info``: its config.json) speaker vector from a recording: the
-    mean of its PASE frames over the run's seed window, starting ``start_seconds`` in, by
-    the corpus's encoder; (1, E)."""
-    if info["train"]["speaker_mode"] != "pase_seed":
-        raise FeatprepError("--seed-wav needs a run trained with speaker_mode=pase_seed")
+def seed_wav_vector(
+    info: dict[str, Any], path: str | Path, start_seconds: float = 0.5, run: str = "this run"
+) -> torch.Tensor:
+    """A pase_seed run's (``info``: its config.json; ``run`` names it in errors) speaker
+    vector from a recording: the mean of its PASE frames over the run's seed window,
+    starting ``start_seconds`` in, by the corpus's encoder; (1, E)."""
+    mode = info["train"]["speaker_mode"]
+    if mode != "pase_seed":
+        raise FeatprepError(
+            f"--seed-wav needs a run trained with speaker_mode=pase_seed; {run}'s is {mode!r}"
+        )
+    if not Path(path).is_file():  # soundfile would say only "System error"
+        raise FeatprepError(f"--seed-wav {path} is not a file: expected a recording of the speaker")
     from ..audio import downmix, read_audio, resample
     from ..errors import Rejected
     from ..pase import load_encoder

@@ -201,7 +201,8 @@ def train(
     )
     task = _Steps(cfg, directory, corpus, valid, out, group, log)
     return resume_and_run(
-        task, out, resume=resume, config=asdict(cfg), compared=_compared, keys=task.keys,
+        task, out, directory=directory, kind="samplernn", resume=resume, config=asdict(cfg),
+        compared=_compared, keys=task.keys,
         announce=lambda: _announce(directory, out, cfg, task, steps, epochs, log), board_tags=_BOARD_TAGS,
         checkpoint_every=cfg.checkpoint_every, steps=steps, epochs=epochs, progress=progress, log=log,
     )  # fmt: skip
