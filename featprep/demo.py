@@ -566,6 +566,7 @@ def _next_commands(out: Path) -> list[str]:
     from .manifest import read_manifest
 
     data, run = out / "manifests" / "cmu_arctic", out / "runs" / "cmu_arctic"
+    durations = out / "runs" / "cmu_arctic-durations"
     speaker = next(s["id"] for s in read_manifest(data)["speakers"] if s["role"] == "modeling")
     # the featprep beside this Python (.venv/bin/featprep after make demo), unless that is
     # the one on PATH anyway
@@ -578,7 +579,11 @@ def _next_commands(out: Path) -> list[str]:
         ["train", data, "--out", run, "--preset", "small", "--steps", 100],
         ["generate", run, "--text", "Please call Stella.", "--speaker", speaker, "--out", out / "stella.wav"],
         ["evaluate", run, "--max-utterances", 2, "--max-seconds", 0.5],
-    ]
+        # the speaker's own timing instead of Festival's: a duration model beside the voice
+        ["train", data, "--model", "duration", "--out", durations, "--steps", 200],
+        ["generate", run, "--duration-model", durations, "--text", "Please call Stella.",
+         "--speaker", speaker, "--out", out / "stella-timed.wav"],
+    ]  # fmt: skip
     return [
         "",
         f"== next: train on {data} (labels, acoustic features, PASE)",

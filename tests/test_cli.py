@@ -225,12 +225,15 @@ def test_demo_command_from_a_relative_folder(tmp_path):
     assert about == "train on demo/manifests/cmu_arctic (labels, acoustic features, PASE)"
     assert "random weights" in " ".join(lines[:2])
     commands = [shlex.split(line) for line in lines[2:]]
-    assert [c[1] for c in commands] == ["normstats", "train", "generate", "evaluate"]
-    commands[1][commands[1].index("--steps") + 1] = "2"
+    assert [c[1] for c in commands] == ["normstats", "train", "generate", "evaluate", "train", "generate"]
+    assert "--duration-model" in commands[5]
+    for train in (commands[1], commands[4]):
+        train[train.index("--steps") + 1] = "2"
     for c in commands:
         done = subprocess.run(c, capture_output=True, text=True, cwd=tmp_path)
         assert done.returncode == 0, (c, done.stderr)
     assert (tmp_path / "demo" / "runs" / "cmu_arctic" / "checkpoint.pt").is_file()
+    assert (tmp_path / "demo" / "stella-timed.wav").is_file()
     again = featprep("demo", "--out", "demo", "--utterances", "2", cwd=tmp_path)
     assert "already built" in again.stderr and "already complete" in again.stdout
 
