@@ -18,9 +18,8 @@ import torch
 
 from ..errors import FeatprepError
 from ..integrity import raise_first, statistics_problems, verify_corpus
-from ..manifest import shard_paths
 from ..normalise import Normaliser
-from ..shards import open_shard
+from ..samplernn.data import speaker_rows
 
 
 @dataclass
@@ -61,31 +60,13 @@ class PhoneCorpus:
         self.questions: list[str] = list(streams["ling_phone"]["columns"])
         self.unit: str = streams["durations"]["unit"]
         self.outputs: int = streams["durations"]["dim"]
-        self.speakers = sorted(
-            s["id"] for s in manifest["speakers"] if roles is None or s.get("role") in roles
-        )
         self.inputs_norm = Normaliser.load(directory, "ling_phone")
         self.targets_norm = Normaliser.load(directory, "durations")
-        speaker_index = {s: i for i, s in enumerate(self.speakers)}
-        self.shards: list[dict[str, np.ndarray]] = []
-        self.utterances: list[PhoneUtterance] = []
-        for shard, path in shard_paths(directory, manifest, splits):
-            if not shard["rows"]:
-                continue
-            index, arrays = open_shard(path)
-            self.shards.append(arrays)
-            for r in index.itertuples():
-                if r.speaker not in speaker_index:  # a speaker of another role
-                    continue
-                self.utterances.append(
-                    PhoneUtterance(
-                        len(self.shards) - 1, r.phone_offset, r.n_phones, r.n_frames,
-                        speaker_index[r.speaker], r.utterance, r.text,
-                    )
-                )  # fmt: skip
-        if not self.utterances:
-            of = "" if roles is None else f" of {' or '.join(roles)} speakers"
-            raise FeatprepError(f"{directory}: no utterance{of} in split(s) {list(splits)}")
+        self.speakers, self.shards, rows = speaker_rows(directory, manifest, splits, roles)
+        self.utterances = [
+            PhoneUtterance(shard, r.phone_offset, r.n_phones, r.n_frames, speaker, r.utterance, r.text)
+            for shard, r, speaker in rows
+        ]
 
     def rows(self, u: PhoneUtterance) -> np.ndarray:
         """The utterance's phone rows as stored (question answers), float32."""

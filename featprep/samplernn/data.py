@@ -39,6 +39,33 @@ class UtteranceRef:
     utterance: str
 
 
+def speaker_rows(
+    directory: Path, manifest: dict[str, Any], splits: tuple[str, ...], roles: tuple[str, ...] | None
+) -> tuple[list[str], list[dict[str, np.ndarray]], list[tuple[int, Any, int]]]:
+    """The speakers of ``roles`` (None: every speaker) in sorted order, the memory-mapped
+    arrays of every shard of ``splits`` that has rows, and ``(shard number, index row,
+    speaker number)`` of each of those speakers' utterances; none is one error line."""
+    speakers = sorted(s["id"] for s in manifest["speakers"] if roles is None or s.get("role") in roles)
+    speaker_index = {s: i for i, s in enumerate(speakers)}
+    shards: list[dict[str, np.ndarray]] = []
+    rows: list[tuple[int, Any, int]] = []
+    for shard, path in shard_paths(directory, manifest, splits):
+        if not shard["rows"]:
+            continue
+        index, arrays = open_shard(path)
+        shards.append(arrays)
+        # a speaker of another role is left out
+        rows += [
+            (len(shards) - 1, r, speaker_index[r.speaker])
+            for r in index.itertuples()
+            if r.speaker in speaker_index
+        ]
+    if not rows:
+        of = "" if roles is None else f" of {' or '.join(roles)} speakers"
+        raise FeatprepError(f"{directory}: no utterance{of} in split(s) {list(splits)}")
+    return speakers, shards, rows
+
+
 class Corpus:
     """The utterances of some splits, with memory-mapped arrays of every shard.
 
@@ -62,39 +89,17 @@ class Corpus:
     ) -> None:
         directory = Path(directory)
         manifest = verify_corpus(directory, splits=splits, hashes=verify)
-        self.speakers = sorted(
-            s["id"] for s in manifest["speakers"] if roles is None or s.get("role") in roles
-        )
-        speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.spec = None if features is None else parse_spec(features, manifest["features"])
         self.feature_dim = self.spec.dim if self.spec else 0
         self.features = features if self.spec else None
         self.normaliser = Normalisers(directory) if self.spec and normalise else None
         if self.normaliser is not None:
             raise_first(directory, statistics_problems(directory, manifest, hashes=verify))
-        self.shards: list[dict[str, np.ndarray]] = []
-        self.utterances: list[UtteranceRef] = []
-        for shard, path in shard_paths(directory, manifest, splits):
-            if not shard["rows"]:
-                continue
-            index, arrays = open_shard(path)
-            self.shards.append(arrays)
-            for r in index.itertuples():
-                if r.speaker not in speaker_index:  # a speaker of another role
-                    continue
-                self.utterances.append(
-                    UtteranceRef(
-                        len(self.shards) - 1,
-                        r.audio_offset,
-                        r.frame_offset,
-                        r.n_frames,
-                        speaker_index[r.speaker],
-                        r.utterance,
-                    )
-                )
-        if not self.utterances:
-            of = "" if roles is None else f" of {' or '.join(roles)} speakers"
-            raise FeatprepError(f"{directory}: no utterance{of} in split(s) {list(splits)}")
+        self.speakers, self.shards, rows = speaker_rows(directory, manifest, splits, roles)
+        self.utterances = [
+            UtteranceRef(shard, r.audio_offset, r.frame_offset, r.n_frames, speaker, r.utterance)
+            for shard, r, speaker in rows
+        ]
 
     def audio(self, u: UtteranceRef, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) of an utterance (zeros before its start), float32."""
