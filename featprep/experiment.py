@@ -19,7 +19,6 @@ for the same inputs, and redoes what is not. ``EXP/results.md`` and ``EXP/result
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ArgumentError, FeatprepError
-from .io import atomic_write_text, check_output_dir, load_weights, sha256_file
+from .io import atomic_write_text, check_output_dir, json_digest, load_weights, sha256_file
 from .manifest import read_manifest
 from .workers import resolve_jobs
 
@@ -202,11 +201,6 @@ def _config(
     return TrainConfig.from_preset(preset, {**overrides, **own})
 
 
-def _fingerprint(value: Any) -> str:
-    """sha256 of ``value`` as canonical JSON (keys sorted)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
 def _run_mode(
     mode: str,
     directory: Path,
@@ -242,7 +236,7 @@ def _run_mode(
         options = {k: v for k, v in evaluation.items() if k != "split"}
         # where it runs can change the figures (another device's arithmetic), what it is called cannot
         on = resolve_device(evaluation["device"]).type
-        fingerprint = _fingerprint(
+        fingerprint = json_digest(
             {"checkpoint": checkpoint_sha, "corpus": corpus_sha, "role": role, **evaluation, "device": on}
         )
         done = record.get(name)
@@ -290,7 +284,7 @@ def _train(
     from .samplernn.train import TrainConfig, _compared, train
 
     checkpoint = run / "checkpoint.pt"
-    fingerprint = _fingerprint({"corpus": corpus_sha, "config": _compared(config), "steps": steps})
+    fingerprint = json_digest({"corpus": corpus_sha, "config": _compared(config), "steps": steps})
     trained = record.get("trained")
     if (
         isinstance(trained, dict)

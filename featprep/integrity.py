@@ -30,7 +30,6 @@ with ``full``, unlisted shard folders and ``stats/`` against its ``summary.json`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -47,7 +46,7 @@ import pyarrow.parquet as pq
 
 from . import FRAME_SHIFT
 from .errors import CorruptCorpus
-from .io import inside, sha256_file
+from .io import inside, json_digest, sha256_file
 from .manifest import read_manifest, utterance_table
 from .stage import clock_columns
 
@@ -447,7 +446,7 @@ def shards_digest(manifest: dict[str, Any], splits: tuple[str, ...] | list[str])
     """sha256 of the names and file hashes of the manifest's shards of ``splits``: what
     normalisation statistics are tied to."""
     chosen = [[s["name"], s["files"]] for s in manifest["shards"] if s["split"] in splits]
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()
+    return json_digest(chosen)
 
 
 def statistics_problems(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import re
 import socket
@@ -193,6 +194,11 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, samples, rate, subtype="PCM_16", format="WAV")
     return buffer.getvalue()
+
+
+def json_digest(value: Any) -> str:
+    """sha256 (hex) of ``value`` as canonical JSON (keys sorted): a fingerprint of options."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

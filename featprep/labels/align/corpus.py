@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ import soundfile as sf
 
 from ...audio.levels import check_levels
 from ...errors import CorpusError, Rejected
-from ...io import atomic_write_text, check_output_dir, remove_dead_temporaries
+from ...io import atomic_write_text, check_output_dir, json_digest, remove_dead_temporaries
 from ...records import Rejection, Utterance
 from ...workers import parallel_config, resolve_jobs
 from ..frontend import frontend_labels, merlin_normalise
@@ -112,7 +111,7 @@ def training_subset(utterances: list[Utterance], per_speaker: int) -> list[Utter
 
 
 def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+    return json_digest(value)[:32]
 
 
 def _file_keys(utterances: list[Utterance], root: str) -> list[list[Any]]:
