@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,39 @@ def test_forward_backward_agrees_with_viterbi(demo, model):
     assert best <= log_z <= best + len(x) * 0.5
     assert np.mean(gamma.argmax(axis=1) == path) >= 0.9
     assert (stays <= gamma.sum(axis=0) + 1e-6).all() and stays.min() >= 0.0
+
+
+def _numpy_viterbi(graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
+    """The recursion as numpy would write it, one frame at a time: the oracle the compiled
+    one must match."""
+    T, N = log_lik.shape
+    delta = np.full(N + 1, -np.inf)
+    delta[:N] = graph.log_init + log_lik[0]
+    back = np.zeros((T, N), np.int64)
+    for t in range(1, T):
+        cand = delta[graph.pred] + graph.log_trans
+        back[t] = cand.argmax(axis=1)
+        delta[:N] = cand[np.arange(N), back[t]] + log_lik[t]
+    j = int(graph.finals[np.argmax(delta[graph.finals])])
+    score, path = float(delta[j]), [j]
+    for t in range(T - 1, 0, -1):
+        j = int(graph.pred[j, back[t, j]])
+        path.append(j)
+    return np.array(path[::-1]), score
+
+
+def test_compiled_viterbi_matches_the_numpy_recursion(demo, model):
+    """Same best path and score, bit for bit, on real speech, and with every path tied
+    (flat emissions and transitions) settled the same way: the first candidate wins."""
+    for row, label in demo.split(True)[:3]:
+        audio, sr = demo.audio(row)
+        feats = mfcc_features(audio, sr)
+        x = apply_cmvn(feats, cmvn_stats([feats]))
+        graph = build_graph(model, model.phone_index([s[2] for s in phone_segments(label)]))
+        tied = replace(graph, log_trans=np.zeros_like(graph.log_trans))
+        flat = np.zeros((len(x), len(graph.states)))
+        for g, log_lik in ((graph, model.log_likelihoods(x, graph.states)), (tied, flat)):
+            path, score = viterbi(g, log_lik)
+            want_path, want_score = _numpy_viterbi(g, log_lik)
+            np.testing.assert_array_equal(path, want_path)
+            assert score == want_score

@@ -41,8 +41,7 @@ def align_features(model: AlignerModel, features: np.ndarray, label: HTSLabel) -
     except KeyError as e:
         raise Rejected("label_mismatch", f"the aligner has no model of phone(s) {e.args[0]}") from None
     graph = build_graph(model, phones, word_ends(label) if model.short_pause else None)
-    unique, inverse = np.unique(graph.states, return_inverse=True)
-    path, score = viterbi(graph, model.log_likelihoods(features, unique)[:, inverse])
+    path, score = viterbi(graph, model.log_likelihoods(features, graph.states))
     frames = state_frames(path, graph).ravel()
     end = np.cumsum(frames) * FRAME_UNITS
     aligned = HTSLabel(

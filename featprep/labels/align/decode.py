@@ -1,8 +1,8 @@
 """Forced alignment of a known phone sequence: Viterbi over the concatenated phone HMMs.
 
 The utterance's states form a chain (five per phone). Each state can be reached from at
-most four predecessors, so one frame of the Viterbi recursion is a gather of an
-``(states, 4)`` table, an ``argmax`` and an add: time is the only Python loop. Slot 0 is
+most four predecessors, held in an ``(states, 4)`` table; the recursion over it is
+compiled (numba, which librosa already needs). Slot 0 is
 the state itself (stay), 1 the state before it (move on), 2 the last state of the unit
 before a skippable one (a silence or short pause skipped) and 3 the silence model's own
 last state (a silence looping back to its first state).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ...errors import Rejected
@@ -121,27 +122,50 @@ def viterbi(graph: Graph, log_lik: np.ndarray) -> tuple[np.ndarray, float]:
     """
     n_frames, N = log_lik.shape
     check_fits(graph, n_frames)
-    pred, log_trans = graph.pred, graph.log_trans
-    rows = np.arange(N)
-    back = np.empty((n_frames, N), np.int8)
-    delta = np.full(N + 1, -np.inf)
-    delta[:N] = graph.log_init + log_lik[0]
-    for t in range(1, n_frames):
-        cand = delta[pred] + log_trans
-        best = cand.argmax(axis=1)
-        back[t] = best
-        delta[:N] = cand[rows, best] + log_lik[t]
-    end = graph.finals[np.argmax(delta[graph.finals])]
-    score = float(delta[end])
+    path = np.empty(n_frames, np.int64)
+    score = _best_path(
+        graph.pred, graph.log_trans, graph.log_init, graph.finals, np.asarray(log_lik, np.float64), path
+    )
     if not np.isfinite(score):
         raise Rejected("label_mismatch", "no path through the phone models fits the audio")
-    path = np.empty(n_frames, np.int64)
-    j = int(end)
-    for t in range(n_frames - 1, 0, -1):
-        path[t] = j
-        j = int(pred[j, back[t, j]])
-    path[0] = j
     return path, score
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_path(pred, log_trans, log_init, finals, log_lik, path):  # noqa: ANN001, ANN202
+    """The Viterbi recursion and its traceback into ``path``; returns the best final
+    score. Compiled: per frame, four candidates for each of ~150 states is far less work
+    than the numpy calls it would take (3.5 s of a 12-minute corpus's 15 s training).
+    Ties go to the first candidate (stay before move on), as numpy's argmax would."""
+    T, N = log_lik.shape
+    K = pred.shape[1]
+    back = np.empty((T, N), np.int8)
+    delta = np.full(N + 1, -np.inf)  # slot N: the unreachable dummy predecessor
+    fresh = np.full(N + 1, -np.inf)
+    for j in range(N):
+        delta[j] = log_init[j] + log_lik[0, j]
+    for t in range(1, T):
+        for j in range(N):
+            best = delta[pred[j, 0]] + log_trans[j, 0]
+            arg = 0
+            for k in range(1, K):
+                v = delta[pred[j, k]] + log_trans[j, k]
+                if v > best:
+                    best = v
+                    arg = k
+            back[t, j] = arg
+            fresh[j] = best + log_lik[t, j]
+        delta, fresh = fresh, delta
+    end = finals[0]
+    for f in finals:
+        if delta[f] > delta[end]:
+            end = f
+    j = end
+    for t in range(T - 1, 0, -1):
+        path[t] = j
+        j = pred[j, back[t, j]]
+    path[0] = j
+    return delta[end]
 
 
 def state_frames(path: np.ndarray, graph: Graph) -> np.ndarray:

