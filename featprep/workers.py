@@ -1,14 +1,20 @@
-"""How many worker processes a command runs, and where (loky on this machine, or Dask)."""
+"""How many worker processes a command runs, and where (loky on this machine, or Dask);
+threads for work inside one process."""
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from .errors import ArgumentError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def resolve_jobs(jobs: int) -> int:
@@ -130,3 +136,21 @@ def parallel_config(backend: str, client: Any = None) -> contextlib.AbstractCont
     if backend == "dask":
         return joblib.parallel_config(backend="dask", client=client)
     return joblib.parallel_config(backend="loky", inner_max_num_threads=1)
+
+
+def ordered_threads(fn: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``threads`` threads, results in the order of ``items``, at most
+    ``2 * threads`` of them waiting: for work that leaves the GIL (BLAS, numpy's loops,
+    compiled kernels, subprocesses) and whose results are combined in a fixed order, so
+    that the outcome does not depend on the thread count."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        pending: collections.deque[concurrent.futures.Future[R]] = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

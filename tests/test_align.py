@@ -181,6 +181,35 @@ def test_frame_t_is_centred_on_the_middle_of_its_5ms(sr):
         assert feats[frame - 1, 0] == pytest.approx(feats[frame + 1, 0], abs=1.0)
 
 
+def _librosa_mfcc(audio: np.ndarray, sr: int) -> np.ndarray:
+    """The aligner's features as librosa computes them (HTK mel scale, Hamming window,
+    lifter 22, Savitzky-Golay deltas), framed as `mfcc_features` frames them: the oracle."""
+    import librosa
+    import soxr
+
+    n = num_frames(len(audio), sr)
+    y = soxr.resample(audio.astype(np.float32), sr, 16000, quality="HQ")
+    y = np.pad(y, (160, max((n - 1) * 80 + 240 - len(y), 0) + 80), mode="reflect")
+    options = dict(n_fft=400, hop_length=80, window="hamming", center=False, n_mels=26, htk=True)
+    mfcc = librosa.feature.mfcc(y=y, sr=16000, n_mfcc=13, lifter=22, fmin=20.0, fmax=7800.0, **options)
+    mfcc = mfcc[:, :n]
+    d1 = librosa.feature.delta(mfcc, width=5, order=1, mode="nearest")
+    d2 = librosa.feature.delta(mfcc, width=5, order=2, mode="nearest")
+    return np.concatenate([mfcc, d1, d2]).T
+
+
+@pytest.mark.parametrize("length", [None, 80, 300])
+def test_mfcc_features_equal_librosas(demo, length):
+    """numpy's MFCCs equal librosa's to float32 rounding, on real speech at 48 kHz and
+    16 kHz and on clips shorter than the delta window."""
+    clips = [demo.audio(demo.rows[0]), *(sf.read(wav, dtype="float32") for _, wav, _ in REAL_CLIPS.values())]
+    for audio, sr in clips:
+        audio = audio[: length * sr // 16000] if length else audio
+        ours, want = mfcc_features(audio, sr), _librosa_mfcc(audio, sr)
+        assert ours.shape == want.shape
+        np.testing.assert_allclose(ours, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
 def test_held_out_boundaries_near_festival_truth(demo, model, flat_model):
     """Phone boundaries of unseen utterances land near Festival's own, far nearer than
     Festival's predicted durations put them; the bootstrap beats the flat start."""
@@ -351,3 +380,14 @@ def test_compiled_viterbi_matches_the_numpy_recursion(demo, model):
             want_path, want_score = _numpy_viterbi(g, log_lik)
             np.testing.assert_array_equal(path, want_path)
             assert score == want_score
+
+
+@pytest.mark.parametrize("baum_welch", [False, True])
+def test_threads_do_not_change_the_model(demo, baum_welch):
+    """Utterances featurised and aligned on three threads give the one-thread model, every
+    array bit for bit (they are counted in the same order)."""
+    config = TrainingConfig(mixtures=2, iterations=1, baum_welch=baum_welch)
+    one, three = (_train(demo, config=config, threads=n) for n in (1, 3))
+    for name in ("means", "variances", "log_weights", "log_stay"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(three, name))
+    assert one.phones == three.phones and one.pause_state == three.pause_state

@@ -18,6 +18,7 @@ import numpy as np
 import soxr
 
 from ...demo import RATE, DemoSpeaker, synthesize
+from ...workers import ordered_threads
 from ..hts import HTSLabel
 from .features import RATE as ALIGNER_RATE
 from .train import TrainingUtterance
@@ -44,7 +45,11 @@ COVERAGE_TEXTS = (
 
 
 def bootstrap_utterances(
-    texts: Sequence[str], *, voices: Sequence[str] = DEFAULT_BOOTSTRAP_VOICES, workdir: Path | None = None
+    texts: Sequence[str],
+    *,
+    voices: Sequence[str] = DEFAULT_BOOTSTRAP_VOICES,
+    workdir: Path | None = None,
+    threads: int = 1,
 ) -> list[TrainingUtterance]:
     """Festival's speech of each distinct text of ``texts`` in each of ``voices`` (at
     16 kHz, the aligner's rate) with labels timed by its own phone boundaries, plus the
@@ -52,12 +57,13 @@ def bootstrap_utterances(
     (CMVN).
 
     The labels' contexts are the bare phone names (all the aligner needs of them).
+    ``threads``: voices synthesised at once (one Festival process each).
     """
     distinct = list(dict.fromkeys(texts))  # corpora repeat prompts (every VCTK speaker reads the same ones)
     coverage = [t for t in dict.fromkeys(COVERAGE_TEXTS) if t not in distinct]
     out = []
-    for voice in voices:
-        spoken = _synthesise(voice, distinct + coverage, workdir)
+    synthesised = ordered_threads(lambda v: _synthesise(v, distinct + coverage, workdir), voices, threads)
+    for spoken in synthesised:
         have = {p for u in spoken[: len(distinct)] for p in u.label.contexts}
         out += spoken[: len(distinct)]
         out += [u for u in spoken[len(distinct) :] if set(u.label.contexts) - have]

@@ -35,6 +35,7 @@ from typing import Any
 import joblib
 import numpy as np
 import soundfile as sf
+from threadpoolctl import threadpool_limits
 
 from ...audio.levels import check_levels
 from ...errors import CorpusError, Rejected
@@ -206,8 +207,11 @@ def _training_utterances(
 
 
 def _train(
-    utterances: list[Utterance], root: str, recipe: dict[str, Any], say: Callable[[str], None]
+    utterances: list[Utterance], root: str, recipe: dict[str, Any], say: Callable[[str], None], threads: int
 ) -> AlignerModel:
+    """The aligner trained in this process, ``threads`` at work: Festival's voices
+    synthesise side by side, utterances are featurised and aligned side by side, each
+    on one BLAS thread."""
     cfg = recipe["align"]
     subset = training_subset(utterances, cfg["train_utterances_per_speaker"])
     fronts = frontend_labels(subset, recipe["labels"])
@@ -217,15 +221,17 @@ def _train(
     bootstrap = []
     if cfg["bootstrap_voices"] and texts:
         say(f"synthesising {len(texts)} transcripts with {', '.join(cfg['bootstrap_voices'])} (bootstrap)")
-        bootstrap = bootstrap_utterances(texts, voices=cfg["bootstrap_voices"])
+        bootstrap = bootstrap_utterances(texts, voices=cfg["bootstrap_voices"], threads=threads)
     say(f"training the aligner on {len(subset)} utterances")
     try:
-        return train_aligner(
-            _training_utterances(subset, fronts, root, recipe["clean"], say),
-            training_config(cfg),
-            say,
-            bootstrap=bootstrap,
-        )
+        with threadpool_limits(limits=1):
+            return train_aligner(
+                _training_utterances(subset, fronts, root, recipe["clean"], say),
+                training_config(cfg),
+                say,
+                bootstrap=bootstrap,
+                threads=threads,
+            )
     except ValueError:
         raise CorpusError(f"no utterance of {root} could be used to train the aligner") from None
 
@@ -395,7 +401,7 @@ def _align_utterances(
     if record.get("model") == model_fp and (folder / MODEL).is_file():
         say(f"aligner model {folder / MODEL} reused (its fingerprint matches)")
     else:
-        _train(utterances, root, recipe, say).save(folder / MODEL)
+        _train(utterances, root, recipe, say, jobs).save(folder / MODEL)
         result.trained = True
         record = {"version": VERSION, "model": model_fp, "speakers": {}}
         _write_record(folder, record)
@@ -416,7 +422,8 @@ def _align_utterances(
             todo.append((speaker, utts, fp))
     count = sum(1 for _, us, _ in todo for u in us if only is None or u.id in only)
     say(f"aligning {count} utterances of {len(todo)} speakers")
-    with parallel_config(backend, client):
+    # one BLAS thread where the speakers are aligned in this process (-j 1), as in a worker
+    with parallel_config(backend, client), threadpool_limits(limits=1):
         run = joblib.Parallel(n_jobs=max(1, min(jobs, len(todo))), return_as="generator_unordered")
         done = run(
             joblib.delayed(_align_speaker)(s, u, root, folder, recipe, fp, textgrid, only)

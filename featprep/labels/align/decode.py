@@ -2,7 +2,7 @@
 
 The utterance's states form a chain (five per phone). Each state can be reached from at
 most four predecessors, held in an ``(states, 4)`` table; the recursion over it is
-compiled (numba, which librosa already needs). Slot 0 is
+compiled (numba). Slot 0 is
 the state itself (stay), 1 the state before it (move on), 2 the last state of the unit
 before a skippable one (a silence or short pause skipped) and 3 the silence model's own
 last state (a silence looping back to its first state).

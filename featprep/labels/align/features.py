@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import librosa
 import numpy as np
 import soxr
 
@@ -33,11 +32,25 @@ _STD_FLOOR = 1e-3
 
 
 @functools.cache
-def _mel_basis() -> np.ndarray:
-    """HTK-style mel filters over the 25 ms window's FFT bins (20 Hz to 7.8 kHz)."""
-    return librosa.filters.mel(
-        sr=RATE, n_fft=WINDOW, n_mels=N_MELS, fmin=20.0, fmax=RATE / 2 - 200.0, htk=True
-    )
+def _filters() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The front-end's fixed matrices: the periodic Hamming window, the HTK-scale mel
+    filterbank (26 triangles, 20 Hz to 7.8 kHz, Slaney's area normalisation), the
+    orthonormal DCT-II to 13 cepstra and the cepstral lifter, as librosa's ``mfcc`` with
+    those options builds them."""
+    n = np.arange(WINDOW)
+    window = 0.54 - 0.46 * np.cos(2 * np.pi * n / WINDOW)
+    bins = np.fft.rfftfreq(WINDOW, 1 / RATE)
+    mel = lambda hz: 2595.0 * np.log10(1.0 + hz / 700.0)  # noqa: E731
+    edges = 700.0 * (10.0 ** (np.linspace(mel(20.0), mel(RATE / 2 - 200.0), N_MELS + 2) / 2595.0) - 1.0)
+    width = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    rising, falling = -ramps[:-2] / width[:-1, None], ramps[2:] / width[1:, None]
+    basis = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    k = np.arange(N_MFCC)[:, None]
+    dct = np.cos(np.pi * k * (2 * np.arange(N_MELS) + 1) / (2 * N_MELS)) * np.sqrt(2.0 / N_MELS)
+    dct[0] /= np.sqrt(2.0)
+    lifter = 1.0 + (LIFTER / 2) * np.sin(np.pi * np.arange(1, N_MFCC + 1) / LIFTER)
+    return window, basis.astype(np.float32), dct.astype(np.float32), lifter.astype(np.float32)
 
 
 def num_frames(n_samples: int, sr: int) -> int:
@@ -54,23 +67,30 @@ def mfcc_features(audio: np.ndarray, sr: int) -> np.ndarray:
     if y.ndim != 1:
         raise FeatprepError(f"the aligner takes mono audio (one channel), found an array of shape {y.shape}")
     n = num_frames(len(y), sr)
-    if sr != RATE and len(y):
+    if n == 0:
+        return np.zeros((0, DIM), np.float32)
+    if sr != RATE:
         y = soxr.resample(y, sr, RATE, quality="HQ")
     # left padding puts the centre of window t (sample 80t + 200 of the padded signal) at
     # sample 80t + 40 of the audio; the right padding makes room for the last window
     left = WINDOW // 2 - HOP // 2
     need = (n - 1) * HOP + WINDOW - left - len(y)
-    mode = "reflect" if len(y) > 1 else "constant"
-    y = np.pad(y, (left, max(need, 0) + HOP), mode=mode)
-    power = np.abs(librosa.stft(y, n_fft=WINDOW, hop_length=HOP, window="hamming", center=False)) ** 2
-    # the mel filterbank as one matrix product: librosa's own (an einsum) took three
-    # quarters of the features' time
-    mel = _mel_basis() @ power
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC, lifter=LIFTER)[:, :n]
-    # HTK's regression window of +-2 frames; 'nearest' keeps utterances shorter than it
-    d1 = librosa.feature.delta(mfcc, width=5, order=1, mode="nearest")
-    d2 = librosa.feature.delta(mfcc, width=5, order=2, mode="nearest")
-    return np.concatenate([mfcc, d1, d2]).T.astype(np.float32)
+    y = np.pad(y, (left, max(need, 0) + HOP), mode="reflect" if len(y) > 1 else "constant")
+    window, basis, dct, lifter = _filters()
+    frames = np.lib.stride_tricks.sliding_window_view(y, WINDOW)[::HOP]
+    spectrum = np.fft.rfft(frames * window, axis=1).astype(np.complex64)
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    # log mel energies floored 80 dB below the loudest frame (librosa's power_to_db)
+    log_mel = 10.0 * np.log10(np.maximum(power @ basis.T, 1e-10))
+    log_mel = np.maximum(log_mel, log_mel.max() - 80.0)
+    mfcc = (log_mel @ dct.T * lifter)[:n]
+    # HTK's regression window of +-2 frames (Savitzky-Golay: slope, and curvature of a
+    # quadratic), the edge frames repeated, so utterances shorter than it keep their deltas
+    edged = np.pad(mfcc, ((2, 2), (0, 0)), mode="edge")
+    shifted = [edged[k : k + len(mfcc)] for k in range(5)]
+    d1 = sum(w * f for w, f in zip((-2.0, -1.0, 0.0, 1.0, 2.0), shifted, strict=True)) / 10.0
+    d2 = sum(w * f for w, f in zip((2.0, -1.0, -2.0, -1.0, 2.0), shifted, strict=True)) / 7.0
+    return np.concatenate([mfcc, d1, d2], axis=1).astype(np.float32)
 
 
 def cmvn_stats(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

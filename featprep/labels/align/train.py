@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ...errors import FeatprepError, Rejected
+from ...workers import ordered_threads
 from ..context import parse_context
 from ..hts import HTSLabel, phone_of
 from .decode import Graph, build_graph, viterbi
@@ -123,6 +124,7 @@ def train_aligner(
     log: Callable[[str], None] | None = None,
     *,
     bootstrap: Sequence[TrainingUtterance] = (),
+    threads: int = 1,
 ) -> AlignerModel:
     """Phone HMMs trained on ``utterances`` (their features are kept, their audio is not).
 
@@ -130,13 +132,14 @@ def train_aligner(
     module); when given, the first models are estimated from them instead of the flat
     start. An utterance that no model sequence fits (fewer frames than its phones need) is
     left out of the round that finds it so; ``log`` hears about it and about each round's
-    mean per-frame log-likelihood.
+    mean per-frame log-likelihood. ``threads``: utterances featurised and aligned at once
+    (the model does not depend on it).
     """
     say = log or logger.info
-    feats, phone_lists, durations, word_final = _prepare(utterances)
+    feats, phone_lists, durations, word_final = _prepare(utterances, threads)
     if not feats:
         raise ValueError("train_aligner needs at least one utterance")
-    boot_feats, boot_phones, _, _ = _prepare(bootstrap)
+    boot_feats, boot_phones, _, _ = _prepare(bootstrap, threads)
     names = sorted(
         {SILENCE if p in SILENCES else p for ps in phone_lists + boot_phones for p in ps} | {SILENCE}
     )
@@ -181,7 +184,7 @@ def train_aligner(
     for m in schedule:
         if m > model.mixtures:
             model = _split(model, m)
-        model = _reestimate(model, feats, graphs, anchors, config, floor, say, f"{m} mixture(s)")
+        model = _reestimate(model, feats, graphs, anchors, config, floor, say, f"{m} mixture(s)", threads)
     if config.contexts:
         model = _with_contexts(model, phone_lists + boot_phones)
         graphs = _graphs(model, phone_lists, word_final, config.short_pause)
@@ -191,7 +194,7 @@ def train_aligner(
                 for (x, _, path), ps in zip(anchors, boot_phones, strict=True)
             ]
         model = _reestimate(
-            model, feats, graphs, anchors, config, floor, say, "contexts", config.context_prior
+            model, feats, graphs, anchors, config, floor, say, "contexts", threads, config.context_prior
         )
     return model
 
@@ -214,27 +217,37 @@ def _reestimate(
     floor: np.ndarray,
     say: Callable[[str], None],
     stage: str,
+    threads: int,
     prior: float = 0.0,
 ) -> AlignerModel:
     """``config.iterations`` rounds of aligning every utterance and re-estimating
-    (``prior``: see `_Stats.maximise`)."""
+    (``prior``: see `_Stats.maximise`). Utterances are aligned on ``threads`` threads and
+    counted in their order, so the sums are the same whatever the thread count."""
     for it in range(config.iterations):
         stats = _Stats(model)
         for x, gr, path in anchors:
             stats.add_path(x, gr, path)
         scores = []
-        for i, (x, gr) in enumerate(zip(feats, graphs, strict=True)):
+
+        def expect(pair: tuple[np.ndarray, Graph], model: AlignerModel = model) -> tuple:
+            x, gr = pair
             log_lik = model.log_likelihoods(x, gr.states)
             try:
-                if config.baum_welch:
-                    gamma, stays, score = posteriors(gr, log_lik)
-                    stats.add(x, gr, gamma, stays)
-                else:
-                    path, score = viterbi(gr, log_lik)
-                    stats.add_path(x, gr, path)
+                return posteriors(gr, log_lik) if config.baum_welch else viterbi(gr, log_lik)
             except Rejected as e:
-                say(f"utterance {i} left out: {e.detail}")
+                return (e,)
+
+        found = ordered_threads(expect, zip(feats, graphs, strict=True), threads)
+        for i, (x, gr, result) in enumerate(zip(feats, graphs, found, strict=True)):
+            if isinstance(result[0], Rejected):
+                say(f"utterance {i} left out: {result[0].detail}")
                 continue
+            if config.baum_welch:
+                gamma, stays, score = result
+                stats.add(x, gr, gamma, stays)
+            else:
+                path, score = result
+                stats.add_path(x, gr, path)
             scores.append(score / len(x))
         model = stats.maximise(floor, prior)
         say(f"{stage}, round {it + 1}: mean log-likelihood per frame {np.mean(scores):.3f}")
@@ -260,17 +273,20 @@ def _with_contexts(model: AlignerModel, phone_lists: list[list[str]]) -> Aligner
 
 
 def _prepare(
-    utterances: Iterable[TrainingUtterance],
+    utterances: Iterable[TrainingUtterance], threads: int = 1
 ) -> tuple[list[np.ndarray], list[list[str]], list[np.ndarray | None], list[np.ndarray]]:
     """CMVN-normalised features (per speaker), phones, label durations and word ends of
-    each utterance."""
-    raw, speakers, phone_lists, durations, word_final = [], [], [], [], []
-    for u in utterances:
-        raw.append(mfcc_features(u.audio, u.sr))
+    each utterance (features computed on ``threads`` threads)."""
+    speakers, phone_lists, durations, word_final = [], [], [], []
+
+    def describe(u: TrainingUtterance) -> TrainingUtterance:
         speakers.append(u.speaker)
         phone_lists.append(label_phones(u.label))
         durations.append(_durations(u.label))
         word_final.append(word_ends(u.label))
+        return u
+
+    raw = list(ordered_threads(lambda u: mfcc_features(u.audio, u.sr), map(describe, utterances), threads))
     stats = {s: cmvn_stats([f for f, t in zip(raw, speakers, strict=True) if t == s]) for s in set(speakers)}
     feats = [apply_cmvn(f, stats[s]) for f, s in zip(raw, speakers, strict=True)]
     return feats, phone_lists, durations, word_final
