@@ -457,6 +457,10 @@ class Generator:
             if sample_cond is not None:
                 base = base + sample_cond[:, frame, None]
             offset = start - top * (frame + 1)  # of this bottom frame in its top frame
+            if compiled and pool is None:
+                given = greedy if uniforms is None else uniforms
+                first.compiled(base, mlp, given, scale, offset, values, samples, start)
+                return
             if compiled:
                 given = greedy if uniforms is None else uniforms
                 calls = [

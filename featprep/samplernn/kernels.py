@@ -51,12 +51,27 @@ def one_thread() -> contextlib.AbstractContextManager:
 
 
 @numba.njit(cache=True, nogil=True)
+def _argmax(x: np.ndarray) -> int:
+    """numpy's argmax of a vector: the first maximum, or the first NaN."""
+    best, at = x[0], 0
+    if best != best:
+        return 0
+    for i in range(1, x.shape[0]):
+        v = x[i]
+        if v != v:
+            return i
+        if v > best:
+            best, at = v, i
+    return at
+
+
+@numba.njit(cache=True, nogil=True)
 def _relu(x: np.ndarray) -> None:
-    """np.maximum(x, 0, out=x): a NaN stays NaN."""
-    for b in range(x.shape[0]):
-        for i in range(x.shape[1]):
-            if x[b, i] < 0:
-                x[b, i] = 0
+    """np.maximum(x, 0, out=x) on a C-contiguous x: a NaN stays NaN."""
+    flat = x.reshape(-1)  # one loop: a (width, 1) column would not vectorize
+    for i in range(flat.shape[0]):
+        if flat[i] < 0:
+            flat[i] = 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -118,6 +133,9 @@ def _draw(logits, uniforms, row, scale, bits, top, drawn):  # noqa: ANN001, ANN2
     uniforms[row] (uniforms (top, B), or empty for greedy decoding): bits (levels, B)
     int32 and top (2, B) float32 are scratch."""
     levels, batch = logits.shape
+    if uniforms.shape[0] == 0 and batch == 1:
+        drawn[0] = _argmax(logits.reshape(-1))
+        return
     if uniforms.shape[0] == 0:  # greedy: numpy's argmax of each column
         best = top[0]
         best[:] = logits[0]
