@@ -19,8 +19,8 @@ PyTorch, in float32 or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix p
 are several times faster). In numpy, a bottom frame's samples are one compiled call
 (kernels.py, when numba imports) doing the numpy step's arithmetic: 2.6-2.9x faster at the
 small preset's batch 1, where the step's Python and numpy calls cost more than its
-products; from batch 32 groups of 16 rows or more run their compiled frames on threads
-of their own, one a core. Batched: many utterances at once, each row with its own
+products; from batch 32 groups of 16 rows or more run on threads of their own, one a
+core, frame tiers included. Batched: many utterances at once, each row with its own
 conditioning.
 """
 
@@ -332,7 +332,7 @@ class Generator:
     """
 
     PULL_FROM = 16  # batch size from which the first layer sums tap rows (see _PulledTaps)
-    ROWS_PER_THREAD = 16  # compiled bottom frames: a thread for every this many rows, up to a core each
+    ROWS_PER_THREAD = 16  # compiled frames: a thread for every this many rows, up to a core each
 
     def __init__(
         self, model: SampleRNN, *, dtype: torch.dtype = torch.float32, backend: str = "auto"
@@ -399,7 +399,7 @@ class Generator:
                 # second PyTorch or BLAS thread only spins against the first (2.6x slower
                 # at batch 64; on a busy machine a tiny two-thread product may wait a
                 # scheduler tick for its second thread); from batch 32 the other cores
-                # draw groups of rows (see _generate)
+                # generate groups of rows (see _generate)
                 stack.enter_context(_torch_threads(1))
                 stack.enter_context(threadpool_limits(1, user_api="blas"))
             elif numpy and self.compiled:
@@ -418,7 +418,7 @@ class Generator:
     ) -> torch.Tensor:
         model = self.model
         features, speakers = (None if t is None else t.to(self.device) for t in (features, speakers))
-        top, window = model.top_frame, model.cfg.ratios[0]
+        top = model.top_frame
         cond = model.conditioning(features, speakers, frames)
         tier_cond = [
             None if cond is None or t.cond is None else t.cond(cond).to(self.dtype) for t in model.tiers
@@ -433,24 +433,40 @@ class Generator:
             tiers, values, samples = self.numpy_tiers, values.numpy(), x.numpy()
             tier_cond = [None if c is None else c.numpy() for c in tier_cond]
             sample_cond = None if sample_cond is None else sample_cond.numpy()
-        compiled = numpy and self.compiled
-        # compiled frames release the GIL: groups of rows draw on threads of their own
-        # (rows are independent below the frame tiers, so the samples are the same)
-        parts = max(1, min(_cores(), batch // self.ROWS_PER_THREAD)) if compiled else 1
+        run = _Run(tiers, values, samples, tier_cond, sample_cond, silence, numpy)
+        # compiled frames release the GIL: groups of rows run on threads of their own, one
+        # a core, each with its own frame tiers, so the threads never wait for each other;
+        # rows are independent, so the samples are the same (the conditioning above is
+        # computed for the whole batch)
+        parts = max(1, min(_cores(), batch // self.ROWS_PER_THREAD)) if numpy and self.compiled else 1
         groups = [slice(p * batch // parts, (p + 1) * batch // parts) for p in range(parts)]
-        firsts, mlps = [], []
-        for g in groups:
-            rows = g.stop - g.start
-            first = (_PulledTaps if rows >= self.PULL_FROM else _PushedTaps)(
-                self.numpy_taps if numpy else self.taps, silence, rows, model.cfg.hidden, numpy
-            )
-            firsts.append(first)
-            mlps.append((_NumpyMLP if numpy else _TorchMLP)(self.layers, rows))
-        first, mlp = firsts[0], mlps[0]  # the one group of the uncompiled steps
-        pool = ThreadPoolExecutor(parts - 1) if parts > 1 else None
+        rows = functools.partial(self._rows, run, frames=frames, temperature=temperature, seed=seed)
+        if parts == 1:
+            rows(groups[0])
+        else:
+            with ThreadPoolExecutor(parts - 1) as pool:
+                others = [pool.submit(rows, g) for g in groups[1:]]
+                rows(groups[0])
+                for other in others:
+                    other.result()
+        return x[:, top:].float().cpu()
+
+    def _rows(self, run: _Run, group: slice, *, frames: int, temperature: float, seed: int) -> None:
+        """Generate the rows ``group`` of ``run``'s samples."""
+        model, numpy = self.model, run.numpy
+        top, window = model.top_frame, model.cfg.ratios[0]
+        tiers, values, samples = run.tiers, run.values, run.samples[group]
+        tier_cond = [None if c is None else c[group] for c in run.tier_cond]
+        sample_cond = None if run.sample_cond is None else run.sample_cond[group]
+        batch = group.stop - group.start
+        first = (_PulledTaps if batch >= self.PULL_FROM else _PushedTaps)(
+            self.numpy_taps if numpy else self.taps, run.silence, batch, model.cfg.hidden, numpy
+        )
+        mlp = (_NumpyMLP if numpy else _TorchMLP)(self.layers, batch)
         state = [t.initial(batch) for t in tiers]
         uniforms = None  # (top, B): one a sample of the top frame, or None (greedy)
         scale = np.float32(math.log2(math.e) / temperature if temperature > 0 else 0)
+        compiled = numpy and self.compiled
         greedy = np.empty((0, batch), np.float32)  # the compiled frame's "no uniforms"
 
         def bottom_frame(start: int, base: _Array, frame: int) -> None:
@@ -459,20 +475,7 @@ class Generator:
             offset = start - top * (frame + 1)  # of this bottom frame in its top frame
             if compiled:
                 given = greedy if uniforms is None else uniforms
-                if pool is None:  # one group, called as it is
-                    first.compiled(base, mlp, given, scale, offset, values, samples, start)
-                    return
-                calls = [
-                    functools.partial(
-                        f.compiled, base[g], m, np.ascontiguousarray(given[:, g]), scale, offset, values,
-                        samples[g], start,
-                    )
-                    for f, m, g in zip(firsts, mlps, groups, strict=True)
-                ]  # fmt: skip
-                others = [pool.submit(c) for c in calls[1:]]
-                calls[0]()
-                for other in others:
-                    other.result()
+                first.compiled(base, mlp, given, scale, offset, values, samples, start)
                 return
             first.begin(base)
             drawn = []
@@ -494,17 +497,28 @@ class Generator:
             for k in range(tier.ratio):
                 frame_tier(i - 1, start + k * (tier.size // tier.ratio), up[:, k], frame)
 
-        rng, block = np.random.default_rng(seed), np.empty((top, batch), np.float32)
-        try:
-            for j in range(frames):
-                if temperature > 0:
-                    _uniform(rng, block)
-                    uniforms = block if numpy else torch.from_numpy(block).to(self.device)
-                frame_tier(len(self.tiers) - 1, top + j * top, None, j)
-        finally:
-            if pool is not None:
-                pool.shutdown()
-        return x[:, top:].float().cpu()
+        # the whole batch's uniforms, the group's columns: the same whatever the groups
+        rng, block = np.random.default_rng(seed), np.empty((top, len(run.samples)), np.float32)
+        for j in range(frames):
+            if temperature > 0:
+                _uniform(rng, block)
+                ours = np.ascontiguousarray(block[:, group])
+                uniforms = ours if numpy else torch.from_numpy(ours).to(self.device)
+            frame_tier(len(tiers) - 1, top + j * top, None, j)
+
+
+class _Run(NamedTuple):
+    """What the groups of rows of one generation share: the tiers and sample values of
+    their arithmetic (numpy or PyTorch), the (B, top + samples) samples they write, the
+    conditioning of the whole batch, the silence class."""
+
+    tiers: list[_Tier]
+    values: _Array
+    samples: _Array
+    tier_cond: list[_Array | None]
+    sample_cond: _Array | None
+    silence: int
+    numpy: bool
 
 
 @functools.cache
