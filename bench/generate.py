@@ -10,7 +10,7 @@ against the faster of its two rates.
     python bench/generate.py [--seconds 0.5] [--device cpu|cuda] [--temperature 1] [--dtypes float32]
 
 ``--temperature 0`` (greedy) leaves out the draw (one uniform a sample and the softmax's
-running sums), a tenth of the small model's step at batch 64. From batch 32 groups of
+running sums), a tenth of the small model's step at batch 64. From batch 16 groups of
 rows are generated on threads of their own, one a core: the figures at batch 64 depend on
 the cores free.
 """

@@ -19,7 +19,7 @@ PyTorch, in float32 or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix p
 are several times faster). In numpy, a bottom frame's samples are one compiled call
 (kernels.py, when numba imports) doing the numpy step's arithmetic: 2.6-2.9x faster at the
 small preset's batch 1, where the step's Python and numpy calls cost more than its
-products; from batch 32 groups of 16 rows or more run on threads of their own, one a
+products; from batch 16 groups of 8 rows or more run on threads of their own, one a
 core, frame tiers included. Batched: many utterances at once, each row with its own
 conditioning.
 """
@@ -332,7 +332,7 @@ class Generator:
     """
 
     PULL_FROM = 16  # batch size from which the first layer sums tap rows (see _PulledTaps)
-    ROWS_PER_THREAD = 16  # compiled frames: a thread for every this many rows, up to a core each
+    ROWS_PER_THREAD = 8  # compiled: a thread for every this many rows, up to a core each (16: 1.37x)
 
     def __init__(
         self, model: SampleRNN, *, dtype: torch.dtype = torch.float32, backend: str = "auto"
@@ -398,7 +398,7 @@ class Generator:
                 # one thread for every product, the conditioning's too: at these sizes a
                 # second PyTorch or BLAS thread only spins against the first (2.6x slower
                 # at batch 64; on a busy machine a tiny two-thread product may wait a
-                # scheduler tick for its second thread); from batch 32 the other cores
+                # scheduler tick for its second thread); from batch 16 the other cores
                 # generate groups of rows (see _generate)
                 stack.enter_context(_torch_threads(1))
                 stack.enter_context(threadpool_limits(1, user_api="blas"))
