@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from featprep.errors import FeatprepError
 from featprep.manifest import read_manifest
@@ -285,6 +286,24 @@ def test_generation_shape_and_seed():
         generate(model, f, s, 2)
     with pytest.raises(FeatprepError, match="temperature -1"):
         generate(model, f, s, 3, temperature=-1)
+
+
+def test_tier_threads_chosen_by_the_clock_keep_the_samples(monkeypatch):
+    """A large model at batch 1 times a frame in one BLAS thread and one in numpy's own
+    count, then runs in the faster: the samples are those of one thread throughout."""
+    from featprep.samplernn import generate as generation
+
+    torch.manual_seed(0)
+    generator = Generator(SampleRNN(ModelConfig(hidden=512, embedding=8, feature_dim=6, speakers=2)))
+    f, s = torch.randn(1, 5, 6), torch.tensor([1])
+    made, init = [], generation._TierThreads.__init__
+    monkeypatch.setattr(generation._TierThreads, "__init__", lambda self: made.append(self) or init(self))
+    monkeypatch.setattr(generation._TierThreads, "EVERY", 3)  # trials at frames 0, 1, 3 and 4
+    chosen = generator(f, s, 5, seed=3)
+    assert set(made[0].seconds) == {1, None}  # both timed
+    with threadpool_limits(1, user_api="blas"):
+        assert torch.equal(generator(f, s, 5, seed=3), chosen)
+    assert chosen.std() > 0.05
 
 
 def test_generate_many_pads_without_touching_the_samples():
