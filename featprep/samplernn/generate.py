@@ -500,7 +500,8 @@ class Generator:
 
         # the whole batch's uniforms, the group's columns: the same whatever the groups
         rng, block = np.random.default_rng(seed), np.empty((top, len(run.samples)), np.float32)
-        threads = _TierThreads() if numpy and model.cfg.hidden > NUMPY_UP_TO else None
+        large = numpy and model.cfg.hidden > NUMPY_UP_TO and len(run.samples) == 1  # one group
+        threads = _TierThreads() if large else None
         for j in range(frames):
             if temperature > 0:
                 _uniform(rng, block)
