@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from featprep.errors import FeatprepError
 from featprep.manifest import read_manifest
 from featprep.pipeline import prepare
 from featprep.samplernn.data import Corpus, TBPTTLoader
 from featprep.samplernn.evaluate import evaluate as evaluate_run
-from featprep.samplernn.generate import Generator, _negative_gumbel, _uniform, generate, generate_many
+from featprep.samplernn.generate import Generator, _draw, _uniform, generate, generate_many
 from featprep.samplernn.loss import evaluate_nll
 from featprep.samplernn.model import ModelConfig, SampleRNN, mu_law_decode, mu_law_encode, quantise
 from featprep.samplernn.train import TrainConfig, train
@@ -287,6 +288,24 @@ def test_generation_shape_and_seed():
         generate(model, f, s, 3, temperature=-1)
 
 
+def test_tier_threads_chosen_by_the_clock_keep_the_samples(monkeypatch):
+    """A large model at batch 1 times a frame in one BLAS thread and one in numpy's own
+    count, then runs in the faster: the samples are those of one thread throughout."""
+    from featprep.samplernn import generate as generation
+
+    torch.manual_seed(0)
+    generator = Generator(SampleRNN(ModelConfig(hidden=512, embedding=8, feature_dim=6, speakers=2)))
+    f, s = torch.randn(1, 5, 6), torch.tensor([1])
+    made, init = [], generation._TierThreads.__init__
+    monkeypatch.setattr(generation._TierThreads, "__init__", lambda self: made.append(self) or init(self))
+    monkeypatch.setattr(generation._TierThreads, "EVERY", 3)  # trials at frames 0, 1, 3 and 4
+    chosen = generator(f, s, 5, seed=3)
+    assert set(made[0].seconds) == {1, None}  # both timed
+    with threadpool_limits(1, user_api="blas"):
+        assert torch.equal(generator(f, s, 5, seed=3), chosen)
+    assert chosen.std() > 0.05
+
+
 def test_generate_many_pads_without_touching_the_samples():
     """A short utterance batched with a longer one: whatever pads its features, its own
     samples are the same (generation is causal), and each comes back at its length."""
@@ -329,11 +348,11 @@ def test_generate_many_pads_without_touching_the_samples():
     ],
 )
 def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, batched, tiers):
-    """Each generated sample is the Gumbel-max draw from the logits the model gives, run
-    teacher-forced, to the generated past: the unrolled tiers, the tap tables, the first
-    layer (pushed or, as for large batches, pulled), the bias folding, the RNN cells
-    written out (numpy; PyTorch at batch 1) and the noise (drawn inline or, as for large
-    batches, on a second thread) all agree with the forward."""
+    """Each generated sample is the inverse-CDF draw, with the seed's uniforms, from the
+    logits the model gives, run teacher-forced, to the generated past: the unrolled
+    tiers, the tap tables, the first layer (pushed or, as for large batches, pulled), the
+    bias folding, the RNN cells written out (numpy; PyTorch at batch 1) and the draw all
+    agree with the forward."""
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, rnn=rnn, layers=2, **tiers)
     model = SampleRNN(cfg).eval()
@@ -341,15 +360,20 @@ def test_generation_draws_what_the_model_predicts(rnn, backend, dtype, batch, ba
     f, s = torch.randn(batch, frames, 6), torch.tensor([0, 1][:batch])
     generator = Generator(model, backend=backend, dtype=dtype)
     if batched:  # the large-batch paths, on a batch small enough to check
-        generator.PULL_FROM = generator.NOISE_THREAD_FROM = 1
+        generator.PULL_FROM = generator.ROWS_PER_THREAD = 1
     y = generator(f, s, frames, temperature=temperature, seed=seed)
     assert y.std() > 0.05  # not a constant: the check below has something to check
     rng = np.random.default_rng(seed)
-    noise = np.concatenate([_negative_gumbel(rng, (80, batch, 256), temperature) for _ in range(frames)])
+    uniforms = np.empty((frames * 80, batch), np.float32)
+    for j in range(frames):  # one (top, B) block a top frame, as the generator draws them
+        _uniform(rng, uniforms[j * 80 : (j + 1) * 80])
     with torch.no_grad():
         logits, _ = model(torch.cat([torch.zeros(batch, 80), y], dim=1), f, s, model.initial_state(batch))
-    drawn = (logits - torch.from_numpy(noise).transpose(0, 1)).argmax(dim=2)
-    agreement = (drawn == quantise(y, model.cfg)).float().mean().item()
+    scale = np.float32(math.log2(math.e) / temperature)
+    drawn = [
+        _draw(step.T.numpy(), u, scale) for step, u in zip(logits.transpose(0, 1), uniforms, strict=True)
+    ]
+    agreement = (torch.from_numpy(np.stack(drawn, 1)) == quantise(y, model.cfg)).float().mean().item()
     # bfloat16 products may flip a near tie; float32 must not (beyond summation order)
     assert agreement >= (0.99 if dtype == torch.bfloat16 else 0.999)
 
@@ -364,19 +388,63 @@ def test_bulk_uniforms_are_numpys():
         np.testing.assert_array_equal(got, numpy.random(dtype=np.float32, size=shape))
 
 
-@pytest.mark.parametrize("batch, pulled", [(1, False), (3, False), (3, True)])
+def test_draws_are_the_softmax_inverse_cdf():
+    """_draw picks, for each uniform u, the class where u falls in the softmax's CDF at
+    the temperature (as float64 arithmetic puts it, but for u within float32 rounding of
+    a class boundary)."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(256) * 3
+    n, temperature = 100_000, 0.8
+    u = rng.random(n, dtype=np.float32)
+    drawn = _draw(
+        np.repeat(logits[:, None].astype(np.float32), n, axis=1), u, np.float32(math.log2(math.e) / 0.8)
+    )
+    p = np.exp((logits - logits.max()) / temperature)
+    cdf = np.cumsum(p / p.sum())
+    expected = np.minimum(np.searchsorted(cdf, u.astype(np.float64), side="right"), 255)
+    assert (drawn == expected).mean() > 0.999
+    assert len(np.unique(drawn)) > 20  # not one class: the check had something to check
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_compiled_draws_equal_numpys(batch):
+    """kernels.py's draw picks _draw's classes bit for bit, sampled and greedy, on
+    ordinary logits and on NaNs, infinities, ties and logits far below the largest."""
+    from featprep.samplernn import kernels
+
+    rng = np.random.default_rng(1)
+    columns = [rng.standard_normal(256) * s for s in (0.5, 3, 30)]
+    columns += [np.zeros(256), np.r_[np.full(255, -1e30), 0.0], np.r_[np.nan, np.zeros(255)]]
+    columns += [np.r_[np.zeros(100), np.inf, np.zeros(155)], np.r_[np.zeros(7), np.nan, np.ones(248)]]
+    for column in columns:
+        logits = np.repeat(column[:, None].astype(np.float32), batch, axis=1)
+        logits[-1] += np.arange(batch)  # columns not all alike
+        uniforms = rng.random((80, batch), dtype=np.float32)
+        drawn, bits, top = kernels._scratch(256, batch)
+        for row, scale in [(3, np.float32(1.4426950408889634)), (79, np.float32(0.03))]:
+            kernels._draw(logits.copy(), uniforms, row, scale, bits, top, drawn)
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, a small weight as in the kernel
+                np.testing.assert_array_equal(drawn, _draw(logits, uniforms[row], scale))
+        kernels._draw(logits.copy(), uniforms[:0], 0, np.float32(0), bits, top, drawn)
+        np.testing.assert_array_equal(drawn, _draw(logits, None, np.float32(0)))
+
+
+@pytest.mark.parametrize("batch, pulled, threads", [(1, False, 1), (3, False, 1), (3, True, 1), (4, True, 2)])
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_compiled_frames_equal_the_numpy_step(batch, pulled, temperature, monkeypatch):
+def test_compiled_frames_equal_the_numpy_step(batch, pulled, threads, temperature, monkeypatch):
     """A bottom frame compiled (numba) draws what the numpy step draws, bit for bit: the
-    same products, additions and argmax; without numba the numpy step runs."""
+    same products, additions, exp2 and running sums of the draw, and argmax; the rows
+    split between threads draw the same; without numba the numpy step runs."""
     from featprep.samplernn import generate as generation
 
     torch.manual_seed(0)
     model = SampleRNN(ModelConfig(hidden=32, embedding=16, feature_dim=6, speakers=2, ratios=[8, 2])).eval()
-    f, s = torch.randn(batch, 6, 6), torch.tensor([0, 1, 1][:batch])
+    f, s = torch.randn(batch, 6, 6), torch.tensor([0, 1, 1, 0][:batch])
     generator = Generator(model)
     if pulled:
-        generator.PULL_FROM = generator.NOISE_THREAD_FROM = 1
+        generator.PULL_FROM = 1
+    generator.ROWS_PER_THREAD = batch // threads
+    monkeypatch.setattr(generation, "_cores", lambda: threads)
     assert generator.compiled
     compiled = generator(f, s, 6, temperature=temperature, seed=4)
     assert compiled.std() > 0.05

@@ -2,15 +2,15 @@
 
 A :class:`Generator` unrolls a trained model once into plain matrices: each frame tier's
 step is two matrix products around one RNN cell, and the sample level, the only
-work done for every sample, is its first layer, three small matrix products and an
-argmax. The window convolution over embeddings becomes one table per tap
+work done for every sample, is its first layer, three small matrix products and a
+draw. The window convolution over embeddings becomes one table per tap
 (``conv(embed(w)) = sum_i T_i[w_i]``): for small batches a drawn sample adds its row of
 every tap to accumulators of the ``window`` samples that will read it (one gather a
 step, :class:`_PushedTaps`); for large ones each step sums its window's rows in one
 ``embedding_bag`` call (:class:`_PulledTaps`). The upper tier and the conditioning are
-added once per bottom frame. Sampling uses the Gumbel-max trick with the noise drawn
-once per top frame; ``argmax(l / T + g) = argmax(l + T g)``, so the temperature scales
-the noise and ``T = 0`` is greedy decoding.
+added once per bottom frame. Sampling is by the inverse CDF of softmax(logits / T), one
+uniform a sample (drawn in one block per top frame; :func:`_draw`); ``T = 0`` is greedy
+decoding, the argmax.
 
 On the CPU, small models and batch 1 run in numpy (a PyTorch call costs more than a
 small product's arithmetic, and at batch 1 every product is a matrix times a vector,
@@ -19,7 +19,9 @@ PyTorch, in float32 or bfloat16 (on CPUs with AMX and on GPUs, bfloat16 matrix p
 are several times faster). In numpy, a bottom frame's samples are one compiled call
 (kernels.py, when numba imports) doing the numpy step's arithmetic: 2.6-2.9x faster at the
 small preset's batch 1, where the step's Python and numpy calls cost more than its
-products. Batched: many utterances at once, each row with its own conditioning.
+products; from batch 16 groups of 8 rows or more run on threads of their own, one a
+core, frame tiers included. Batched: many utterances at once, each row with its own
+conditioning.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import contextlib
 import functools
 import itertools
 import math
+import os
+import time
 import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.utils.parametrize
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 from torch.nn import functional as F
 
 from ..errors import FeatprepError
@@ -270,39 +274,37 @@ class _PulledTaps:
 
 
 class _NumpyMLP:
-    """The sample-level MLP in numpy (on the CPU), two calls a layer: the input carries a
-    constant 1 in its last column, which holds each bias as the last row of an augmented
-    matrix and passes itself on (ReLU keeps it 1). At batch 1 the matrices are kept
-    (out, in) and multiply the row as a vector (see _linear)."""
+    """The sample-level MLP in numpy (on the CPU), one product and one ReLU a layer: the
+    input carries a constant 1 in its last column, which holds each bias as the last
+    column of an augmented (out, in) matrix and passes itself on (ReLU keeps it 1). The
+    layers' outputs are (width, B), so the logits come out (levels, B), as _draw reads
+    them; at batch 1 the matrices multiply the row as a vector (see _linear)."""
 
     def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> None:
         self.layers = []
         for k, (w, b) in enumerate(layers):
             last = k == len(layers) - 1
-            w = w.numpy().T  # (in, out)
-            aug = np.zeros((w.shape[0] + 1, w.shape[1] + (0 if last else 1)), np.float32)
-            aug[:-1, : w.shape[1]], aug[-1, : w.shape[1]] = w, b.numpy()
+            aug = np.zeros((w.shape[0] + (0 if last else 1), w.shape[1] + 1), np.float32)
+            aug[: w.shape[0], :-1], aug[: w.shape[0], -1] = w.numpy(), b.numpy()
             if not last:
                 aug[-1, -1] = 1.0
-            if batch == 1:
-                aug = np.ascontiguousarray(aug.T)  # (out, in)
-            width = aug.shape[0] if batch == 1 else aug.shape[1]
-            self.layers.append((aug, np.empty((batch, width), np.float32)))
+            self.layers.append((aug, np.empty((aug.shape[0], batch), np.float32)))
         self.weights, self.outs = (tuple(x) for x in zip(*self.layers, strict=True))
         if batch == 1:
-            self.dot = lambda h, w, out: np.dot(w, h[0], out=out[0])
+            self.dot = lambda w, x, out: np.dot(w, x.reshape(-1), out=out.reshape(-1))
         else:  # np.dot: 0.3 us less a call than np.matmul
-            self.dot = lambda h, w, out: np.dot(h, w, out=out)
+            self.dot = lambda w, x, out: np.dot(w, x, out=out)
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
-        """h: a row of the accumulator, read once, so the first ReLU may overwrite it."""
+        """h (B, width): a row of the accumulator, read once, so the first ReLU may overwrite it."""
         np.maximum(h, 0.0, out=h)
+        x = h.T
         for w, out in self.layers[:-1]:
-            self.dot(h, w, out)
+            self.dot(w, x, out)
             np.maximum(out, 0.0, out=out)
-            h = out
+            x = out
         w, out = self.layers[-1]
-        self.dot(h, w, out)
+        self.dot(w, x, out)
         return out
 
 
@@ -330,8 +332,8 @@ class Generator:
         ones at batch 1), ``"numpy"`` or ``"torch"``.
     """
 
-    NOISE_THREAD_FROM = 16  # batch size; below it the hand-over costs more than the draw
     PULL_FROM = 16  # batch size from which the first layer sums tap rows (see _PulledTaps)
+    ROWS_PER_THREAD = 8  # compiled: a thread for every this many rows, up to a core each (16: 1.37x)
 
     def __init__(
         self, model: SampleRNN, *, dtype: torch.dtype = torch.float32, backend: str = "auto"
@@ -397,7 +399,8 @@ class Generator:
                 # one thread for every product, the conditioning's too: at these sizes a
                 # second PyTorch or BLAS thread only spins against the first (2.6x slower
                 # at batch 64; on a busy machine a tiny two-thread product may wait a
-                # scheduler tick for its second thread); the second core draws the noise
+                # scheduler tick for its second thread); from batch 16 the other cores
+                # generate groups of rows (see _generate)
                 stack.enter_context(_torch_threads(1))
                 stack.enter_context(threadpool_limits(1, user_api="blas"))
             elif numpy and self.compiled:
@@ -416,7 +419,7 @@ class Generator:
     ) -> torch.Tensor:
         model = self.model
         features, speakers = (None if t is None else t.to(self.device) for t in (features, speakers))
-        top, window, levels = model.top_frame, model.cfg.ratios[0], model.cfg.levels
+        top = model.top_frame
         cond = model.conditioning(features, speakers, frames)
         tier_cond = [
             None if cond is None or t.cond is None else t.cond(cond).to(self.dtype) for t in model.tiers
@@ -431,30 +434,55 @@ class Generator:
             tiers, values, samples = self.numpy_tiers, values.numpy(), x.numpy()
             tier_cond = [None if c is None else c.numpy() for c in tier_cond]
             sample_cond = None if sample_cond is None else sample_cond.numpy()
-        pulled = batch >= self.PULL_FROM
-        first = (_PulledTaps if pulled else _PushedTaps)(
-            self.numpy_taps if numpy else self.taps, silence, batch, model.cfg.hidden, numpy
+        run = _Run(tiers, values, samples, tier_cond, sample_cond, silence, numpy)
+        # compiled frames release the GIL: groups of rows run on threads of their own, one
+        # a core, each with its own frame tiers, so the threads never wait for each other;
+        # rows are independent, so the samples are the same (the conditioning above is
+        # computed for the whole batch)
+        parts = max(1, min(_cores(), batch // self.ROWS_PER_THREAD)) if numpy and self.compiled else 1
+        groups = [slice(p * batch // parts, (p + 1) * batch // parts) for p in range(parts)]
+        rows = functools.partial(self._rows, run, frames=frames, temperature=temperature, seed=seed)
+        if parts == 1:
+            rows(groups[0])
+        else:
+            with ThreadPoolExecutor(parts - 1) as pool:
+                others = [pool.submit(rows, g) for g in groups[1:]]
+                rows(groups[0])
+                for other in others:
+                    other.result()
+        return x[:, top:].float().cpu()
+
+    def _rows(self, run: _Run, group: slice, *, frames: int, temperature: float, seed: int) -> None:
+        """Generate the rows ``group`` of ``run``'s samples."""
+        model, numpy = self.model, run.numpy
+        top, window = model.top_frame, model.cfg.ratios[0]
+        tiers, values, samples = run.tiers, run.values, run.samples[group]
+        tier_cond = [None if c is None else c[group] for c in run.tier_cond]
+        sample_cond = None if run.sample_cond is None else run.sample_cond[group]
+        batch = group.stop - group.start
+        first = (_PulledTaps if batch >= self.PULL_FROM else _PushedTaps)(
+            self.numpy_taps if numpy else self.taps, run.silence, batch, model.cfg.hidden, numpy
         )
         mlp = (_NumpyMLP if numpy else _TorchMLP)(self.layers, batch)
         state = [t.initial(batch) for t in tiers]
-        noise = None
+        uniforms = None  # (top, B): one a sample of the top frame, or None (greedy)
+        scale = np.float32(math.log2(math.e) / temperature if temperature > 0 else 0)
         compiled = numpy and self.compiled
-        greedy = np.empty((0, batch, levels), np.float32)  # the compiled frame's "no noise"
+        greedy = np.empty((0, batch), np.float32)  # the compiled frame's "no uniforms"
 
         def bottom_frame(start: int, base: _Array, frame: int) -> None:
             if sample_cond is not None:
                 base = base + sample_cond[:, frame, None]
             offset = start - top * (frame + 1)  # of this bottom frame in its top frame
             if compiled:
-                first.compiled(base, mlp, greedy if noise is None else noise, offset, values, samples, start)
+                given = greedy if uniforms is None else uniforms
+                first.compiled(base, mlp, given, scale, offset, values, samples, start)
                 return
             first.begin(base)
             drawn = []
             for k in range(window):
-                logits = mlp(first.layer(k))
-                if noise is not None:
-                    logits -= noise[offset + k]
-                d = logits.argmax(axis=1)
+                u = None if uniforms is None else uniforms[offset + k]
+                d = (_draw if numpy else _draw_torch)(mlp(first.layer(k)), u, scale)
                 first.drawn(k, d)
                 drawn.append(d)
             first.end()
@@ -470,15 +498,57 @@ class Generator:
             for k in range(tier.ratio):
                 frame_tier(i - 1, start + k * (tier.size // tier.ratio), up[:, k], frame)
 
-        with contextlib.ExitStack() as stack:
+        # the whole batch's uniforms, the group's columns: the same whatever the groups
+        rng, block = np.random.default_rng(seed), np.empty((top, len(run.samples)), np.float32)
+        large = numpy and model.cfg.hidden > NUMPY_UP_TO and len(run.samples) == 1  # one group
+        threads = _TierThreads() if large else None
+        for j in range(frames):
             if temperature > 0:
-                ahead = batch >= self.NOISE_THREAD_FROM
-                gumbel = stack.enter_context(_GumbelStream(seed, (top, batch, levels), temperature, ahead))
-            for j in range(frames):
-                if temperature > 0:
-                    noise = gumbel.take() if numpy else torch.from_numpy(gumbel.take()).to(self.device)
-                frame_tier(len(self.tiers) - 1, top + j * top, None, j)
-        return x[:, top:].float().cpu()
+                _uniform(rng, block)
+                ours = np.ascontiguousarray(block[:, group])
+                uniforms = ours if numpy else torch.from_numpy(ours).to(self.device)
+            with threads.frame(j) if threads else contextlib.nullcontext():
+                frame_tier(len(tiers) - 1, top + j * top, None, j)
+
+
+class _TierThreads:
+    """numpy's BLAS threads for a large model's frame tiers at batch 1 (matrices times
+    vectors), chosen by the clock. A second thread streams the tiers' matrices faster on
+    a free core (1.15-1.35x at the paper size, 2 cores) and waits for the first when
+    another process holds a core (1.2-1.6x slower): every ``EVERY`` top frames one frame
+    runs in one thread and one in numpy's own count, timed, and the rest in the faster.
+    The products do not depend on the thread count (OpenBLAS splits a matrix times a
+    vector by rows), so neither do the samples."""
+
+    EVERY = 25
+
+    def __init__(self) -> None:
+        self.blas = ThreadpoolController().select(user_api="blas")
+        self.seconds: dict[int | None, float] = {}  # threads (None: numpy's own) -> its timed frame
+
+    @contextlib.contextmanager
+    def frame(self, j: int) -> Iterator[None]:
+        trial = j % self.EVERY
+        threads = (1, None)[trial] if trial < 2 else min(self.seconds, key=self.seconds.__getitem__)
+        with self.blas.limit(limits=1) if threads == 1 else contextlib.nullcontext():
+            start = time.perf_counter()
+            yield
+            if trial < 2:
+                self.seconds[threads] = time.perf_counter() - start
+
+
+class _Run(NamedTuple):
+    """What the groups of rows of one generation share: the tiers and sample values of
+    their arithmetic (numpy or PyTorch), the (B, top + samples) samples they write, the
+    conditioning of the whole batch, the silence class."""
+
+    tiers: list[_Tier]
+    values: _Array
+    samples: _Array
+    tier_cond: list[_Array | None]
+    sample_cond: _Array | None
+    silence: int
+    numpy: bool
 
 
 @functools.cache
@@ -491,6 +561,11 @@ def _kernels() -> types.ModuleType | None:
     return kernels
 
 
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
@@ -501,58 +576,51 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class _GumbelStream:
-    """Noise for the Gumbel-max draw, one (top, B, levels) block per top frame. With
-    ``ahead``, the next block is drawn on a second thread while this one is used (numpy's
-    generator and ufuncs release the GIL); the order of draws is the same either way, so
-    the samples depend on the seed only. A block is valid until the next ``take``: the
-    blocks are reused (fresh ones cost their pages again: 1.25x slower at batch 64)."""
-
-    def __init__(self, seed: int, shape: tuple[int, ...], scale: float, ahead: bool) -> None:
-        self._rng, self._scale = np.random.default_rng(seed), scale
-        self._blocks = [np.empty(shape, np.float32) for _ in range(2 if ahead else 1)]
-        self._turn = 0
-        self._pool = ThreadPoolExecutor(1) if ahead else None
-        self._next = self._pool.submit(self._draw, self._blocks[0]) if self._pool else None
-
-    def _draw(self, block: np.ndarray) -> np.ndarray:
-        return _negative_gumbel(self._rng, block.shape, self._scale, out=block)
-
-    def take(self) -> np.ndarray:
-        if self._pool is None:
-            return self._draw(self._blocks[0])
-        block = self._next.result()
-        self._turn ^= 1  # the block taken before this one is free again
-        self._next = self._pool.submit(self._draw, self._blocks[self._turn])
-        return block
-
-    def __enter__(self) -> _GumbelStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+# 2 ** f on [-1/2, 1/2], lowest power first: a near-minimax polynomial (Chebyshev fit),
+# within 2.5e-7 (2 ulp) of 2 ** f evaluated in float32
+EXP2_POLY = tuple(
+    np.float32(c)
+    for c in (1.0000001192092896, 0.6931471824645996, 0.2402210682630539, 0.05550327152013779,
+              0.009676037356257439, 0.0013400432653725147)
+)  # fmt: skip
+EXP2_FLOOR = np.float32(-126)  # 2 ** -126, float32's smallest normal: no class weighs 0
 
 
-def _negative_gumbel(
-    rng: np.random.Generator, shape: tuple[int, ...], scale: float, out: np.ndarray | None = None
-) -> np.ndarray:
-    """``-scale * g`` for standard Gumbel noise g, in float32 (a third of the cost of
-    ``rng.gumbel``'s float64; the tail is cut at 16.6, where float32 uniforms end), into
-    ``out`` (float32 of that shape) when given."""
-    u = np.empty(shape, np.float32) if out is None else out
-    # in slices of about 1 MB, drawn and transformed while in the core's cache
-    step = max(1, (1 << 18) // max(1, u[0].size))
-    with np.errstate(divide="ignore"):  # u = 0 gives -inf noise: that class is not drawn
-        for first in range(0, len(u), step):
-            part = u[first : first + step]
-            _uniform(rng, part)
-            np.log(part, out=part)
-            np.negative(part, out=part)
-            np.log(part, out=part)
-            if scale != 1:
-                part *= np.float32(scale)
-    return u
+def _draw(logits: np.ndarray, uniforms: np.ndarray | None, scale: np.float32) -> np.ndarray:
+    """A class (B,) of each column of logits (levels, B): the argmax without uniforms
+    (greedy), else drawn from softmax(logits / T) with ``scale = log2(e) / T`` by the
+    inverse CDF, one uniform (B,) a draw: the first class whose running sum of weights
+    ``2 ** ((l - max) * scale)`` exceeds ``u`` times their total.
+
+    The power of two is a polynomial of the exponent's fraction times its whole part's
+    float32 bits, float32 operation by operation, so kernels.py's compiled draw does the
+    same arithmetic (np.exp's float32 SIMD code and the C library's differ in the last
+    bit). Below 2 ** -126 of the largest a weight is raised to it (the distribution moves
+    by less than 1e-35): no class is lost, and a NaN logit is a small weight too.
+    """
+    if uniforms is None:
+        return logits.argmax(axis=0)
+    t = (logits - logits.max(axis=0)) * scale
+    t = np.where(t >= EXP2_FLOOR, t, EXP2_FLOOR)
+    whole = np.floor(t + np.float32(0.5))
+    fraction = t - whole
+    weights = EXP2_POLY[-1] * fraction
+    for c in EXP2_POLY[-2:0:-1]:
+        weights += c
+        weights *= fraction
+    weights += EXP2_POLY[0]
+    weights *= ((whole.astype(np.int32) + 127) << 23).view(np.float32)
+    sums = np.cumsum(weights, axis=0)
+    return np.minimum((sums <= uniforms * sums[-1]).sum(axis=0), len(logits) - 1)
+
+
+def _draw_torch(logits: torch.Tensor, uniforms: torch.Tensor | None, scale: np.float32) -> torch.Tensor:
+    """_draw on logits (B, levels) in PyTorch, with its own exp2 (no bitwise twin here)."""
+    if uniforms is None:
+        return logits.argmax(dim=1)
+    t = ((logits - logits.amax(dim=1, keepdim=True)) * float(scale)).clamp_(min=float(EXP2_FLOOR))
+    sums = torch.exp2(t).cumsum(dim=1)
+    return (sums <= uniforms[:, None] * sums[:, -1:]).sum(dim=1).clamp_(max=logits.shape[1] - 1)
 
 
 def _uniform(rng: np.random.Generator, out: np.ndarray) -> None:
@@ -583,7 +651,7 @@ def generate_many(
     A request is (features (frames, D) or None, speaker (1,) or (1, E) as
     ``Run.speaker_input`` gives it, frames). A batch's features are zero-padded to its
     longest request; generation is causal, so the padding never reaches a request's own
-    samples. Batch i draws its noise from ``seed + i``.
+    samples. Batch i draws its uniforms from ``seed + i``.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise FeatprepError(f"batch size {batch_size}: expected at least 1")
