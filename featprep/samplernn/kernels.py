@@ -8,8 +8,8 @@ operation: the same BLAS products (np.dot compiles to the same gemv/gemm calls),
 float32 operations in the same order (no fused multiply-adds: numba does not contract
 without fastmath), the same draw (generate.py's ``_draw``: inverse CDF with its own
 ``exp2``) and numpy's argmax for greedy decoding (the first maximum; a NaN wins), so a
-compiled frame gives the numpy frame's samples bit for bit. numba comes with librosa;
-without it, generate.py runs the numpy step.
+compiled frame gives the numpy frame's samples bit for bit. numba is a dependency;
+where it cannot be imported, generate.py runs the numpy step.
 
 Logits are (levels, B): the draw's loops run over the batch innermost, so the running
 maxima, sums and counts of a step are vectors (one row each would be a chain of 256
