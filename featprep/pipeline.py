@@ -232,7 +232,9 @@ def _run_shards(
             # products of the stages (the mel-cepstrum's took 20x the CPU time with 2 threads)
             with threadpool_limits(limits=1):
                 return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
-        # One BLAS/torch thread per worker: the parallelism is across shards.
+        # One BLAS/torch thread per worker: the parallelism is across shards, the longest
+        # first (a corpus's train shard left for last kept one worker busy alone)
+        todo = sorted(todo, key=lambda item: -sum(u.raw_seconds for u in item[0].utterances))
         run = uuid.uuid4().hex
         with parallel_config(backend, client):
             shards = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
