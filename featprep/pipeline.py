@@ -233,11 +233,12 @@ def _run_shards(
             with threadpool_limits(limits=1):
                 return [process_shard(p, stages, out, fp, tick) for p, fp in todo]
         # One BLAS/torch thread per worker: the parallelism is across shards, the longest
-        # first (a corpus's train shard left for last kept one worker busy alone)
+        # first (a corpus's train shard left for last kept one worker busy alone); no more
+        # workers than shards (-j 1000 on 3 shards started 1000 processes, 100 s of imports)
         todo = sorted(todo, key=lambda item: -sum(u.raw_seconds for u in item[0].utterances))
         run = uuid.uuid4().hex
         with parallel_config(backend, client):
-            shards = joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")
+            shards = joblib.Parallel(n_jobs=min(jobs, len(todo)), return_as="generator_unordered")
             return list(
                 shards(
                     joblib.delayed(shard_in_worker)(p, recipe, root, genders, run, out, fp, tick)

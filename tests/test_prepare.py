@@ -190,6 +190,25 @@ def test_same_inputs_give_identical_shards(prepared, demo_corpus, tmp_path):
     assert strip(read_manifest(out / "vctk-0.80")) == strip(read_manifest(tmp_path / "again"))
 
 
+def _loky_workers() -> int:
+    """How many loky worker processes this one started are alive (loky keeps idle ones)."""
+    me, count = str(os.getpid()), 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            count += parent == me and b"LokyProcess" in (proc / "cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+    return count
+
+
+def test_jobs_beyond_the_shards_start_no_idle_workers(demo_corpus, tmp_path):
+    report = prepare("vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=NO_LABELS, jobs=12)
+    assert 1 < report.shards_written < 12
+    # one worker a shard: -j 12 started 12 processes for 3 shards (-j 1000, 1000: 100 s of imports)
+    assert 0 < _loky_workers() <= report.shards_written
+
+
 def test_rerun_skips_complete_shards_and_redoes_changed_ones(demo_corpus, tmp_path):
     first = prepare(
         "vctk", demo_corpus / "VCTK-Corpus", tmp_path, overrides=[*NO_LABELS, "shards.max_seconds=20"]
