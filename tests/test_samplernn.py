@@ -286,6 +286,27 @@ def test_generation_shape_and_seed():
         generate(model, f, s, 2)
     with pytest.raises(FeatprepError, match="temperature -1"):
         generate(model, f, s, 3, temperature=-1)
+    with pytest.raises(FeatprepError, match="temperature nan: expected a finite number"):
+        generate(model, f, s, 3, temperature=math.nan)
+    # numpy's generators refuse a negative seed (was its ValueError's traceback)
+    with pytest.raises(FeatprepError, match="seed -1: expected a whole number >= 0"):
+        generate(model, f, s, 3, seed=-1)
+    with pytest.raises(FeatprepError, match="seed -1"):
+        generate_many(generator, [(f[0].numpy(), s[:1], 3)], seed=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # numpy (compiled) and PyTorch draws
+def test_a_tiny_temperature_draws_as_greedy(dtype):
+    """As T falls to 0 the draw becomes the argmax; where log2(e) / T overflows float32 it
+    drew uniform noise (inf scale: the largest logit's weight a NaN, every class alike)."""
+    model = small_model()
+    f, s = torch.randn(2, 3, 6), torch.tensor([0, 1])
+    near = generate(model, f, s, 3, temperature=1e-30, seed=1, dtype=dtype)
+    if dtype == torch.float32:  # bfloat16 logits tie often: greedy takes the first, a draw either
+        assert torch.equal(near, generate(model, f, s, 3, temperature=0, dtype=dtype))
+    assert near.std() > 0
+    for temperature in (1e-40, 1e-300):
+        assert torch.equal(generate(model, f, s, 3, temperature=temperature, seed=1, dtype=dtype), near)
 
 
 def test_tier_threads_chosen_by_the_clock_keep_the_samples(monkeypatch):

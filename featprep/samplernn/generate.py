@@ -390,8 +390,7 @@ class Generator:
         """
         if features is not None and features.shape[1] != frames:
             raise FeatprepError(f"{features.shape[1]} frames of features for {frames} frames to generate")
-        if temperature < 0:
-            raise FeatprepError(f"temperature {temperature}: expected >= 0")
+        _check_draw(temperature, seed)
         batch = speakers.shape[0] if speakers is not None else features.shape[0]
         numpy = self.runs_numpy(batch)
         with contextlib.ExitStack() as stack:
@@ -466,7 +465,7 @@ class Generator:
         mlp = (_NumpyMLP if numpy else _TorchMLP)(self.layers, batch)
         state = [t.initial(batch) for t in tiers]
         uniforms = None  # (top, B): one a sample of the top frame, or None (greedy)
-        scale = np.float32(math.log2(math.e) / temperature if temperature > 0 else 0)
+        scale = _scale(temperature)
         compiled = numpy and self.compiled
         greedy = np.empty((0, batch), np.float32)  # the compiled frame's "no uniforms"
 
@@ -586,6 +585,24 @@ EXP2_POLY = tuple(
 EXP2_FLOOR = np.float32(-126)  # 2 ** -126, float32's smallest normal: no class weighs 0
 
 
+def _check_draw(temperature: float, seed: int) -> None:
+    """Raise `FeatprepError` unless ``temperature`` is a finite number >= 0 and ``seed`` a
+    whole number >= 0 (numpy's generators take no negative seed)."""
+    if not 0 <= temperature < math.inf:
+        raise FeatprepError(f"temperature {temperature}: expected a finite number >= 0 (0: greedy)")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise FeatprepError(f"seed {seed!r}: expected a whole number >= 0")
+
+
+def _scale(temperature: float) -> np.float32:
+    """The draw's ``log2(e) / T`` in float32, at most float32's largest: a temperature so
+    small that the scale overflowed made it inf, and inf times the largest logit's 0 a NaN
+    that weighed every class alike (uniform noise for a near-greedy draw)."""
+    if temperature == 0:
+        return np.float32(0)
+    return np.float32(min(math.log2(math.e) / temperature, float(np.finfo(np.float32).max)))
+
+
 def _draw(logits: np.ndarray, uniforms: np.ndarray | None, scale: np.float32) -> np.ndarray:
     """A class (B,) of each column of logits (levels, B): the argmax without uniforms
     (greedy), else drawn from softmax(logits / T) with ``scale = log2(e) / T`` by the
@@ -655,8 +672,7 @@ def generate_many(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise FeatprepError(f"batch size {batch_size}: expected at least 1")
-    if not 0 <= temperature < math.inf:  # here, not at the first batch: the caller may write first
-        raise FeatprepError(f"temperature {temperature}: expected >= 0")
+    _check_draw(temperature, seed)  # here, not at the first batch: the caller may write first
     return _batches(generator, iter(requests), batch_size, temperature, seed)
 
 
