@@ -295,6 +295,23 @@ def test_generation_shape_and_seed():
         generate_many(generator, [(f[0].numpy(), s[:1], 3)], seed=-1)
 
 
+@pytest.mark.parametrize(
+    "option, line",
+    [
+        ({"seed": -1}, "seed -1"),
+        ({"temperature": math.nan}, "temperature nan"),
+        ({"batch_size": 0}, "batch size 0"),
+    ],
+)
+def test_generate_to_checks_its_sampling_options_first(option, line, tmp_path):
+    """A bad seed, temperature or batch size is its own line before the run is read or
+    Festival runs (they were found after both, or named a run folder that is not there)."""
+    from featprep.samplernn.run import generate_to
+
+    with pytest.raises(FeatprepError, match=line):
+        generate_to(tmp_path / "no-run", tmp_path / "x.wav", texts=["Hi."], speaker="p1", **option)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # numpy (compiled) and PyTorch draws
 def test_a_tiny_temperature_draws_as_greedy(dtype):
     """As T falls to 0 the draw becomes the argmax; where log2(e) / T overflows float32 it

@@ -594,6 +594,14 @@ def _check_draw(temperature: float, seed: int) -> None:
         raise FeatprepError(f"seed {seed!r}: expected a whole number >= 0")
 
 
+def check_sampling(batch_size: int, temperature: float, seed: int) -> None:
+    """Raise `FeatprepError` unless `generate_many` can take ``batch_size``, ``temperature``
+    and ``seed``: callers check them before they load a model or run Festival."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise FeatprepError(f"batch size {batch_size}: expected at least 1")
+    _check_draw(temperature, seed)
+
+
 def _scale(temperature: float) -> np.float32:
     """The draw's ``log2(e) / T`` in float32, at most float32's largest: a temperature so
     small that the scale overflowed made it inf, and inf times the largest logit's 0 a NaN
@@ -670,9 +678,7 @@ def generate_many(
     longest request; generation is causal, so the padding never reaches a request's own
     samples. Batch i draws its uniforms from ``seed + i``.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise FeatprepError(f"batch size {batch_size}: expected at least 1")
-    _check_draw(temperature, seed)  # here, not at the first batch: the caller may write first
+    check_sampling(batch_size, temperature, seed)  # here, not at the first batch: the caller may write first
     return _batches(generator, iter(requests), batch_size, temperature, seed)
 
 

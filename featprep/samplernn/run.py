@@ -254,11 +254,12 @@ def generate_to(
     from ..io import atomic_write_bytes, check_output_dir, wav_bytes
     from ..labels.frontend import merlin_normalise, text_to_labels
     from ..labels.hts import read_hts
-    from .generate import Generator, generate_many
+    from .generate import Generator, check_sampling, generate_many
 
     labels, texts, out = [Path(p) for p in labels], list(texts), Path(out)
     if not labels and not texts:
         raise ArgumentError("give labels or texts (--labels, --text) to generate")
+    check_sampling(batch_size, temperature, seed)
     if (speaker is None) == (seed_wav is None):
         raise ArgumentError("give a speaker or a seed recording (--speaker or --seed-wav), not both")
     names = [p.stem for p in labels] + [f"text-{i + 1:03d}" for i in range(len(texts))]
