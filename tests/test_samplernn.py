@@ -6,6 +6,7 @@ import json
 import math
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -465,6 +466,32 @@ def test_compiled_draws_equal_numpys(batch):
                 np.testing.assert_array_equal(drawn, _draw(logits, uniforms[row], scale))
         kernels._draw(logits.copy(), uniforms[:0], 0, np.float32(0), bits, top, drawn)
         np.testing.assert_array_equal(drawn, _draw(logits, None, np.float32(0)))
+
+
+def test_a_failed_group_of_rows_stops_the_others(monkeypatch):
+    """When the first group of rows ends in an error (Ctrl-C), the groups on the other
+    threads stop at their next top frame: the pool waited for them to finish the batch
+    (Ctrl-C at batch 64 took 6.6 s to end the command)."""
+    from featprep.samplernn import generate as generation
+
+    generator = Generator(small_model())
+    generator.ROWS_PER_THREAD = 1
+    monkeypatch.setattr(generation, "_cores", lambda: 2)
+    steps, step = [], generator.numpy_tiers[-1].step
+    monkeypatch.setattr(generator.numpy_tiers[-1], "step", lambda *a: steps.append(1) or step(*a))
+    rows = generator._rows
+
+    def first_fails(run, group, **kw):
+        if group.start == 0:
+            time.sleep(0.05)  # the other group is at work
+            raise KeyboardInterrupt
+        return rows(run, group, **kw)
+
+    monkeypatch.setattr(generator, "_rows", first_fails)
+    frames = 2000  # 160,000 samples a row: far more than 0.05 s of work
+    with pytest.raises(KeyboardInterrupt):
+        generator(torch.randn(2, frames, 6), torch.tensor([0, 1]), frames, seed=1)
+    assert 0 < len(steps) < frames
 
 
 @pytest.mark.parametrize("batch, pulled, threads", [(1, False, 1), (3, False, 1), (3, True, 1), (4, True, 2)])

@@ -31,6 +31,7 @@ import functools
 import itertools
 import math
 import os
+import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
@@ -433,7 +434,7 @@ class Generator:
             tiers, values, samples = self.numpy_tiers, values.numpy(), x.numpy()
             tier_cond = [None if c is None else c.numpy() for c in tier_cond]
             sample_cond = None if sample_cond is None else sample_cond.numpy()
-        run = _Run(tiers, values, samples, tier_cond, sample_cond, silence, numpy)
+        run = _Run(tiers, values, samples, tier_cond, sample_cond, silence, numpy, threading.Event())
         # compiled frames release the GIL: groups of rows run on threads of their own, one
         # a core, each with its own frame tiers, so the threads never wait for each other;
         # rows are independent, so the samples are the same (the conditioning above is
@@ -446,9 +447,15 @@ class Generator:
         else:
             with ThreadPoolExecutor(parts - 1) as pool:
                 others = [pool.submit(rows, g) for g in groups[1:]]
-                rows(groups[0])
-                for other in others:
-                    other.result()
+                try:
+                    rows(groups[0])
+                    for other in others:
+                        other.result()
+                except BaseException:
+                    # Ctrl-C or an error: the other groups stop at their next top frame (the
+                    # pool's exit waited for them to finish the batch: 6.6 s at batch 64)
+                    run.stop.set()
+                    raise
         return x[:, top:].float().cpu()
 
     def _rows(self, run: _Run, group: slice, *, frames: int, temperature: float, seed: int) -> None:
@@ -502,6 +509,8 @@ class Generator:
         large = numpy and model.cfg.hidden > NUMPY_UP_TO and len(run.samples) == 1  # one group
         threads = _TierThreads() if large else None
         for j in range(frames):
+            if run.stop.is_set():
+                return
             if temperature > 0:
                 _uniform(rng, block)
                 ours = np.ascontiguousarray(block[:, group])
@@ -548,6 +557,7 @@ class _Run(NamedTuple):
     sample_cond: _Array | None
     silence: int
     numpy: bool
+    stop: threading.Event  # set when the batch is given up: the groups still at work return
 
 
 @functools.cache
