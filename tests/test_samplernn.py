@@ -367,6 +367,10 @@ def test_generate_many_pads_without_touching_the_samples():
     assert not torch.equal(again[0, 160:], zeros[0, 160:])
     with pytest.raises(FeatprepError, match="batch size 0"):
         generate_many(generator, requests, batch_size=0)
+    # a batch size beyond any count of utterances is one batch of them all (was islice's ValueError)
+    huge = generate_many(generator, requests, batch_size=2**70, seed=3)
+    for got, want in zip(huge, (a, b), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize(

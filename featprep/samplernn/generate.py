@@ -31,6 +31,7 @@ import functools
 import itertools
 import math
 import os
+import sys
 import threading
 import time
 import types
@@ -695,8 +696,9 @@ def generate_many(
 def _batches(
     generator: Generator, requests: Iterator, batch_size: int, temperature: float, seed: int
 ) -> Iterator[np.ndarray]:
+    size = min(batch_size, sys.maxsize)  # islice takes no larger count (--batch-size 1e20 was its traceback)
     for i in itertools.count():
-        group = list(itertools.islice(requests, batch_size))
+        group = list(itertools.islice(requests, size))
         if not group:
             return
         longest = max(frames for _, _, frames in group)
