@@ -313,6 +313,18 @@ def test_generate_to_checks_its_sampling_options_first(option, line, tmp_path):
         generate_to(tmp_path / "no-run", tmp_path / "x.wav", texts=["Hi."], speaker="p1", **option)
 
 
+@pytest.mark.parametrize(
+    "option, line", [({"seed": -1}, "seed -1"), ({"temperature": math.inf}, "temperature inf")]
+)
+def test_evaluate_checks_its_sampling_options_as_generate_does(option, line, tmp_path):
+    """evaluate takes the sampling options through generate's own check, before it reads the
+    run (a negative seed reached numpy's generator only after the model was loaded)."""
+    from featprep.samplernn.evaluate import evaluate
+
+    with pytest.raises(FeatprepError, match=line):
+        evaluate(tmp_path / "no-run", **option)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # numpy (compiled) and PyTorch draws
 def test_a_tiny_temperature_draws_as_greedy(dtype):
     """As T falls to 0 the draw becomes the argmax; where log2(e) / T overflows float32 it

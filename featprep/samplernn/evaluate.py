@@ -36,7 +36,7 @@ from ..io import atomic_write_text, check_output_dir
 from ..progress import progress_bar
 from ..splits import ROLES, SPLITS
 from .data import Corpus, TBPTTLoader
-from .generate import Generator, generate_many
+from .generate import Generator, check_sampling, generate_many
 from .loss import evaluate_nll
 from .run import Run
 
@@ -75,8 +75,10 @@ def check_arguments(
     max_seconds: float | None,
     temperature: float,
     batch_size: int,
+    seed: int = 0,
 ) -> None:
-    """Raise `ArgumentError` for an `evaluate` argument it cannot work with."""
+    """Raise `FeatprepError` for an `evaluate` argument it cannot work with (the sampling
+    options as `generate_many` checks them)."""
     if split not in SPLITS:
         raise ArgumentError(f"split must be one of {list(SPLITS)}, found {split!r}")
     if role not in ROLES[:2]:
@@ -85,10 +87,7 @@ def check_arguments(
         raise ArgumentError(f"max_utterances must be an integer >= 1, found {max_utterances!r}")
     if max_seconds is not None and not 0 < max_seconds < math.inf:
         raise ArgumentError(f"max_seconds must be a number > 0, found {max_seconds!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch size {batch_size}: expected at least 1")
-    if not 0 <= temperature < math.inf:
-        raise ArgumentError(f"temperature {temperature}: expected >= 0")
+    check_sampling(batch_size, temperature, seed)
 
 
 def evaluate(
@@ -116,7 +115,7 @@ def evaluate(
     writability are checked before anything is generated, then the split's shards (sha256
     of every file unless ``verify`` is False). ``progress``: a bar of the seconds of audio
     generated and compared, on stderr. `result_lines` gives the table of the result."""
-    check_arguments(split, role, max_utterances, max_seconds, temperature, batch_size)
+    check_arguments(split, role, max_utterances, max_seconds, temperature, batch_size, seed)
     check_output_dir(run_folder, "run folder")
     run = Run(run_folder)
     dev = resolve_device(device)
