@@ -129,7 +129,7 @@ def ssw2019(
         "metrics": list(METRICS),
         "rows": rows,
     }
-    atomic_write_text(out / "results.json", json.dumps(result, indent=1, allow_nan=False) + "\n")
+    _write_json(out / "results.json", result)
     atomic_write_text(out / "results.md", "\n".join(table_lines(result)) + "\n")
     log(f"experiment: the table is in {out / 'results.md'} and {out / 'results.json'}")
     return result
@@ -147,7 +147,7 @@ def _evaluation_options(
     from .device import resolve_device
     from .samplernn.evaluate import check_arguments
 
-    check_arguments(_SPLIT, "adaptation", max_utterances, max_seconds, temperature, batch_size)
+    check_arguments(_SPLIT, "adaptation", max_utterances, max_seconds, temperature, batch_size, seed)
     resolve_device(device)  # a missing CUDA device is one line now, not after training
     return {
         "split": _SPLIT,
@@ -224,7 +224,7 @@ def _run_mode(
     _train(
         mode, directory, run, config, steps, corpus_sha, record, evaluation["device"], verify, log, progress
     )
-    atomic_write_text(record_path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    _write_json(record_path, record)
     checkpoint_sha = record["trained"]["checkpoint_sha256"]
     rows = []
     for name, (role, _) in SPEAKER_SETS.items():
@@ -250,7 +250,7 @@ def _run_mode(
             result["utterances"] = len(full["utterances"])
             result["speaker_ids"] = sorted({u["speaker"] for u in full["utterances"]})
             record[name] = {"fingerprint": fingerprint, "result": result}
-            atomic_write_text(record_path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+            _write_json(record_path, record)
         rows.append({**row, **result, "not_applicable": None})
     return rows
 
@@ -262,6 +262,11 @@ def _read_record(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """``value`` as strict JSON (an undefined figure is null, never NaN), atomically."""
+    atomic_write_text(path, json.dumps(value, indent=1, allow_nan=False) + "\n")
 
 
 def _train(
