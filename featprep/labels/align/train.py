@@ -229,18 +229,18 @@ def _reestimate(
             stats.add_path(x, gr, path)
         scores = []
 
-        def expect(pair: tuple[np.ndarray, Graph], model: AlignerModel = model) -> tuple:
+        def expect(pair: tuple[np.ndarray, Graph], model: AlignerModel = model) -> tuple | Rejected:
             x, gr = pair
             log_lik = model.log_likelihoods(x, gr.states)
             try:
                 return posteriors(gr, log_lik) if config.baum_welch else viterbi(gr, log_lik)
             except Rejected as e:
-                return (e,)
+                return e
 
         found = ordered_threads(expect, zip(feats, graphs, strict=True), threads)
         for i, (x, gr, result) in enumerate(zip(feats, graphs, found, strict=True)):
-            if isinstance(result[0], Rejected):
-                say(f"utterance {i} left out: {result[0].detail}")
+            if isinstance(result, Rejected):
+                say(f"utterance {i} left out: {result.detail}")
                 continue
             if config.baum_welch:
                 gamma, stays, score = result
